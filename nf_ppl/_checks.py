@@ -1,0 +1,91 @@
+"""Input validation shared by layers, flows and models.
+
+Every check runs on concrete values only (numpy arrays, Python numbers, or JAX arrays
+outside a trace): inside ``jit`` values are abstract, so only shapes can be checked there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds actual values (not a JAX tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_event_size(x, size: int, name: str = "x", what: str = "event size") -> None:
+    """Raise ValueError unless the last axis of ``x`` has length ``size``."""
+    shape = np.shape(x)
+    if len(shape) == 0 or shape[-1] != size:
+        raise ValueError(
+            f"{name} must have shape (..., {size}) ({what} {size}); got shape {tuple(shape)}"
+        )
+
+
+def check_finite(x, name: str = "x") -> None:
+    """Raise ValueError naming how many and which rows of ``x`` hold NaN or inf."""
+    if not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    if arr.ndim >= 2:
+        rows = np.flatnonzero(bad.reshape(-1, arr.shape[-1]).any(axis=-1))
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        raise ValueError(
+            f"{name} contains NaN or inf in {len(rows)} of {arr.size // arr.shape[-1]} rows "
+            f"(flattened row indices: {shown}); remove or impute them first"
+        )
+    raise ValueError(f"{name} contains NaN or inf at positions {np.flatnonzero(bad)[:10].tolist()}")
+
+
+def check_positive(x, name: str) -> None:
+    """Raise ValueError unless every element of ``x`` is > 0 (concrete values only)."""
+    if is_concrete(x):
+        arr = np.asarray(x)
+        if not np.all(arr > 0):
+            raise ValueError(f"{name} must be positive (> 0); got min value {arr.min()!r}")
+
+
+def check_permutation(perm, size: int | None = None, name: str = "permutation") -> tuple[int, ...]:
+    """Return ``perm`` as a tuple of ints after checking it is a permutation of 0..n-1."""
+    arr = np.asarray(perm)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of indices; got shape {arr.shape}")
+    if size is not None and arr.shape[0] != size:
+        raise ValueError(f"{name} must have length {size} (the event size); got length {arr.shape[0]}")
+    if not np.issubdtype(arr.dtype, np.integer) or sorted(arr.tolist()) != list(range(arr.shape[0])):
+        raise ValueError(
+            f"{name} must be a permutation of 0..{arr.shape[0] - 1} (each index exactly once); got {arr.tolist()}"
+        )
+    return tuple(int(i) for i in arr)
+
+
+def check_mask(mask, size: int | None = None, name: str = "mask") -> tuple[bool, ...]:
+    """Return a binary mask as a tuple of bools after checking its length and values."""
+    arr = np.asarray(mask)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D binary sequence; got shape {arr.shape}")
+    if size is not None and arr.shape[0] != size:
+        raise ValueError(f"{name} must have length {size} (the event size); got length {arr.shape[0]}")
+    if not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{name} must contain only 0/1 or False/True; got {arr.tolist()}")
+    return tuple(bool(v) for v in arr)
+
+
+def check_context(context, context_dim: int, owner: str) -> None:
+    """Check that a conditional object got a context of shape (..., context_dim)."""
+    if context_dim and context is None:
+        raise ValueError(
+            f"{owner} is conditional (context_dim={context_dim}) and needs a context: "
+            f"call .condition(context) or pass context= with shape (..., {context_dim})"
+        )
+    if not context_dim and context is not None:
+        raise ValueError(f"{owner} is not conditional (context_dim=0) but a context was given")
+    if context is not None:
+        check_event_size(context, context_dim, name="context", what="context_dim")

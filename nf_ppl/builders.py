@@ -1,0 +1,128 @@
+"""Builders of ready flows: ``maf``, ``iaf``, ``realnvp``.
+
+Each is called as ``builder(key, dim, *, num_layers=..., hidden_dims=..., **options)`` and
+returns a :class:`~nf_ppl.flow.Flow` with event shape ``(dim,)`` over a standard normal base.
+Identical layers are stacked and run by ``lax.scan`` (``scan=True``), so compile time stays flat
+as ``num_layers`` grows; layer ``l`` is followed by a permutation (reversal by default).
+
+Common options:
+    context_dim: size of a context vector for a conditional flow ``p(y | context)``.
+    permutation: ``"reverse"`` (default), ``"random"`` (a different fixed permutation per
+        layer) or ``None``.
+    activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
+    log_scale_bound: soft bound on each layer's log-scale (numerical safety).
+    trainable_base: also learn the base normal's location and log-scale.
+    scan: ``False`` unrolls the layers in a ``Chain`` instead of a ``Stack``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .flow import Flow
+from .layers.autoregressive import MaskedAffineAutoregressive
+from .layers.composition import Chain, Stack
+from .layers.coupling import AffineCoupling, half_mask
+from .layers.linear import Permutation
+
+
+def _check_common(dim: int, num_layers: int) -> None:
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int (the event size); got {dim!r}")
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
+
+
+def _permutations(key, dim: int, num_layers: int, permutation):
+    if permutation is None:
+        return None
+    if permutation == "reverse":
+        return [tuple(range(dim - 1, -1, -1))] * num_layers
+    if permutation == "random":
+        return [Permutation.random(k, dim).perm for k in jax.random.split(key, num_layers)]
+    raise ValueError(f"permutation must be 'reverse', 'random' or None; got {permutation!r}")
+
+
+def assemble(layers: Sequence, dim: int, *, permutations=None, scan: bool = True,
+             context_dim: int = 0, trainable_base: bool = False, dtype=None) -> Flow:
+    """Compose layers (each followed by ``permutations[l]``) into a ``Flow`` over ``N(0, I_dim)``."""
+    if scan:
+        transform = Stack.from_layers(layers, permutations)
+    else:
+        parts = []
+        for i, layer in enumerate(layers):
+            parts.append(layer)
+            if permutations is not None:
+                parts.append(Permutation(permutations[i]))
+        transform = Chain(parts)
+    base = {}
+    if trainable_base:
+        base = dict(base_loc=jnp.zeros(dim, dtype), base_log_scale=jnp.zeros(dim, dtype))
+    return Flow(transform, (dim,), context_dim=context_dim, **base)
+
+
+def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype):
+    _check_common(dim, num_layers)
+    k_perm, *keys = jax.random.split(key, num_layers + 1)
+    layers = [make_layer(k) for k in keys]
+    perms = _permutations(k_perm, dim, num_layers, permutation)
+    return assemble(layers, dim, permutations=perms, scan=scan, context_dim=context_dim,
+                    trainable_base=trainable_base, dtype=dtype)
+
+
+def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation,
+                    activation, log_scale_bound, trainable_base, scan, dtype):
+    def make(k):
+        return MaskedAffineAutoregressive(
+            k, dim, hidden_dims, mode=mode, context_dim=context_dim, activation=activation,
+            log_scale_bound=log_scale_bound, dtype=dtype)
+
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
+
+
+def maf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
+        permutation="reverse", activation: str = "elu", log_scale_bound: float = 5.0,
+        trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+    """Masked autoregressive flow: one-pass log-density, ``dim`` sequential passes to sample.
+
+    Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="maf"``.
+    """
+    return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
+                           context_dim=context_dim, permutation=permutation, activation=activation,
+                           log_scale_bound=log_scale_bound, trainable_base=trainable_base, scan=scan, dtype=dtype)
+
+
+def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
+        permutation="reverse", activation: str = "elu", log_scale_bound: float = 5.0,
+        trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+    """Inverse autoregressive flow: one-pass sampling (with log-density of its own samples), sequential inverse.
+
+    Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="iaf"``; the usual
+    choice for variational posteriors (``flow.sample_and_log_prob``).
+    """
+    return _autoregressive("iaf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
+                           context_dim=context_dim, permutation=permutation, activation=activation,
+                           log_scale_bound=log_scale_bound, trainable_base=trainable_base, scan=scan, dtype=dtype)
+
+
+def realnvp(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
+            mask=None, permutation="reverse", activation: str = "elu", log_scale_bound: float = 5.0,
+            trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+    """RealNVP: affine coupling layers, one pass in both directions.
+
+    ``mask`` (default: first half conditions the second) is used by every layer; the
+    permutation after each layer changes which coordinates the next layer transforms.
+    """
+    mask = half_mask(dim) if mask is None else mask
+
+    def make(k):
+        return AffineCoupling(k, dim, mask, hidden_dims, context_dim=context_dim, activation=activation,
+                              log_scale_bound=log_scale_bound, dtype=dtype)
+
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
+
+
+BUILDERS = {"maf": maf, "iaf": iaf, "realnvp": realnvp}

@@ -1,0 +1,183 @@
+"""``Flow``: a base distribution pushed through a bijection, as a NumPyro distribution.
+
+For a bijection ``f`` (base side -> data side) and base density ``p_Z``::
+
+    log p(y) = log p_Z(f^{-1}(y)) - log|det J_f(f^{-1}(y))|
+
+``Flow`` subclasses ``numpyro.distributions.TransformedDistribution``, so NumPyro's handlers,
+``TransformReparam``, ``Predictive``, ``SVI`` and ``NUTS`` accept it.  Its pytree leaves are the
+trainable layer parameters (plus, if asked, the base location/log-scale, and a bound context),
+so ``jax.grad(lambda f: -f.log_prob(x).mean())(flow)`` trains it without NumPyro handlers.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+from ._checks import check_context, check_finite
+from .layers.base import forward_and_log_det, inverse_and_log_det
+
+
+class Flow(dist.TransformedDistribution):
+    """Normalizing flow distribution with event shape ``event_shape`` (a vector ``(dim,)`` for most flows).
+
+    Args:
+        transform: a layer (any NumPyro transform; usually a ``Chain`` or ``Stack``) mapping
+            base noise to data.
+        event_shape: shape of one draw, e.g. ``(dim,)``.
+        base_loc, base_log_scale: optional arrays of the event shape; when given, the base is
+            ``Normal(base_loc, exp(base_log_scale))`` and these are trainable leaves.  When
+            omitted the base is a fixed standard normal (not a leaf).
+        context_dim: size of the context vector of a conditional flow (0 = unconditional).
+        context: a bound context of shape ``batch_shape + (context_dim,)``; usually set through
+            :meth:`condition`.
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ()
+    pytree_aux_fields = ()
+
+    def __init__(self, transform, event_shape, *, base_loc=None, base_log_scale=None,
+                 context_dim: int = 0, context=None, validate_args=None):
+        self.transform = transform
+        self.flow_event_shape = tuple(int(s) for s in np.atleast_1d(event_shape))
+        self.base_loc, self.base_log_scale = base_loc, base_log_scale
+        self.context_dim, self.context = int(context_dim), context
+        if context is not None:
+            check_context(context, self.context_dim, "Flow")
+        batch_shape = () if context is None else tuple(jnp.shape(context)[:-1])
+        dist.Distribution.__init__(self, batch_shape, self.flow_event_shape, validate_args=False)
+
+    # -- pytree -------------------------------------------------------------------
+    def tree_flatten(self):
+        children = (self.transform, self.base_loc, self.base_log_scale, self.context)
+        return children, (self.flow_event_shape, self.context_dim)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = cls.__new__(cls)
+        obj.transform, obj.base_loc, obj.base_log_scale, obj.context = children
+        obj.flow_event_shape, obj.context_dim = aux
+        batch_shape = () if not _has_shape(obj.context) else tuple(jnp.shape(obj.context)[:-1])
+        dist.Distribution.__init__(obj, batch_shape, obj.flow_event_shape, validate_args=False)
+        return obj
+
+    def replace(self, **changes) -> "Flow":
+        names = ("transform", "base_loc", "base_log_scale", "context")
+        children, aux = self.tree_flatten()
+        children = tuple(changes.pop(n, c) for n, c in zip(names, children))
+        if changes:
+            raise TypeError(f"Flow.replace got unknown fields {sorted(changes)}")
+        return type(self).tree_unflatten(aux, children)
+
+    # -- structure --------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(np.prod(self.flow_event_shape))
+
+    @property
+    def base_dist(self):
+        n = len(self.flow_event_shape)
+        if self.base_loc is None:
+            zeros = jnp.zeros(self.flow_event_shape)
+            base = dist.Normal(zeros, jnp.ones_like(zeros))
+        else:
+            base = dist.Normal(self.base_loc, jnp.exp(self.base_log_scale))
+        return base.to_event(n)
+
+    @base_dist.setter
+    def base_dist(self, value):  # TransformedDistribution internals may assign it
+        raise AttributeError("Flow.base_dist is derived from base_loc/base_log_scale")
+
+    @property
+    def transforms(self):
+        return [self._bound_transform()]
+
+    @property
+    def support(self):
+        codomain = self.transform.codomain
+        extra = len(self.flow_event_shape) - codomain.event_dim
+        return constraints.independent(codomain, extra) if extra > 0 else codomain
+
+    @property
+    def has_rsample(self):
+        return True
+
+    def _bound_transform(self):
+        if self.context_dim:
+            check_context(self.context, self.context_dim, "Flow")
+            return self.transform.condition(self.context)
+        return self.transform
+
+    def condition(self, context) -> "Flow":
+        """The conditional distribution ``p(y | context)``; batch shape is ``context.shape[:-1]``."""
+        context = jnp.asarray(context)
+        check_context(context, self.context_dim, "Flow")
+        return self.replace(context=context)
+
+    def _with_context(self, context):
+        return self if context is None else self.condition(context)
+
+    # -- density and sampling -------------------------------------------------------------
+    def _check_value(self, value):
+        value = jnp.asarray(value)
+        n = len(self.flow_event_shape)
+        if value.shape[value.ndim - n:] != self.flow_event_shape or value.ndim < n:
+            raise ValueError(
+                f"value must have shape (..., {', '.join(map(str, self.flow_event_shape))}) "
+                f"(event shape {self.flow_event_shape}); got shape {value.shape}"
+            )
+        check_finite(value, "value")
+        return value
+
+    def log_prob(self, value, intermediates=None, *, context=None):
+        """Exact ``log p(value)``; with ``intermediates`` from ``sample_with_intermediates`` no inverse is run."""
+        if context is not None:
+            return self.condition(context).log_prob(value, intermediates)
+        value = self._check_value(value)
+        if intermediates is not None:
+            x, log_det = intermediates[0]
+        else:
+            x, log_det = inverse_and_log_det(self._bound_transform(), value)
+        return self.base_dist.log_prob(x) - log_det
+
+    def sample_with_intermediates(self, key, sample_shape=(), *, context=None):
+        """Draws and the intermediates ``[(base_draws, log_det)]`` that make ``log_prob`` cheap."""
+        if context is not None:
+            return self.condition(context).sample_with_intermediates(key, sample_shape)
+        transform = self._bound_transform()
+        x = self.base_dist.expand(self.batch_shape).sample(key, tuple(sample_shape))
+        y, log_det = forward_and_log_det(transform, x)
+        return y, [(x, log_det)]
+
+    def sample(self, key, sample_shape=(), *, context=None):
+        return self.sample_with_intermediates(key, sample_shape, context=context)[0]
+
+    def rsample(self, key, sample_shape=()):
+        return self.sample(key, sample_shape)
+
+    def sample_and_log_prob(self, key, sample_shape=(), *, context=None):
+        """Draws and their exact log-density from one forward pass (cheap for IAF-type flows)."""
+        flow = self._with_context(context)
+        y, inter = flow.sample_with_intermediates(key, sample_shape)
+        return y, flow.log_prob(y, inter)
+
+    @property
+    def mean(self):
+        raise NotImplementedError("a flow's mean has no closed form; estimate it from samples")
+
+    @property
+    def variance(self):
+        raise NotImplementedError("a flow's variance has no closed form; estimate it from samples")
+
+    def __repr__(self) -> str:
+        cond = f", context_dim={self.context_dim}" if self.context_dim else ""
+        return f"Flow(event_shape={self.flow_event_shape}, batch_shape={self.batch_shape}{cond}, transform={self.transform!r})"
+
+
+def _has_shape(x) -> bool:
+    return x is not None and hasattr(x, "shape")
+

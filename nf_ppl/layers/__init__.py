@@ -1,0 +1,15 @@
+"""Flow layers: each a ``numpyro.distributions.transforms.Transform`` (see :class:`Bijector`)."""
+
+from .autoregressive import MaskedAffineAutoregressive
+from .base import Bijector, forward_and_log_det, inverse_and_log_det
+from .composition import Chain, Stack
+from .coupling import AdditiveCoupling, AffineCoupling, half_mask
+from .elementwise import ELU, ElementwiseAffine, LeakyReLU, SinhArcsinh, Softplus, Tanh
+from .linear import LULinear, Permutation
+from .normalization import ActNorm
+
+__all__ = [
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "ELU", "ElementwiseAffine",
+    "LULinear", "LeakyReLU", "MaskedAffineAutoregressive", "Permutation", "SinhArcsinh", "Softplus",
+    "Stack", "Tanh", "forward_and_log_det", "half_mask", "inverse_and_log_det",
+]

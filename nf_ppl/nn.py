@@ -1,0 +1,205 @@
+"""Conditioner networks in plain JAX: a dense MLP and MADE (masked autoencoder for density estimation).
+
+Both are pytrees whose leaves are the weight and bias arrays; structure (sizes, degrees,
+activation) is static auxiliary data, so ``jit``/``grad``/``vmap`` see them as plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import register_pytree_node_class
+
+ACTIVATIONS = {
+    "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "softplus": jax.nn.softplus,
+}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _dense_init(key, fan_in: int, fan_out: int, dtype, scale: float = 1.0):
+    std = scale / np.sqrt(max(fan_in, 1))
+    return std * jax.random.normal(key, (fan_out, fan_in), dtype), jnp.zeros(fan_out, dtype)
+
+
+def _default_dtype(dtype):
+    return dtype or jnp.zeros(()).dtype
+
+
+@register_pytree_node_class
+class MLP:
+    """Dense network ``h -> act(W h + b)`` with a linear last layer.
+
+    ``MLP.init(key, in_dim, hidden_dims, out_dim)``; ``mlp(x)`` maps (..., in_dim) to (..., out_dim).
+    The last layer starts small (``out_scale``) so a conditioner starts near a constant map.
+    """
+
+    def __init__(self, weights, biases, activation: str = "elu"):
+        self.weights, self.biases, self.activation = list(weights), list(biases), activation
+
+    @classmethod
+    def init(cls, key, in_dim: int, hidden_dims: Sequence[int], out_dim: int, *,
+             activation: str = "elu", out_scale: float = 0.01, dtype=None):
+        _activation(activation)
+        dtype = _default_dtype(dtype)
+        sizes = [in_dim, *hidden_dims, out_dim]
+        keys = jax.random.split(key, len(sizes) - 1)
+        layers = [
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else 1.0)
+            for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
+        ]
+        return cls([w for w, _ in layers], [b for _, b in layers], activation)
+
+    def __call__(self, x):
+        act = _activation(self.activation)
+        h = x
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w.T + b
+            if i < len(self.weights) - 1:
+                h = act(h)
+        return h
+
+    def tree_flatten(self):
+        return (self.weights, self.biases), self.activation
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], children[1], aux)
+
+
+def made_degrees(dim: int, hidden_dims: Sequence[int], ordering) -> tuple[tuple[int, ...], ...]:
+    """Degrees of the input and hidden units of a MADE.
+
+    Input ``i`` gets degree ``ordering.index(i) + 1`` (its position in the autoregressive order).
+    Hidden units cycle through degrees ``1..dim-1`` (``0`` when ``dim == 1``: they then see only
+    the context and biases).  Output ``i`` may see hidden units of degree ``< degree(i)``, so
+    output ``i`` depends exactly on the inputs that precede ``i`` in the ordering.
+    """
+    position = np.empty(dim, dtype=int)
+    position[np.asarray(ordering)] = np.arange(dim)
+    degrees = [tuple(int(p) + 1 for p in position)]
+    for size in hidden_dims:
+        if dim == 1:
+            degrees.append((0,) * size)
+        else:
+            degrees.append(tuple(int(1 + k % (dim - 1)) for k in range(size)))
+    return tuple(degrees)
+
+
+def resolve_ordering(ordering, dim: int, key=None) -> tuple[int, ...]:
+    """Turn ``"natural" | "reversed" | "random" | sequence`` into a tuple permutation of 0..dim-1."""
+    from ._checks import check_permutation
+
+    if isinstance(ordering, str):
+        if ordering == "natural":
+            return tuple(range(dim))
+        if ordering in ("reversed", "reverse"):
+            return tuple(range(dim - 1, -1, -1))
+        if ordering == "random":
+            if key is None:
+                raise ValueError("ordering='random' needs a PRNG key")
+            return tuple(int(i) for i in jax.random.permutation(key, dim))
+        raise ValueError(f"ordering must be 'natural', 'reversed', 'random' or a permutation; got {ordering!r}")
+    return check_permutation(ordering, dim, "ordering")
+
+
+@register_pytree_node_class
+class MADE:
+    """Masked autoencoder for distribution estimation (Germain et al., 2015).
+
+    Maps ``x`` of shape (..., dim) (and an optional context of shape (..., context_dim)) to
+    outputs of shape (..., num_params, dim) such that ``out[..., k, i]`` depends only on the
+    inputs ``x_j`` with ``j`` before ``i`` in ``ordering`` (and on the context).  The
+    autoregressive property is enforced by binary masks built from unit degrees
+    (:func:`made_degrees`); the masks are recomputed from the static degrees, never trained.
+
+    Build with ``MADE.init(key, dim, hidden_dims, num_params=2, ordering="natural", context_dim=0)``.
+    Every hidden layer needs at least ``dim - 1`` units, otherwise some output could not see all
+    of its predecessors (a ``ValueError`` says so).
+    """
+
+    def __init__(self, weights, biases, context_weight, degrees, num_params: int, activation: str):
+        self.weights, self.biases = list(weights), list(biases)
+        self.context_weight = context_weight
+        self.degrees, self.num_params, self.activation = degrees, num_params, activation
+
+    @classmethod
+    def init(cls, key, dim: int, hidden_dims: Sequence[int] = (64, 64), num_params: int = 2, *,
+             ordering="natural", context_dim: int = 0, activation: str = "elu",
+             out_scale: float = 0.01, dtype=None):
+        _activation(activation)
+        hidden_dims = tuple(int(h) for h in hidden_dims)
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1; got {dim}")
+        if num_params < 1:
+            raise ValueError(f"num_params must be >= 1; got {num_params}")
+        too_small = [h for h in hidden_dims if h < dim - 1]
+        if too_small:
+            raise ValueError(
+                f"hidden_dims={hidden_dims} too small for dim={dim}: every hidden layer needs at least "
+                f"dim - 1 = {dim - 1} units so each output can depend on all its predecessors"
+            )
+        dtype = _default_dtype(dtype)
+        k_order, k_ctx, *keys = jax.random.split(key, len(hidden_dims) + 3)
+        degrees = made_degrees(dim, hidden_dims, resolve_ordering(ordering, dim, k_order))
+        sizes = [dim, *hidden_dims, dim * num_params]
+        layers = [
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else 1.0)
+            for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
+        ]
+        first_out = sizes[1]
+        ctx_w = None
+        if context_dim:
+            ctx_w = _dense_init(k_ctx, context_dim, first_out, dtype)[0]
+        return cls([w for w, _ in layers], [b for _, b in layers], ctx_w, degrees, num_params, activation)
+
+    @property
+    def dim(self) -> int:
+        return len(self.degrees[0])
+
+    @property
+    def context_dim(self) -> int:
+        return 0 if self.context_weight is None else self.context_weight.shape[-1]
+
+    @property
+    def ordering(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.argsort(self.degrees[0]))
+
+    def masks(self) -> list[np.ndarray]:
+        """Binary masks, one per weight matrix, shaped like the weights (out, in)."""
+        degs = [np.asarray(d) for d in self.degrees]
+        masks = [(d_out[:, None] >= d_in[None, :]) for d_in, d_out in zip(degs[:-1], degs[1:])]
+        out_deg = np.tile(degs[0], self.num_params)
+        masks.append(out_deg[:, None] > degs[-1][None, :])
+        return [m.astype(np.float32) for m in masks]
+
+    def __call__(self, x, context=None):
+        act = _activation(self.activation)
+        h = x
+        n = len(self.weights)
+        for i, (w, b, m) in enumerate(zip(self.weights, self.biases, self.masks())):
+            h = h @ (w * m.astype(w.dtype)).T + b
+            if i == 0 and self.context_weight is not None:
+                h = h + context @ self.context_weight.T
+            if i < n - 1:
+                h = act(h)
+        return h.reshape(h.shape[:-1] + (self.num_params, self.dim))
+
+    def tree_flatten(self):
+        return (self.weights, self.biases, self.context_weight), (self.degrees, self.num_params, self.activation)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)

@@ -1,0 +1,108 @@
+"""The registry of every layer and builder checked by the property harness.
+
+Adding a layer or builder here gives it every check in ``test_layer_properties.py`` and
+``test_flow_properties.py``.  Factories take ``(key, dim, dtype)`` and return an object with
+*non-trivial* parameters (every leaf perturbed), because a log-det that is zero at
+initialisation hides sign errors.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import nf_ppl
+from nf_ppl import layers as L
+
+HIDDEN = (6,)
+CONTEXT_DIM = 3
+
+
+def perturb(obj, key, scale=0.3):
+    """Add Gaussian noise to every float leaf of a pytree."""
+    leaves, treedef = jax.tree_util.tree_flatten(obj)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    noisy = [
+        leaf + scale * jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf))
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) else leaf
+        for k, leaf in zip(keys, leaves)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, noisy)
+
+
+def cast(obj, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, obj)
+
+
+def context_for(key, dtype):
+    return jax.random.normal(key, (CONTEXT_DIM,), dtype)
+
+
+def _random_mask(key, dim):
+    perm = jax.random.permutation(key, dim)
+    return tuple(bool(v) for v in (perm < dim // 2))
+
+
+# name -> factory(key, dim, dtype) -> layer
+LAYERS = {
+    "ElementwiseAffine": lambda k, d, t: L.ElementwiseAffine.init(d, t),
+    "LeakyReLU": lambda k, d, t: L.LeakyReLU(0.3),
+    "ELU": lambda k, d, t: L.ELU(1.5),
+    "Softplus": lambda k, d, t: L.Softplus(),
+    "Tanh": lambda k, d, t: L.Tanh(),
+    "SinhArcsinh": lambda k, d, t: L.SinhArcsinh.init(d, t),
+    "LULinear": lambda k, d, t: L.LULinear.init(k, d, t, perm=tuple(range(d - 1, -1, -1))),
+    "Permutation": lambda k, d, t: L.Permutation.random(k, d),
+    "ActNorm": lambda k, d, t: L.ActNorm.init(d, t),
+    "AffineCoupling": lambda k, d, t: L.AffineCoupling(k, d, None, HIDDEN, dtype=t),
+    "AffineCoupling-random-mask": lambda k, d, t: L.AffineCoupling(k, d, _random_mask(k, d), HIDDEN, dtype=t),
+    "AffineCoupling-conditional": lambda k, d, t: L.AffineCoupling(
+        k, d, None, HIDDEN, context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
+    "AdditiveCoupling": lambda k, d, t: L.AdditiveCoupling(k, d, None, HIDDEN, dtype=t),
+    "MAF-layer": lambda k, d, t: L.MaskedAffineAutoregressive(k, d, HIDDEN, mode="maf", dtype=t),
+    "IAF-layer": lambda k, d, t: L.MaskedAffineAutoregressive(k, d, HIDDEN, mode="iaf", ordering="random", dtype=t),
+    "MAF-layer-conditional": lambda k, d, t: L.MaskedAffineAutoregressive(
+        k, d, (6, 6), mode="maf", ordering="reversed", context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
+    "Chain": lambda k, d, t: L.Chain([L.ElementwiseAffine.init(d, t), L.SinhArcsinh.init(d, t),
+                                      L.LULinear.init(k, d, t), L.LeakyReLU(0.5)]),
+}
+
+# name -> factory(key, dim, dtype) -> Flow
+BUILDERS = {
+    "maf": lambda k, d, t: nf_ppl.maf(k, d, num_layers=3, hidden_dims=HIDDEN, dtype=t),
+    "iaf": lambda k, d, t: nf_ppl.iaf(k, d, num_layers=3, hidden_dims=HIDDEN, dtype=t),
+    "realnvp": lambda k, d, t: nf_ppl.realnvp(k, d, num_layers=3, hidden_dims=HIDDEN, dtype=t),
+    "maf-random-perm-unrolled": lambda k, d, t: nf_ppl.maf(
+        k, d, num_layers=2, hidden_dims=HIDDEN, permutation="random", scan=False, dtype=t),
+    "iaf-trainable-base": lambda k, d, t: nf_ppl.iaf(k, d, num_layers=2, hidden_dims=HIDDEN,
+                                                     trainable_base=True, dtype=t),
+    "maf-conditional": lambda k, d, t: nf_ppl.maf(
+        k, d, num_layers=2, hidden_dims=HIDDEN, context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
+    "realnvp-conditional": lambda k, d, t: nf_ppl.realnvp(
+        k, d, num_layers=2, hidden_dims=HIDDEN, context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
+}
+
+# every builder's composed transform is also checked as a layer
+for _name, _make in list(BUILDERS.items()):
+    if _name == "iaf-trainable-base":  # same transform as "iaf"
+        continue
+    LAYERS[f"{_name}.transform"] = (lambda m: lambda k, d, t: m(k, d, t)._bound_transform())(_make)
+
+
+def make_layer(name, dim, dtype=jnp.float64, seed=0):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    layer = LAYERS[name](k1, dim, dtype)
+    return cast(perturb(layer, k2), dtype)
+
+
+def make_flow(name, dim, dtype=jnp.float64, seed=0, scale=0.3):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    flow = BUILDERS[name](k1, dim, dtype)
+    return cast(perturb(flow, k2, scale), dtype)
+
+
+def trainable(obj):
+    """Leaves excluding a bound context (data, not a parameter)."""
+    if getattr(obj, "context", None) is not None:
+        obj = obj.replace(context=None)
+    return obj

@@ -1,0 +1,181 @@
+"""Property harness: every layer in ``layer_cases.LAYERS`` gets every check below.
+
+Checks are jitted (one compile per layer and shape) to keep the suite fast; a separate test
+checks that jit and vmap agree with eager execution.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.distributions import constraints
+
+from layer_cases import LAYERS, cast, make_layer, trainable
+from nf_ppl.layers import forward_and_log_det, inverse_and_log_det
+
+NAMES = sorted(LAYERS)
+TIGHT = dict(rtol=1e-8, atol=1e-8)
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def domain_points(shape, seed=1, dtype=jnp.float64):
+    # every layer's domain is the real line (elementwise) or real vectors
+    return 1.5 * jax.random.normal(jax.random.PRNGKey(seed), shape, dtype)
+
+
+def _is_real(constraint):
+    base = getattr(constraint, "base_constraint", constraint)
+    return base is constraints.real or constraint is constraints.real_vector
+
+
+@jax.jit
+def _bijection_report(layer, x, x_other):
+    y, ld = forward_and_log_det(layer, x)
+    x_back, ld_inv = inverse_and_log_det(layer, y)
+    y_other = layer(x_other)
+    y_back = layer(layer.inv(y_other))
+    jac = jax.vmap(jax.jacfwd(layer))(x)
+    sign, autodiff_ld = jnp.linalg.slogdet(jac)
+    numpyro_inv_ld = layer.inv.log_abs_det_jacobian(y, x_back)
+    return dict(x_back=x_back, y_other=y_other, y_back=y_back, ld=ld, ld_inv=ld_inv, sign=sign,
+                autodiff_ld=autodiff_ld, numpyro_inv_ld=numpyro_inv_ld)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trips_and_log_det_match_autodiff(name, dim):
+    """inverse(forward(x)) == x, forward(inverse(y)) == y, log|det| == slogdet(jax.jacobian)."""
+    layer = make_layer(name, dim)
+    x, x_other = domain_points((6, dim), 1), domain_points((6, dim), 2)
+    r = _bijection_report(layer, x, x_other)
+    np.testing.assert_allclose(r["x_back"], x, **TIGHT)
+    np.testing.assert_allclose(r["y_back"], r["y_other"], **TIGHT)
+    assert np.all(r["sign"] != 0)
+    np.testing.assert_allclose(r["ld"], r["autodiff_ld"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(r["ld_inv"], r["ld"], rtol=1e-8, atol=1e-10)
+    inv_ld = r["numpyro_inv_ld"]
+    inv_ld = inv_ld.sum(-1) if layer.event_dim == 0 else inv_ld
+    np.testing.assert_allclose(inv_ld, -r["ld"], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch", [(), (7,), (3, 4)])
+def test_batch_shapes(name, batch):
+    dim = 3
+    layer = make_layer(name, dim)
+    x = jax.ShapeDtypeStruct(batch + (dim,), jnp.float64)
+    y, ld = jax.eval_shape(forward_and_log_det, layer, x)
+    assert y.shape == batch + (dim,) and ld.shape == batch
+    x2, ld2 = jax.eval_shape(inverse_and_log_det, layer, y)
+    assert x2.shape == batch + (dim,) and ld2.shape == batch
+    assert layer.forward_shape(x.shape) == y.shape and layer.inverse_shape(y.shape) == x.shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_vmap_and_intermediates_agree_with_eager(name):
+    dim = 3
+    layer = make_layer(name, dim)
+    x = domain_points((4, dim))
+    eager = forward_and_log_det(layer, x)
+    jitted = jax.jit(forward_and_log_det)(layer, x)
+    mapped = jax.vmap(lambda v: forward_and_log_det(layer, v))(x)
+    for a, b, c in zip(eager, jitted, mapped):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(inverse_and_log_det)(layer, eager[0])[0], layer.inv(eager[0]), rtol=1e-10, atol=1e-12)
+    # NumPyro's intermediates path gives the same log-det as the plain path
+    y, inter = layer.call_with_intermediates(x)
+    np.testing.assert_allclose(y, eager[0], rtol=1e-12)
+    np.testing.assert_allclose(layer.log_abs_det_jacobian(x, y, inter), layer.log_abs_det_jacobian(x, y), rtol=1e-9, atol=1e-12)
+    # the layer is a pytree: it passes through jit as an argument and comes back intact
+    same = jax.jit(lambda l: l)(layer)
+    assert jax.tree_util.tree_structure(same) == jax.tree_util.tree_structure(layer)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_keeps_dtype_and_matches_float64(name):
+    dim = 3
+    layer64 = make_layer(name, dim)
+    layer32 = cast(layer64, jnp.float32)
+    x64_ = domain_points((5, dim))
+    x32 = x64_.astype(jnp.float32)
+    f = jax.jit(lambda l, v: (forward_and_log_det(l, v), l.inv(l(v))))
+    (y32, ld32), back32 = f(layer32, x32)
+    (y64, ld64), _ = f(layer64, x64_)
+    assert y32.dtype == jnp.float32 and ld32.dtype == jnp.float32
+    assert y64.dtype == jnp.float64 and ld64.dtype == jnp.float64
+    np.testing.assert_allclose(y32, y64, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(ld32, ld64, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(back32, x32, rtol=1e-3, atol=1e-3)
+
+
+EXTREME = np.array([-1e3, -50.0, -1.0, 0.0, 1.0, 50.0, 1e3])
+
+
+def _fwd_loss(layer, x):
+    y, ld = forward_and_log_det(layer, x)
+    return jnp.sum(ld) + jnp.sum(jnp.tanh(y))
+
+
+def _inv_loss(layer, y):
+    x, ld = inverse_and_log_det(layer, y)
+    return jnp.sum(ld) + jnp.sum(jnp.tanh(x))
+
+
+def _all_finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_values_and_gradients_at_extreme_inputs(name):
+    dim = 2
+    layer = make_layer(name, dim)
+    x = jnp.asarray(np.stack(np.meshgrid(EXTREME, EXTREME), -1).reshape(-1, dim))
+    values = jax.jit(forward_and_log_det)(layer, x)
+    grads = jax.jit(jax.grad(_fwd_loss, argnums=(0, 1)))(layer, x)
+    assert _all_finite(values) and _all_finite(grads)
+    if _is_real(layer.codomain):  # density direction at extreme data values
+        values = jax.jit(inverse_and_log_det)(layer, x)
+        grads = jax.jit(jax.grad(_inv_loss, argnums=(0, 1)))(layer, x)
+        assert _all_finite(values) and _all_finite(grads)
+
+
+SCALAR = [n for n in NAMES if getattr(LAYERS[n](jax.random.PRNGKey(0), 2, None), "event_dim", 1) == 0]
+
+
+@pytest.mark.parametrize("name", SCALAR)
+def test_scalar_maps_are_monotone_with_reported_sign(name):
+    layer = make_layer(name, 1)
+    grid = jnp.linspace(-6, 6, 2001)[:, None]
+    diffs = jnp.diff(layer(grid)[:, 0])
+    assert jnp.all(jnp.sign(diffs) == layer.sign)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_finite_nonzero_gradient(name):
+    dim = 3
+    layer = make_layer(name, dim)
+    params = trainable(layer)
+    context = getattr(layer, "context", None)
+    if not jax.tree_util.tree_leaves(params):
+        pytest.skip("layer has no trainable parameters")
+    x = domain_points((16, dim))
+    data_side = x if _is_real(layer.codomain) else layer(x)
+
+    @jax.jit
+    @jax.grad
+    def grads(p):
+        bound = p if context is None else p.condition(context)
+        return _fwd_loss(bound, x) + _inv_loss(bound, data_side)
+
+    for g in jax.tree_util.tree_leaves(grads(params)):
+        if g.size:
+            assert jnp.all(jnp.isfinite(g))
+            assert jnp.any(g != 0)
