@@ -5,14 +5,21 @@ Layers (``nf_ppl.layers``) are ``numpyro.distributions.transforms.Transform`` su
 subclasses whose pytree leaves are their trainable parameters.
 """
 
+from . import encoders
 from .builders import BUILDERS, assemble, iaf, maf, realnvp
+from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
 from .flow import Flow
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layer_names
 from .nn import MADE, MLP
 from .numpyro_utils import data_init, flow_module
+from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, sequence_lengths, top_k_filter,
+                       top_p_filter)
 
 __version__ = "0.1.0"
 
-__all__ = ["BUILDERS", "Flow", "MADE", "MLP", "assemble", "data_init", "flow_module", "iaf", "maf",
-           "realnvp", *_layer_names]
+__all__ = [
+    "BUILDERS", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
+    "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
+    "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,
+]

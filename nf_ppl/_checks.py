@@ -49,7 +49,7 @@ def check_positive(x, name: str) -> None:
     if is_concrete(x):
         arr = np.asarray(x)
         if not np.all(arr > 0):
-            raise ValueError(f"{name} must be positive (> 0); got min value {arr.min()!r}")
+            raise ValueError(f"{name} must be positive (> 0); got min value {float(arr.min()):g}")
 
 
 def check_permutation(perm, size: int | None = None, name: str = "permutation") -> tuple[int, ...]:

@@ -79,22 +79,22 @@ class MLP:
         return cls(children[0], children[1], aux)
 
 
-def made_degrees(dim: int, hidden_dims: Sequence[int], ordering) -> tuple[tuple[int, ...], ...]:
+def made_degrees(dim: int, hidden_dims: Sequence[int], ordering, conditional: bool = False) -> tuple[tuple[int, ...], ...]:
     """Degrees of the input and hidden units of a MADE.
 
     Input ``i`` gets degree ``ordering.index(i) + 1`` (its position in the autoregressive order).
-    Hidden units cycle through degrees ``1..dim-1`` (``0`` when ``dim == 1``: they then see only
-    the context and biases).  Output ``i`` may see hidden units of degree ``< degree(i)``, so
-    output ``i`` depends exactly on the inputs that precede ``i`` in the ordering.
+    Hidden units cycle through degrees ``1..dim-1``, or ``0..dim-1`` for a conditional MADE (a
+    unit of degree 0 sees only the context and biases, so even the first output in the ordering
+    depends non-linearly on the context).  Output ``i`` may see hidden units of degree
+    ``< degree(i)``, so it depends exactly on the inputs that precede ``i`` in the ordering.
     """
     position = np.empty(dim, dtype=int)
     position[np.asarray(ordering)] = np.arange(dim)
     degrees = [tuple(int(p) + 1 for p in position)]
+    low = 0 if conditional or dim == 1 else 1
+    span = dim - low
     for size in hidden_dims:
-        if dim == 1:
-            degrees.append((0,) * size)
-        else:
-            degrees.append(tuple(int(1 + k % (dim - 1)) for k in range(size)))
+        degrees.append(tuple(int(low + k % span) for k in range(size)))
     return tuple(degrees)
 
 
@@ -126,8 +126,8 @@ class MADE:
     (:func:`made_degrees`); the masks are recomputed from the static degrees, never trained.
 
     Build with ``MADE.init(key, dim, hidden_dims, num_params=2, ordering="natural", context_dim=0)``.
-    Every hidden layer needs at least ``dim - 1`` units, otherwise some output could not see all
-    of its predecessors (a ``ValueError`` says so).
+    Every hidden layer needs at least ``dim - 1`` units (``dim`` with a context), otherwise some
+    output could not see all of its predecessors (a ``ValueError`` says so).
     """
 
     def __init__(self, weights, biases, context_weight, degrees, num_params: int, activation: str):
@@ -145,15 +145,17 @@ class MADE:
             raise ValueError(f"dim must be >= 1; got {dim}")
         if num_params < 1:
             raise ValueError(f"num_params must be >= 1; got {num_params}")
-        too_small = [h for h in hidden_dims if h < dim - 1]
-        if too_small:
+        needed = dim if context_dim else dim - 1
+        if any(h < needed for h in hidden_dims):
+            what = "dim = " if context_dim else "dim - 1 = "
             raise ValueError(
                 f"hidden_dims={hidden_dims} too small for dim={dim}: every hidden layer needs at least "
-                f"dim - 1 = {dim - 1} units so each output can depend on all its predecessors"
+                f"{what}{needed} units so each output can depend on all its predecessors"
+                + (" and on the context" if context_dim else "")
             )
         dtype = _default_dtype(dtype)
         k_order, k_ctx, *keys = jax.random.split(key, len(hidden_dims) + 3)
-        degrees = made_degrees(dim, hidden_dims, resolve_ordering(ordering, dim, k_order))
+        degrees = made_degrees(dim, hidden_dims, resolve_ordering(ordering, dim, k_order), bool(context_dim))
         sizes = [dim, *hidden_dims, dim * num_params]
         layers = [
             _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else 1.0)

@@ -82,6 +82,19 @@ BUILDERS = {
         k, d, num_layers=2, hidden_dims=HIDDEN, context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
 }
 
+def _load_extension_cases():
+    """Each ``tests/cases_*.py`` module may define ``LAYERS`` and ``BUILDERS`` dicts to merge."""
+    import importlib
+    import pathlib
+
+    for path in sorted(pathlib.Path(__file__).parent.glob("cases_*.py")):
+        module = importlib.import_module(path.stem)
+        LAYERS.update(getattr(module, "LAYERS", {}))
+        BUILDERS.update(getattr(module, "BUILDERS", {}))
+
+
+_load_extension_cases()
+
 # every builder's composed transform is also checked as a layer
 for _name, _make in list(BUILDERS.items()):
     if _name == "iaf-trainable-base":  # same transform as "iaf"

@@ -1,0 +1,99 @@
+"""Bad input gets a clear ValueError naming the argument and the expected shape or range."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nf_ppl
+from nf_ppl import layers as L
+
+KEY = jax.random.PRNGKey(0)
+
+
+def test_wrong_event_size_for_flow_log_prob():
+    flow = nf_ppl.maf(KEY, 3, num_layers=2, hidden_dims=(4,))
+    with pytest.raises(ValueError, match=r"value must have shape \(\.\.\., 3\).*got shape \(5, 2\)"):
+        flow.log_prob(jnp.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("layer", [
+    L.ElementwiseAffine.init(3), L.LULinear.init(KEY, 3), L.Permutation.reverse(3),
+    L.AffineCoupling(KEY, 3, hidden_dims=(4,)), L.MaskedAffineAutoregressive(KEY, 3, (4,)),
+])
+def test_wrong_event_size_for_layers(layer):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\)"):
+        layer(jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 3\)"):
+        layer.inv(jnp.zeros((2, 4)))
+
+
+def test_mask_of_wrong_length_or_not_binary():
+    with pytest.raises(ValueError, match=r"mask must have length 4 \(the event size\); got length 3"):
+        L.AffineCoupling(KEY, 4, mask=(1, 0, 1))
+    with pytest.raises(ValueError, match=r"mask must contain only 0/1"):
+        L.AffineCoupling(KEY, 3, mask=(1, 2, 0))
+
+
+def test_permutation_wrong_length_or_not_a_permutation():
+    with pytest.raises(ValueError, match=r"perm must be a permutation of 0\.\.2"):
+        L.Permutation((0, 0, 2))
+    with pytest.raises(ValueError, match=r"perm must have length 3 \(the event size\); got length 2"):
+        L.LULinear(jnp.zeros((3, 3)), jnp.zeros((3, 3)), jnp.zeros(3), jnp.zeros(3), perm=(1, 0))
+    with pytest.raises(ValueError, match=r"ordering must have length 3"):
+        nf_ppl.MADE.init(KEY, 3, (4,), ordering=(0, 1))
+    with pytest.raises(ValueError, match=r"permutation must be 'reverse', 'random' or None"):
+        nf_ppl.maf(KEY, 3, permutation="shuffle")
+
+
+def test_zero_or_negative_scale():
+    with pytest.raises(ValueError, match=r"scale must be positive \(> 0\); got min value 0"):
+        L.ElementwiseAffine.from_scale(jnp.zeros(2), jnp.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"scale must be positive"):
+        L.ElementwiseAffine.from_scale(jnp.zeros(2), jnp.array([-1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"negative_slope must be positive"):
+        L.LeakyReLU(0.0)
+    with pytest.raises(ValueError, match=r"alpha must be positive"):
+        L.ELU(-1.0)
+    with pytest.raises(ValueError, match=r"log_scale_bound must be positive"):
+        L.AffineCoupling(KEY, 3, log_scale_bound=0.0)
+
+
+def test_made_hidden_sizes_too_small():
+    with pytest.raises(ValueError, match=r"hidden_dims=\(8, 3\) too small for dim=5.*at least dim - 1 = 4 units"):
+        nf_ppl.MADE.init(KEY, 5, (8, 3))
+    with pytest.raises(ValueError, match=r"too small for dim=5"):
+        nf_ppl.maf(KEY, 5, hidden_dims=(2,))
+
+
+def test_conditional_flow_without_context():
+    flow = nf_ppl.maf(KEY, 2, num_layers=2, hidden_dims=(4,), context_dim=3)
+    with pytest.raises(ValueError, match=r"conditional \(context_dim=3\) and needs a context"):
+        flow.log_prob(jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"needs a context"):
+        flow.sample(KEY, (2,))
+    with pytest.raises(ValueError, match=r"context must have shape \(\.\.\., 3\)"):
+        flow.condition(jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"not conditional"):
+        nf_ppl.maf(KEY, 2, num_layers=1, hidden_dims=(4,)).condition(jnp.zeros(3))
+
+
+def test_nan_or_inf_data_in_log_prob():
+    flow = nf_ppl.realnvp(KEY, 2, num_layers=2, hidden_dims=(4,))
+    data = np.zeros((6, 2))
+    data[1, 0], data[4, 1] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"value contains NaN or inf in 2 of 6 rows \(flattened row indices: 1, 4\)"):
+        flow.log_prob(data)
+
+
+def test_bad_dims_and_layer_counts():
+    with pytest.raises(ValueError, match=r"dim must be a positive int"):
+        nf_ppl.maf(KEY, 0)
+    with pytest.raises(ValueError, match=r"num_layers must be a positive int"):
+        nf_ppl.iaf(KEY, 2, num_layers=0)
+    with pytest.raises(ValueError, match=r"mode must be one of"):
+        L.MaskedAffineAutoregressive(KEY, 2, (4,), mode="bnaf")
+    with pytest.raises(ValueError, match=r"activation must be one of"):
+        nf_ppl.MADE.init(KEY, 2, (4,), activation="sigmoidal")
