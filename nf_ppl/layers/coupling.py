@@ -64,10 +64,15 @@ class _Coupling(Bijector):
         return out.reshape(out.shape[:-1] + (self.num_params, -1))
 
     def _merge(self, x_keep, z_change, keep, change):
+        """Reassemble ``(x_A, z_B)`` into one vector: one concatenation and (unless the mask is a
+        prefix split) one gather, cheaper than scattering into a zero vector."""
         batch = jnp.broadcast_shapes(x_keep.shape[:-1], z_change.shape[:-1])
-        out = jnp.zeros(batch + (len(self.mask),), jnp.result_type(x_keep, z_change))
-        out = out.at[..., keep].set(jnp.broadcast_to(x_keep, batch + x_keep.shape[-1:]))
-        return out.at[..., change].set(z_change)
+        x_keep = jnp.broadcast_to(x_keep, batch + x_keep.shape[-1:])
+        joined = jnp.concatenate([x_keep, z_change.astype(jnp.result_type(x_keep, z_change))], axis=-1)
+        order = np.concatenate([keep, change])
+        if np.array_equal(order, np.arange(len(order))):
+            return joined
+        return joined[..., np.argsort(order)]
 
     def _apply(self, x, inverse: bool):
         self._check_input(x, "y" if inverse else "x")

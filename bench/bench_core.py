@@ -1,0 +1,200 @@
+"""Core flows against NumPyro's IAF stack and flowjax: throughput, training step, compile time.
+
+Run: ``python bench/bench_core.py [--quick]``.  Prints Markdown tables (copied into RESULTS.md).
+
+* log-density throughput (samples/s) of the one-pass direction at batch 4096 (forward + log-det):
+  ``maf.log_prob``, ``realnvp.log_prob``, ``iaf.sample_and_log_prob``; NumPyro's
+  ``InverseAutoregressiveTransform`` stack (forward + log-det, its one-pass direction); flowjax's
+  masked autoregressive and coupling flows (``log_prob``).
+* one Adam step: maximum likelihood for maf / realnvp / flowjax; reverse KL to N(0, I) (sample +
+  log-density of the samples) for iaf and NumPyro's IAF stack.
+* jit compile time of ``maf.log_prob`` and its training step at 2, 8, 32 layers.
+All flows: ``num_layers`` layers, hidden sizes (h, h), ReLU, reversal permutations (flowjax: its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import nf_ppl
+from common import compile_time, machine, median_time, table
+
+BATCH = 4096
+
+
+def numpyro_iaf_stack(key, dim, num_layers, hidden):
+    from numpyro.distributions import Normal, TransformedDistribution
+    from numpyro.distributions.flows import InverseAutoregressiveTransform
+    from numpyro.distributions.transforms import PermuteTransform
+    from numpyro.nn import AutoregressiveNN
+
+    params, applies = [], []
+    for k in jax.random.split(key, num_layers):
+        init, apply = AutoregressiveNN(dim, [hidden, hidden], param_dims=[1, 1])
+        _, p = init(k, (dim,))
+        params.append(p)
+        applies.append(apply)
+
+    def make(params):
+        transforms = []
+        for i, (p, apply) in enumerate(zip(params, applies)):
+            if i:
+                transforms.append(PermuteTransform(jnp.arange(dim)[::-1]))
+            transforms.append(InverseAutoregressiveTransform(lambda x, p=p, apply=apply: apply(p, x)))
+        return TransformedDistribution(Normal(jnp.zeros(dim), 1.0).to_event(1), transforms)
+
+    return params, make
+
+
+def flowjax_flows(key, dim, num_layers, hidden):
+    from flowjax.bijections import Affine
+    from flowjax.distributions import Normal
+    from flowjax.flows import coupling_flow, masked_autoregressive_flow
+
+    base = Normal(jnp.zeros(dim))
+    kw = dict(base_dist=base, transformer=Affine(), flow_layers=num_layers, nn_width=hidden, nn_depth=2)
+    return masked_autoregressive_flow(key, **kw), coupling_flow(key, **kw)
+
+
+def ours(key, dim, num_layers, hidden):
+    kw = dict(num_layers=num_layers, hidden_dims=(hidden, hidden), activation="relu")
+    return nf_ppl.maf(key, dim, **kw), nf_ppl.iaf(key, dim, **kw), nf_ppl.realnvp(key, dim, **kw)
+
+
+def _adam_step(loss):
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def step(params, state, *args):
+        value, grads = jax.value_and_grad(loss)(params, *args)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    return opt, step
+
+
+def _flowjax_split(flow):
+    import equinox as eqx
+
+    return eqx.partition(flow, eqx.is_inexact_array)
+
+
+def run_size(dim, num_layers, hidden, repeats):
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, dim))
+    maf, iaf, realnvp = ours(key, dim, num_layers, hidden)
+    np_params, np_make = numpyro_iaf_stack(key, dim, num_layers, hidden)
+    fj_maf, fj_coupling = flowjax_flows(key, dim, num_layers, hidden)
+    import equinox as eqx
+
+    # --- throughput of the one-pass direction ---
+    lp = jax.jit(lambda f, v: f.log_prob(v))
+    iaf_fwd = jax.jit(lambda f, k: f.sample_and_log_prob(k, (BATCH,))[1])
+
+    def np_fwd(params, k):
+        d = np_make(params)
+        y, inter = d.sample_with_intermediates(k, (BATCH,))
+        return d.log_prob(y, inter)
+
+    np_fwd = jax.jit(np_fwd)
+    fj_lp = eqx.filter_jit(lambda f, v: f.log_prob(v))
+    times = {
+        "nf_ppl maf (log_prob)": median_time(lp, maf, x, repeats=repeats),
+        "nf_ppl realnvp (log_prob)": median_time(lp, realnvp, x, repeats=repeats),
+        "nf_ppl iaf (sample + log_prob)": median_time(iaf_fwd, iaf, key, repeats=repeats),
+        "numpyro IAF stack (sample + log_prob)": median_time(np_fwd, np_params, key, repeats=repeats),
+        "flowjax MAF (log_prob)": median_time(fj_lp, fj_maf, x, repeats=repeats),
+        "flowjax coupling (log_prob)": median_time(fj_lp, fj_coupling, x, repeats=repeats),
+    }
+    throughput = {k: BATCH / v for k, v in times.items()}
+
+    # --- one Adam step ---
+    steps = {}
+    mle = lambda f, v: -f.log_prob(v).mean()
+    for name, flow in (("nf_ppl maf (MLE)", maf), ("nf_ppl realnvp (MLE)", realnvp)):
+        opt, step = _adam_step(mle)
+        steps[name] = median_time(step, flow, opt.init(flow), x, repeats=repeats)
+
+    def rkl(f, k):
+        y, lq = f.sample_and_log_prob(k, (BATCH,))
+        return jnp.mean(lq + 0.5 * jnp.sum(y ** 2, -1))
+
+    opt, step = _adam_step(rkl)
+    steps["nf_ppl iaf (reverse KL)"] = median_time(step, iaf, opt.init(iaf), key, repeats=repeats)
+
+    def np_rkl(params, k):
+        d = np_make(params)
+        y, inter = d.sample_with_intermediates(k, (BATCH,))
+        return jnp.mean(d.log_prob(y, inter) + 0.5 * jnp.sum(y ** 2, -1))
+
+    opt, step = _adam_step(np_rkl)
+    steps["numpyro IAF stack (reverse KL)"] = median_time(step, np_params, opt.init(np_params), key, repeats=repeats)
+    for name, flow in (("flowjax MAF (MLE)", fj_maf), ("flowjax coupling (MLE)", fj_coupling)):
+        params, static = _flowjax_split(flow)
+        opt, step = _adam_step(lambda p, v, static=static: -eqx.combine(p, static).log_prob(v).mean())
+        steps[name] = median_time(step, params, opt.init(params), x, repeats=repeats)
+    return throughput, steps
+
+
+def compile_times(dim, hidden, depths):
+    rows = []
+    x = jnp.zeros((BATCH, dim))
+    for n in depths:
+        flow = nf_ppl.maf(jax.random.PRNGKey(0), dim, num_layers=n, hidden_dims=(hidden, hidden))
+        opt, step = _adam_step(lambda f, v: -f.log_prob(v).mean())
+        lp = compile_time(jax.jit(lambda f, v: f.log_prob(v)), flow, x)
+        tr = compile_time(step, flow, opt.init(flow), x)
+        rows.append((n, lp, tr))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 7
+    num_layers, hidden = (2, 64) if args.quick else (5, 128)
+    dims = (16,) if args.quick else (16, 64)
+    print(f"Machine: {machine()}\n")
+    print(f"Flows with {num_layers} layers, hidden ({hidden}, {hidden}), ReLU, batch {BATCH}; median of {repeats} jitted runs.\n")
+    for dim in dims:
+        throughput, steps = run_size(dim, num_layers, hidden, repeats)
+        print(f"### d = {dim}: log-density throughput (samples/s, higher is better)\n")
+        print(table(["flow", "samples/s"], [(k, f"{v:,.0f}") for k, v in throughput.items()]))
+        print()
+        ratios = [
+            ("maf / flowjax MAF", throughput["nf_ppl maf (log_prob)"] / throughput["flowjax MAF (log_prob)"]),
+            ("realnvp / flowjax coupling", throughput["nf_ppl realnvp (log_prob)"] / throughput["flowjax coupling (log_prob)"]),
+            ("iaf / numpyro IAF", throughput["nf_ppl iaf (sample + log_prob)"] / throughput["numpyro IAF stack (sample + log_prob)"]),
+            ("maf / numpyro IAF (one-pass direction of both)", throughput["nf_ppl maf (log_prob)"] / throughput["numpyro IAF stack (sample + log_prob)"]),
+        ]
+        print(table(["throughput ratio", "x"], [(k, f"{v:.2f}") for k, v in ratios]))
+        print(f"\n### d = {dim}: one Adam step (ms, lower is better)\n")
+        print(table(["flow", "ms/step"], [(k, f"{1e3 * v:.2f}") for k, v in steps.items()]))
+        print()
+        ratios = [
+            ("maf vs flowjax MAF", steps["flowjax MAF (MLE)"] / steps["nf_ppl maf (MLE)"]),
+            ("realnvp vs flowjax coupling", steps["flowjax coupling (MLE)"] / steps["nf_ppl realnvp (MLE)"]),
+            ("iaf vs numpyro IAF", steps["numpyro IAF stack (reverse KL)"] / steps["nf_ppl iaf (reverse KL)"]),
+        ]
+        print(table(["training speed-up (peer time / our time)", "x"], [(k, f"{v:.2f}") for k, v in ratios]))
+        print()
+    depths = (2, 8) if args.quick else (2, 8, 32)
+    rows = compile_times(16, hidden, depths)
+    print("### jit compile time of maf (d = 16)\n")
+    print(table(["layers", "log_prob compile (s)", "train step compile (s)"], [(n, f"{a:.2f}", f"{b:.2f}") for n, a, b in rows]))
+    print(f"\ncompile time at {depths[-1]} layers / at {depths[0]} layers: log_prob {rows[-1][1] / rows[0][1]:.2f}x, "
+          f"train step {rows[-1][2] / rows[0][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
