@@ -1,15 +1,23 @@
 """The ``nf-ppl`` command line.
 
-``nf-ppl demo``    a short end-to-end run (build flows, sample, score, fit one to data).
-``nf-ppl verify``  symbolic checks of the change-of-variables examples (needs the ``symbolic`` package).
+``nf-ppl demo``                         the end-to-end demo, writes a report folder
+``nf-ppl verify``                       symbolic checks of the notes' change-of-variables examples
+``nf-ppl fit DATA --flow maf --out M``  fit a flow to a CSV / .npy table (standardisation stored in M)
+``nf-ppl sample M -n N --out FILE``     draw from a fitted model
+``nf-ppl logprob M DATA --out FILE``    log-density of each row under a fitted model
 
-Sub-commands import what they need lazily, so ``import nf_ppl`` never imports SymPy.
+Errors in input are reported as one line with exit status 2, never a traceback.  Sub-commands
+import what they need lazily, so ``import nf_ppl`` never imports SymPy.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from ._cli_io import CLIError
+
+FLOW_CHOICES = ("maf", "iaf", "realnvp", "nsf", "spline_coupling")
 
 
 def _demo(args) -> int:
@@ -18,37 +26,176 @@ def _demo(args) -> int:
     return demo.run(quick=args.quick, out=args.out, seed=args.seed)
 
 
-def _verify(args, rest) -> int:
-    from symbolic import cli as symbolic_cli
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden must be comma-separated ints like 64,64; got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--hidden sizes must be positive; got {text!r}")
+    return sizes
 
-    return symbolic_cli.main(rest)
+
+def _fit(args) -> int:
+    import numpy as np
+
+    import inference
+
+    from ._cli_io import check_writable, handle_nonfinite, read_table
+
+    check_writable(args.out, args.force)
+    data, header = read_table(args.data)
+    data = handle_nonfinite(data, args.data, args.drop_nonfinite)
+    if len(data) < 4:
+        raise CLIError(f"{args.data}: need at least 4 rows to fit; got {len(data)}")
+    mean, sd = data.mean(0), data.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    z = (data - mean) / sd
+    options = {"num_layers": args.layers, "hidden_dims": list(args.hidden)}
+    if args.flow not in inference.builders():
+        raise CLIError(f"unknown flow {args.flow!r}; choose one of {sorted(inference.builders())}")
+    flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
+    n_train = len(z) - int(round(args.val_fraction * len(z)))
+    flow, history = inference.fit(flow, z, max_steps=args.steps, batch_size=max(1, min(args.batch_size, n_train)),
+                                  learning_rate=args.lr, seed=args.seed, val_fraction=args.val_fraction,
+                                  patience=args.patience, progress=not args.quiet)
+    log_det = float(np.log(sd).sum())
+    meta = {"standardize_mean": mean.tolist(), "standardize_sd": sd.tolist(), "columns": header,
+            "source": args.data, "best_val_log_likelihood": _best_val(history, log_det)}
+    inference.save(flow, args.out, metadata=meta)
+    best = meta["best_val_log_likelihood"]
+    print(f"saved {args.flow} model to {args.out}" + (f" (held-out mean log-likelihood {best:.4f})" if best is not None else ""))
+    return 0
+
+
+def _best_val(history, log_det):
+    import numpy as np
+
+    value = getattr(history, "best_val_loss", None)
+    return None if value is None or not np.isfinite(value) else float(-value - log_det)
+
+
+def _load_model(path):
+    import numpy as np
+
+    import inference
+
+    try:
+        flow = inference.load(path)
+        header, _ = inference._io.read_container(path, kind="flow")
+    except FileNotFoundError:
+        raise CLIError(f"model file not found: {path}") from None
+    except (inference.FlowFileError, ValueError, OSError) as err:
+        raise CLIError(f"{path}: not a readable nf-ppl model ({str(err).splitlines()[0]})") from None
+    meta = header.get("metadata") or {}
+    if "standardize_mean" not in meta:
+        raise CLIError(f"{path}: an nf-ppl flow file, but not one written by 'nf-ppl fit' (no standardisation stored)")
+    return flow, np.asarray(meta["standardize_mean"]), np.asarray(meta["standardize_sd"]), meta.get("columns")
+
+
+def _sample(args) -> int:
+    import jax
+    import numpy as np
+
+    from ._cli_io import check_writable, write_table
+
+    if args.n < 1:
+        raise CLIError(f"-n must be a positive number of draws; got {args.n}")
+    check_writable(args.out, args.force)
+    flow, mean, sd, columns = _load_model(args.model)
+    z = flow.sample(jax.random.PRNGKey(args.seed), (args.n,))
+    write_table(args.out, np.asarray(z) * sd + mean, columns)
+    print(f"wrote {args.n} draws to {args.out}")
+    return 0
+
+
+def _logprob(args) -> int:
+    import numpy as np
+
+    from ._cli_io import check_writable, handle_nonfinite, read_table, write_table
+
+    check_writable(args.out, args.force)
+    flow, mean, sd, _ = _load_model(args.model)
+    data, _ = read_table(args.data)
+    data = handle_nonfinite(data, args.data, args.drop_nonfinite)
+    if data.shape[1] != len(mean):
+        raise CLIError(f"{args.data} has {data.shape[1]} columns but the model was fitted to {len(mean)}")
+    log_p = np.asarray(flow.log_prob((data - mean) / sd)) - np.log(sd).sum()
+    write_table(args.out, log_p[:, None], ["log_prob"])
+    print(f"wrote {len(log_p)} log-densities to {args.out} (mean {log_p.mean():.4f})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nf-ppl",
-        description="Normalizing flows and exact-density models for NumPyro.",
-    )
+    parser = argparse.ArgumentParser(prog="nf-ppl", description="Normalizing flows and exact-density models for NumPyro.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run the end-to-end demo and write a report folder")
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo and write a report folder",
+                          description="Symbolic checks, density estimation on two moons, and a flow guide on "
+                                      "Neal's funnel; writes a Markdown report with PNG plots.")
     demo.add_argument("--quick", action="store_true", help="tiny budgets: finishes in seconds")
     demo.add_argument("--out", default=None, help="report folder (default: ./nf-ppl-report)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    sub.add_parser("verify", help="derive and check the notes' Jacobians symbolically (see nf-ppl verify --help)",
-                   add_help=False)
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    sub.add_parser("verify", add_help=False, help="derive and check the notes' Jacobians with SymPy (--latex, --markdown)")
+
+    fit = sub.add_parser("fit", help="fit a flow to a CSV or .npy table",
+                         description="Fit a flow by maximum likelihood (columns standardised; the standardisation "
+                                     "is stored in the model file) with a validation split and early stopping.")
+    fit.add_argument("data", help="CSV (header row optional) or .npy file, one row per observation")
+    fit.add_argument("--flow", default="maf", help=f"flow builder: {', '.join(FLOW_CHOICES)} (default maf)")
+    fit.add_argument("--out", required=True, help="model file to write (.npz)")
+    fit.add_argument("--layers", type=int, default=5, help="number of flow layers (default 5)")
+    fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
+    fit.add_argument("--steps", type=int, default=2000, help="maximum optimiser steps (default 2000)")
+    fit.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
+    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    fit.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction for early stopping (default 0.1)")
+    fit.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN or inf instead of refusing")
+    fit.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sample = sub.add_parser("sample", help="draw from a fitted model", description="Draw rows from a model written by nf-ppl fit.")
+    sample.add_argument("model", help="model file written by nf-ppl fit")
+    sample.add_argument("-n", type=int, required=True, help="number of draws")
+    sample.add_argument("--out", required=True, help="output file (.csv or .npy)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    logprob = sub.add_parser("logprob", help="log-density of each row of a table under a fitted model",
+                             description="Write the log-density (in the data's original units) of each row.")
+    logprob.add_argument("model", help="model file written by nf-ppl fit")
+    logprob.add_argument("data", help="CSV or .npy file with the model's columns")
+    logprob.add_argument("--out", required=True, help="output file (.csv or .npy)")
+    logprob.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN or inf instead of refusing")
+    logprob.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return parser
+
+
+COMMANDS = {"demo": _demo, "fit": _fit, "sample": _sample, "logprob": _logprob}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if argv and argv[0] == "verify":
-        return _verify(None, argv[1:])
+        from symbolic import cli as symbolic_cli
+
+        return symbolic_cli.main(argv[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    parser.print_help()
-    return 0 if args.command is None else 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as err:
+        print(f"nf-ppl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nf-ppl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

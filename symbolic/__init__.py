@@ -1,0 +1,24 @@
+"""SymPy derivations and checks for nf-ppl.
+
+- :func:`change_of_variables`: Jacobian, determinant, inverse branches and the
+  pushforward density of a map given as SymPy expressions.
+- :mod:`symbolic.layers`: the flow layer families with generic conditioners.
+- :func:`check_transform`: a numeric NumPyro transform against its SymPy twin.
+- :class:`SymbolicTransform`: a NumPyro transform compiled from SymPy.
+- :func:`catalogue` and ``nf-ppl verify`` (:func:`symbolic.cli.main`).
+
+``nf_ppl`` itself never imports SymPy; this package depends on it, not vice versa.
+"""
+
+from . import layers
+from .catalogue import Example, catalogue, get_example
+from .change_of_variables import ChangeOfVariables, InverseNotFoundWarning, change_of_variables
+from .check import CheckReport, check_transform, reference_log_abs_det
+from .transform import SymbolicTransform, SymPyRegion, TransformSpec
+from .twins import Twin, nf_ppl_twin, numpyro_twins
+
+__all__ = [
+    "ChangeOfVariables", "CheckReport", "Example", "InverseNotFoundWarning", "SymPyRegion",
+    "SymbolicTransform", "TransformSpec", "Twin", "catalogue", "change_of_variables", "check_transform",
+    "get_example", "layers", "nf_ppl_twin", "numpyro_twins", "reference_log_abs_det",
+]

@@ -1,0 +1,583 @@
+r"""Change of variables for maps given as SymPy expressions.
+
+For a map :math:`y = f(x)` of :math:`x \in S \subset \mathbb{R}^d` with a base
+density :math:`p_X` on :math:`S`, the pushforward density is
+
+.. math::
+
+    p_Y(y) = \sum_{k} \frac{p_X(g_k(y))}{\lvert \det J_f(g_k(y)) \rvert},
+    \qquad J_f(x)_{ij} = \frac{\partial f_i}{\partial x_j},
+
+where the :math:`g_k` are the branches of the inverse that land in :math:`S`
+(one branch when :math:`f` is injective on :math:`S`; e.g. two branches
+:math:`\pm\sqrt{y}` for :math:`x \mapsto x^2` on the real line).
+
+:func:`change_of_variables` derives all these pieces with SymPy and checks
+them numerically (branch validity, coverage of the image, normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from ._common import (
+    as_exprs,
+    as_symbols,
+    check_free_symbols,
+    internal_symbols,
+    numpy_function,
+    parse_support,
+    sample_box,
+)
+
+__all__ = ["change_of_variables", "ChangeOfVariables", "InverseNotFoundWarning"]
+
+_N_SAMPLES = 48
+_PARAM_VALUES = (1.37, 0.81, 2.23, 1.61, 0.57, 1.19)
+
+
+class InverseNotFoundWarning(UserWarning):
+    """SymPy could not find a (complete) inverse of the map."""
+
+
+class _SolveFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Branch:
+    inverse: tuple  # expressions in the internal output symbols
+    condition: sp.Basic  # where this branch lands in the support (sympy.true: everywhere)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _simplify(expr):
+    """``sympy.simplify`` followed by a logarithm expansion where it is valid."""
+    expr = sp.simplify(expr)
+    expanded = sp.expand_log(expr)
+    return expanded if sp.count_ops(expanded) <= sp.count_ops(expr) else expr
+
+
+def log_abs(det) -> sp.Expr:
+    r""":math:`\log\lvert\det\rvert` split over the factors of ``det``.
+
+    Uses :math:`\log\lvert\prod_k a_k^{n_k}\rvert = \sum_k n_k \log\lvert a_k\rvert`
+    (integer :math:`n_k`, or :math:`a_k > 0`) and :math:`\log\lvert e^u\rvert = u` for real :math:`u`.
+    """
+    det = sp.sympify(det)
+    terms = []
+    for factor in sp.Mul.make_args(det):
+        base, expo = factor.as_base_exp()
+        if expo != 1 and (expo.is_integer or base.is_positive):
+            terms.append(expo * _log_abs_factor(base))
+        else:
+            terms.append(_log_abs_factor(factor))
+    return sp.Add(*terms)
+
+
+def _log_abs_factor(e):
+    if isinstance(e, sp.exp) and e.args[0].is_real:
+        return e.args[0]
+    if e.is_number:
+        return sp.log(sp.Abs(e))
+    out = sp.log(e) if e.is_positive else sp.log(sp.Abs(e))
+    simpler = sp.simplify(out)
+    return simpler if sp.count_ops(simpler) < sp.count_ops(out) else out
+
+
+def _param_values(parameters):
+    vals = []
+    for i, p in enumerate(parameters):
+        v = _PARAM_VALUES[i % len(_PARAM_VALUES)]
+        vals.append(-v if p.is_negative else v)
+    return vals
+
+
+def _tidy_condition(cond):
+    """Rewrite ``sqrt(e) <= c`` (``c >= 0``) as ``e <= c**2`` for readability."""
+
+    def fix(rel):
+        lhs, rhs = rel.lhs, rel.rhs
+        if isinstance(lhs, sp.Pow) and lhs.exp == sp.S.Half and rhs.is_nonnegative:
+            return rel.func(lhs.base, rhs**2)
+        return rel
+
+    return cond.replace(lambda e: isinstance(e, (sp.Le, sp.Lt)), fix)
+
+
+def _image_interval(f, x, interval) -> sp.Interval:
+    """Image of an interval under a continuous scalar map."""
+    image = sp.imageset(sp.Lambda(x, f), interval)
+    if isinstance(image, sp.Interval):
+        return image
+    if image == sp.Reals:
+        return sp.Interval(-sp.oo, sp.oo)
+    from sympy.calculus.util import function_range
+
+    image = function_range(f, x, interval)
+    if isinstance(image, sp.Interval):
+        return image
+    raise _SolveFailure(f"could not determine the image of {interval} under {f}")
+
+
+def _simplest(expr):
+    """The shortest of a few simplifications (``radsimp`` helps with solved radicals)."""
+    options = [expr, sp.simplify(expr), sp.simplify(sp.radsimp(expr))]
+    return min(options, key=sp.count_ops)
+
+
+def _drop_null_pieces(expr):
+    """Remove ``Piecewise`` pieces on equalities (null sets, e.g. ``x = 0`` from ``sign'``)."""
+
+    def fix(pw):
+        kept = [(e, c) for e, c in pw.args if not isinstance(c, sp.Eq)]
+        if not kept or len(kept) == len(pw.args):
+            return pw
+        if kept[-1][1] != sp.true:
+            kept[-1] = (kept[-1][0], sp.true)
+        return kept[0][0] if len(kept) == 1 else sp.Piecewise(*kept)
+
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), fix)
+
+
+def _monotone_image(f, x, interval):
+    """Image of an interval under an injective continuous (hence monotone) map: its end limits."""
+    try:
+        ends = [sp.limit(f, x, interval.inf, "+"), sp.limit(f, x, interval.sup, "-")]
+    except (NotImplementedError, ValueError):
+        return None
+    if any(not e.is_extended_real for e in ends):
+        return None
+    return sp.Interval(sp.Min(*ends), sp.Max(*ends))
+
+
+def _sympy_solve(forward, xs, ys):
+    """All candidate inverse branches from ``sympy.solve`` (may raise _SolveFailure)."""
+    eqs = [fi - yi for fi, yi in zip(forward, ys)]
+    try:
+        if len(xs) == 1:
+            sols = [(s,) for s in sp.solve(eqs[0], xs[0])]
+        else:
+            sols = [
+                tuple(sol[x] for x in xs)
+                for sol in sp.solve(eqs, xs, dict=True)
+                if all(x in sol for x in xs)
+            ]
+    except NotImplementedError as err:
+        raise _SolveFailure(f"SymPy could not solve y = f(x) for the inputs ({err})") from err
+    sols = [tuple(_simplest(e) for e in s) for s in sols if not any(e.has(*xs) for e in s)]
+    if not sols:
+        raise _SolveFailure("SymPy could not solve y = f(x) for the inputs (no solution found)")
+    return sols
+
+
+# ------------------------------------------------------------------------- result type
+
+
+class ChangeOfVariables:
+    """Result of :func:`change_of_variables`; see the module docstring for the math.
+
+    Attributes (all SymPy objects in the user's symbols): ``forward``,
+    ``inputs``, ``outputs``, ``support`` (one interval per input),
+    ``base_density``, ``jacobian``, ``det``, ``log_abs_det``, ``branches``,
+    ``inverse``, ``density``, ``output_support``, ``has_density``, ``reason``.
+    """
+
+    def __init__(self, forward, inputs, base_density=None, support=None, *, outputs=None,
+                 parameters=(), inverse=None, check_normalization=True, name=None):
+        self.name = name
+        self.forward = as_exprs(forward)
+        self.inputs = as_symbols(inputs)
+        self.parameters = as_symbols(parameters, "parameters") if parameters else ()
+        self.base_density = None if base_density is None else as_exprs(base_density, "base_density")[0]
+        d_in, d_out = len(self.inputs), len(self.forward)
+        self.outputs = self._make_outputs(outputs, d_out)
+        allowed = set(self.inputs) | set(self.parameters)
+        check_free_symbols(self.forward, allowed, "the forward map")
+        if self.base_density is not None:
+            check_free_symbols(self.base_density, allowed, "the base density")
+        self.support = parse_support(support, self.inputs)
+        for s, iv in zip(self.inputs, self.support):
+            check_free_symbols([iv.inf, iv.sup], set(self.parameters), f"the support of {s}")
+
+        # internal symbols carry sign assumptions taken from the support
+        self._xs = internal_symbols(self.inputs, self.support)
+        self._to_internal = dict(zip(self.inputs, self._xs))
+        self._f = tuple(e.subs(self._to_internal) for e in self.forward)
+        self._p = None if self.base_density is None else self.base_density.subs(self._to_internal)
+        self._rng = np.random.default_rng(12345)
+        self._pvals = _param_values(self.parameters)
+        self._xsamples = sample_box(self._numeric_support(), _N_SAMPLES, self._rng)
+
+        # DiracDelta terms (from sign, Heaviside) live on null sets: drop them
+        self.jacobian_internal = sp.Matrix(self._f).jacobian(self._xs).replace(
+            sp.DiracDelta, lambda *args: sp.S.Zero)
+        self.jacobian = self._external(self.jacobian_internal)
+        self.is_square = d_in == d_out
+        self.has_density = True
+        self.reason = ""
+        self._branches: list[_Branch] = []
+        if not self.is_square:
+            self._fail(
+                f"the Jacobian is not square ({d_out} outputs, {d_in} inputs): the pushforward "
+                f"lives on a {d_in}-dimensional subset of R^{d_out} and has no density there"
+            )
+            return
+        self._derive_determinant()
+        self._derive_output_symbols()
+        self._derive_branches(inverse)
+        if self.has_density and self._p is not None:
+            self._derive_density()
+            if check_normalization:
+                self._check_base_normalization()
+
+    # ----------------------------------------------------------------- construction
+
+    def _make_outputs(self, outputs, d_out):
+        if outputs is None:
+            names = ["y"] if d_out == 1 else [f"y{i + 1}" for i in range(d_out)]
+            taken = {s.name for s in self.inputs}
+            names = [n + "_" if n in taken else n for n in names]
+            return tuple(sp.Symbol(n, real=True) for n in names)
+        outs = as_symbols(outputs, "outputs")
+        if len(outs) != d_out:
+            raise ValueError(f"{len(outs)} output symbols given for a map with {d_out} outputs")
+        clash = {s.name for s in outs} & {s.name for s in self.inputs}
+        if clash:
+            raise ValueError(f"output symbols {sorted(clash)} clash with the input symbols")
+        return outs
+
+    def _numeric_support(self):
+        subs = dict(zip(self.parameters, self._pvals))
+        return [sp.Interval(iv.inf.subs(subs), iv.sup.subs(subs)) for iv in self.support]
+
+    def _fail(self, reason, category=UserWarning):
+        self.has_density = False
+        self.reason = reason
+        warnings.warn(f"no pushforward density: {reason}", category, stacklevel=4)
+
+    def _external(self, expr):
+        back = {xi: x for xi, x in zip(self._xs, self.inputs)}
+        back.update({yi: y for yi, y in zip(getattr(self, "_ys", ()), self.outputs)})
+        return expr.xreplace(back)
+
+    def _derive_determinant(self):
+        det = _drop_null_pieces(_simplify(self.jacobian_internal.det()))
+        if det == 0 or self._numerically_zero(det):
+            raise ValueError(
+                f"the Jacobian determinant of the map {self.forward} is identically zero: "
+                "the map is not invertible and has no density"
+            )
+        self._det = det
+        self._log_abs_det = log_abs(det)
+        self.det = self._external(det)
+        self.log_abs_det = self._external(self._log_abs_det)
+
+    def _numerically_zero(self, expr):
+        if expr.has(sp.Function) and any(
+            isinstance(f, sp.core.function.AppliedUndef) for f in expr.atoms(sp.Function)
+        ):
+            return False
+        try:
+            vals = numpy_function(self._xs + self.parameters, [expr])(*self._xsamples.T, *self._pvals)
+        except (NameError, TypeError):  # a function NumPy cannot evaluate: trust SymPy
+            return False
+        return bool(np.all(np.abs(vals) < 1e-12))
+
+    def _derive_output_symbols(self):
+        if len(self._f) == 1:
+            try:
+                self._image = _image_interval(self._f[0], self._xs[0], self.support[0])
+            except (_SolveFailure, NotImplementedError, ValueError):
+                self._image = None
+            lo = self._image.inf if self._image is not None else -sp.oo
+            hi = self._image.sup if self._image is not None else sp.oo
+            sign = {"real": True}
+            if (lo >= 0) == sp.true:
+                sign = {"positive": True}
+            elif (hi <= 0) == sp.true:
+                sign = {"negative": True}
+            self._ys = (sp.Symbol(self.outputs[0].name, **sign),)
+        else:
+            self._image = None
+            self._ys = tuple(sp.Symbol(s.name, real=True) for s in self.outputs)
+
+    def _derive_branches(self, inverse):
+        f_num = numpy_function(self._xs + self.parameters, self._f)
+        self._ysamples = f_num(*self._xsamples.T, *self._pvals).T
+        try:
+            if inverse is not None:
+                candidates = [self._user_inverse(inverse)]
+            else:
+                candidates = _sympy_solve(self._f, self._xs, self._ys)
+            candidates, reduced = self._reduce_periodic(candidates)
+            self._reduced = reduced
+            valid = self._validate(candidates, f_num)
+        except _SolveFailure as err:
+            if inverse is not None:
+                raise ValueError(f"the given inverse is not valid: {err}") from None
+            self._fail(f"{err}; pass inverse=... to change_of_variables", InverseNotFoundWarning)
+            return
+        kept = [c for c, ok in zip(candidates, valid.T) if ok.any()]
+        self._branches = [_Branch(c, self._branch_condition(c, reduced, len(kept)))
+                          for c in kept]
+        self.branches = [tuple(self._external(e) for e in b.inverse) for b in self._branches]
+        self._output_support = self._derive_output_support()
+
+    def _user_inverse(self, inverse):
+        exprs = as_exprs(inverse, "inverse")
+        if len(exprs) != len(self._xs):
+            raise ValueError(f"inverse has {len(exprs)} components, the map has {len(self._xs)} inputs")
+        check_free_symbols(exprs, set(self.outputs) | set(self.parameters), "the inverse")
+        return tuple(e.subs(dict(zip(self.outputs, self._ys))) for e in exprs)
+
+    def _reduce_periodic(self, candidates):
+        """Fold angle-like inputs into their support window when ``f`` is periodic.
+
+        If ``f`` has period ``P = b - a`` in an input supported on ``[a, b]``,
+        the solution ``g`` is only defined modulo ``P`` and ``a + Mod(g - a, P)``
+        is the representative in the support.
+        """
+        reduced = set()
+        f_num = numpy_function(self._xs + self.parameters, self._f)
+        base = f_num(*self._xsamples.T, *self._pvals)
+        for i, iv in enumerate(self._numeric_support()):
+            if not (iv.inf.is_finite and iv.sup.is_finite) or not self._f[0].has(sp.sin, sp.cos, sp.tan):
+                continue
+            period = self.support[i].sup - self.support[i].inf
+            shifted = self._xsamples.copy()
+            shifted[:, i] += float(iv.sup - iv.inf)
+            if not np.allclose(f_num(*shifted.T, *self._pvals), base, rtol=1e-9, atol=1e-9):
+                continue
+            lo = self.support[i].inf
+            candidates = [c[:i] + (self._recognise_angle(lo + sp.Mod(c[i] - lo, period), lo, period),)
+                          + c[i + 1:] for c in candidates]
+            reduced.add(i)
+        return candidates, reduced
+
+    def _recognise_angle(self, expr, lo, period):
+        """Replace a solved angle by ``lo + Mod(atan2(y_a, y_b) - lo, P)`` when they agree."""
+        ys = self._ysamples
+        args = self._ys + self.parameters
+        current = numpy_function(args, [expr], complex_ok=True)(*ys.T, *self._pvals)[0].real
+        for a in range(len(self._ys)):
+            for b in range(len(self._ys)):
+                if a == b:
+                    continue
+                cand = lo + sp.Mod(sp.atan2(self._ys[a], self._ys[b]) - lo, period)
+                val = numpy_function(args, [cand])(*ys.T, *self._pvals)[0]
+                diff = np.abs(val - current)
+                diff = np.minimum(diff, abs(float(period.subs(dict(zip(self.parameters, self._pvals))))) - diff)
+                if np.all(diff < 1e-8):
+                    return cand
+        return expr
+
+    def _validate(self, candidates, f_num):
+        """Boolean matrix (sample, branch): does branch k invert f at sample y_j inside S?"""
+        ys = self._ysamples
+        ok = np.zeros((len(ys), len(candidates)), dtype=bool)
+        lo = np.array([float(iv.inf) for iv in self._numeric_support()])
+        hi = np.array([float(iv.sup) for iv in self._numeric_support()])
+        for k, cand in enumerate(candidates):
+            g = numpy_function(self._ys + self.parameters, cand, complex_ok=True)(*ys.T, *self._pvals).T
+            real = np.all(np.abs(g.imag) <= 1e-7 * (1 + np.abs(g.real)), axis=1)
+            x = np.where(np.isfinite(g.real), g.real, np.nan)
+            tol = 1e-7 * (1 + np.abs(x))
+            inside = np.all((x >= lo - tol) & (x <= hi + tol), axis=1)
+            back = f_num(*x.T, *self._pvals).T
+            inverts = np.all(np.abs(back - ys) <= 1e-6 * (1 + np.abs(ys)), axis=1)
+            ok[:, k] = real & inside & inverts
+        uncovered = ~ok.any(axis=1)
+        if uncovered.any():
+            j = int(np.argmax(uncovered))
+            point = ", ".join(f"{v:.4g}" for v in ys[j])
+            raise _SolveFailure(
+                "SymPy could not solve y = f(x) on the whole support: no solution "
+                f"{'candidate' if candidates else ''} inverts the map at y = ({point})"
+            )
+        return ok
+
+    def _branch_condition(self, cand, reduced, n_branches):
+        if n_branches == 1:
+            return sp.true  # the branch condition is the output support itself
+        conds = [self.support[i].as_relational(cand[i]) for i in range(len(cand)) if i not in reduced]
+        cond = sp.And(*conds)
+        if cond in (sp.true, sp.false) or len(self._ys) != 1 or self._image is None:
+            return cond
+        try:
+            where = cond.as_set()
+        except NotImplementedError:
+            return cond
+        return sp.true if self._image.is_subset(where) else cond
+
+    def _derive_density(self):
+        terms = []
+        for b in self._branches:
+            at = dict(zip(self._xs, b.inverse))
+            term = _simplify(self._p.subs(at) / sp.Abs(self._det.subs(at)))
+            terms.append(term if b.condition == sp.true else sp.Piecewise((term, b.condition), (0, True)))
+        self._density = _simplify(sp.Add(*terms))
+
+    def _derive_output_support(self):
+        if len(self._ys) == 1 and self._image is None and len(self._branches) == 1:
+            self._image = _monotone_image(self._f[0], self._xs[0], self.support[0])
+        if len(self._ys) == 1 and self._image is not None:
+            return self._image
+        conds = []
+        for b in self._branches:
+            parts = [iv.as_relational(g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
+                     if i not in self._reduced]
+            conds.append(sp.And(*parts))
+        return _tidy_condition(sp.simplify(sp.Or(*conds)))
+
+    def _check_base_normalization(self):
+        mass, how = self.base_mass()
+        if not math.isfinite(mass) or abs(mass - 1.0) > 1e-6:
+            warnings.warn(
+                f"the base density integrates to {mass:.6g} over the support ({how}), not 1",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    # ----------------------------------------------------------------- public results
+
+    @property
+    def inverse(self) -> tuple:
+        """The inverse map (a tuple of expressions in ``outputs``); needs injectivity."""
+        self._require_density()
+        if len(self.branches) != 1:
+            raise ValueError(
+                f"the map is not injective on the support: the inverse has {len(self.branches)} "
+                f"branches {self.branches}"
+            )
+        return self.branches[0]
+
+    @property
+    def density(self) -> sp.Expr:
+        """The pushforward density :math:`p_Y` in the output symbols, valid on ``output_support``."""
+        self._require_density()
+        if self._p is None:
+            raise ValueError("no base density was given to change_of_variables")
+        return self._external(self._density)
+
+    @property
+    def output_support(self):
+        """Interval (one output) or SymPy condition (several outputs) where ``density`` lives."""
+        self._require_density()
+        s = self._output_support
+        return s if isinstance(s, sp.Set) else self._external(s)
+
+    def _require_density(self):
+        if not self.has_density:
+            raise ValueError(f"the pushforward has no density: {self.reason}")
+
+    def base_mass(self) -> tuple[float, str]:
+        r""":math:`\int_S p_X(x)\,dx` symbolically where SymPy can, else numerically."""
+        return _integrate_box(self._p, self._xs, self.support, self.parameters, self._pvals)
+
+    def normalization(self) -> tuple[float, str]:
+        r""":math:`\int p_Y(y)\,dy` over the output support, and how it was obtained.
+
+        One output: integrated over the image interval (symbolically, falling
+        back to quadrature). Several outputs with an injective map: the integral
+        is pulled back to the input box, :math:`\int_S p_Y(f(x))\lvert\det J_f(x)\rvert dx`.
+        """
+        density = self._density_internal()
+        if len(self._ys) == 1:
+            return _integrate_box(density, self._ys, [self._output_support], self.parameters, self._pvals)
+        if len(self._branches) != 1:
+            return float("nan"), "unavailable (several branches in several dimensions)"
+        pulled = density.subs(dict(zip(self._ys, self._f))) * sp.Abs(self._det)
+        pulled = sp.simplify(pulled)
+        return _integrate_box(pulled, self._xs, self.support, self.parameters, self._pvals)
+
+    def _density_internal(self):
+        self._require_density()
+        if self._p is None:
+            raise ValueError("no base density was given to change_of_variables")
+        return self._density
+
+    # ----------------------------------------------------------------- reporting
+
+    def summary(self, fmt: str = "pretty") -> str:
+        """Human-readable derivation: ``fmt`` is ``"pretty"``, ``"latex"`` or ``"markdown"``."""
+        from .report import render_change_of_variables
+
+        return render_change_of_variables(self, fmt)
+
+    def __repr__(self) -> str:
+        return (f"ChangeOfVariables(forward={self.forward}, inputs={self.inputs}, "
+                f"has_density={self.has_density})")
+
+
+def _integrate_box(expr, xs, intervals, parameters, pvals):
+    """Integrate over a box: SymPy first, SciPy quadrature when SymPy gives up."""
+    subs = dict(zip(parameters, pvals))
+    expr = expr.subs(subs)
+    limits = [(x, iv.inf.subs(subs), iv.sup.subs(subs)) for x, iv in zip(xs, intervals)]
+    if not expr.has(sp.Piecewise, sp.Mod):
+        try:
+            value = sp.integrate(expr, *limits)
+            if not value.has(sp.Integral) and value.is_number:
+                value = complex(sp.N(value))
+                if abs(value.imag) < 1e-12 and math.isfinite(value.real):
+                    return float(value.real), "symbolic"
+        except (NotImplementedError, TypeError, ValueError):
+            pass
+    return _quadrature(expr, xs, limits), "numerical quadrature"
+
+
+def _quadrature(expr, xs, limits):
+    from scipy import integrate
+
+    fn = sp.lambdify(list(xs), expr, modules=["scipy", "numpy"])
+    bounds = [(float(lo), float(hi)) for _, lo, hi in limits]
+
+    def integrand(*args):
+        with np.errstate(all="ignore"):
+            val = float(np.real(fn(*args)))
+        return val if math.isfinite(val) else 0.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value, _ = integrate.nquad(integrand, bounds, opts={"limit": 200})
+    return float(value)
+
+
+def change_of_variables(forward, inputs, base_density=None, support=None, **kwargs) -> ChangeOfVariables:
+    r"""Derive the Jacobian, inverse and pushforward density of ``y = forward(inputs)``.
+
+    Parameters
+    ----------
+    forward:
+        SymPy expression (one output) or sequence of expressions :math:`f_i(x)`.
+    inputs:
+        The input symbols :math:`x_1, \dots, x_d`, in order.
+    base_density:
+        :math:`p_X(x)` as an expression of the inputs, valid on ``support``.
+    support:
+        ``None`` (the whole space), an Interval (one input), a sequence of
+        intervals / ``(low, high)`` pairs, or ``{symbol: interval}``.
+    outputs:
+        Output symbols (default ``y`` or ``y1, ..., yd``).
+    parameters:
+        Extra constant symbols allowed in the map, density and support.
+    inverse:
+        A user-given inverse (expressions of the outputs), used instead of
+        ``sympy.solve``; it is checked numerically.
+    check_normalization:
+        Warn if the base density does not integrate to 1 (default True).
+
+    Returns a :class:`ChangeOfVariables`. A non-square Jacobian or an inverse
+    SymPy cannot find gives ``has_density=False`` (with a warning and a
+    ``reason``) rather than an exception; an identically zero determinant
+    raises ``ValueError``.
+    """
+    return ChangeOfVariables(forward, inputs, base_density, support, **kwargs)

@@ -1,0 +1,64 @@
+"""nf_ppl layers against their SymPy twins at random parameters (skipped if a layer is missing)."""
+
+import jax
+import pytest
+
+from symbolic import nf_ppl_twin
+
+nl = pytest.importorskip("nf_ppl.layers")
+
+
+def _layer(name):
+    cls = getattr(nl, name.split(":")[0], None)
+    if cls is None:
+        pytest.skip(f"nf_ppl.layers has no {name} yet")
+    key = jax.random.PRNGKey(3)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    makers = {
+        "ElementwiseAffine": lambda: cls(jax.random.normal(k1, (3,)), 0.5 * jax.random.normal(k2, (3,))),
+        "LeakyReLU": lambda: cls(0.2),
+        "ELU": lambda: cls(0.7),
+        "Softplus": lambda: cls(),
+        "Tanh": lambda: cls(),
+        "SinhArcsinh": lambda: cls(jax.random.normal(k1, (3,)), 0.3 * jax.random.normal(k2, (3,))),
+        "AffineCoupling": lambda: cls(key, 4, hidden_dims=(8,)),
+        "AffineCoupling:mask": lambda: cls(key, 3, mask=(False, True, False), hidden_dims=(8,)),
+        "AdditiveCoupling": lambda: cls(key, 3, hidden_dims=(8,)),
+        "MaskedAffineAutoregressive:maf": lambda: cls(key, 3, hidden_dims=(8,), mode="maf"),
+        "MaskedAffineAutoregressive:iaf": lambda: cls(key, 3, hidden_dims=(8,), mode="iaf"),
+        "LULinear": lambda: cls(jax.random.normal(k1, (3, 3)), jax.random.normal(k2, (3, 3)),
+                                0.5 * jax.random.normal(k3, (3,)), jax.random.normal(k4, (3,)), perm=(1, 2, 0)),
+        "Permutation": lambda: cls((2, 0, 1)),
+    }
+    return makers[name]()
+
+
+NAMES = ["ElementwiseAffine", "LeakyReLU", "ELU", "Softplus", "Tanh", "SinhArcsinh", "AffineCoupling",
+         "AffineCoupling:mask", "AdditiveCoupling", "MaskedAffineAutoregressive:maf",
+         "MaskedAffineAutoregressive:iaf", "LULinear", "Permutation"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_matches_twin(name):
+    report = nf_ppl_twin(_layer(name)).check(n_points=32)
+    assert report.passed, str(report)
+
+
+def test_twin_detects_a_wrong_conditioner():
+    twin = nf_ppl_twin(_layer("AffineCoupling"))
+    key = next(k for k in twin.values if str(k).startswith("s1"))
+    right = twin.values[key]
+    twin.values[key] = lambda x: right(x) + 0.05
+    assert not twin.check(n_points=32).passed
+
+
+def test_twin_detects_a_wrong_layer_parameter():
+    layer = _layer("SinhArcsinh")
+    twin = nf_ppl_twin(layer)
+    twin.transform = nl.SinhArcsinh(layer.skew + 0.01, layer.log_tailweight)
+    assert not twin.check(n_points=32).passed
+
+
+def test_unknown_layer_is_a_type_error():
+    with pytest.raises(TypeError, match="no symbolic twin"):
+        nf_ppl_twin(object())
