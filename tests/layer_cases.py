@@ -95,9 +95,13 @@ def _load_extension_cases():
 
 _load_extension_cases()
 
-# every builder's composed transform is also checked as a layer
+# Each builder's composed transform (a Stack or Chain) is also checked as a layer.  Extension
+# builders stack layers that are already checked one by one, so only these representatives are
+# repeated as transforms (Stack, unrolled Chain, conditional Stack, and one of each flow family).
+TRANSFORM_CASES = {"maf", "iaf", "realnvp", "maf-conditional", "maf-random-perm-unrolled", "realnvp-conditional",
+                   "nsf", "spline_coupling", "bnaf", "naf", "vi-chain"}
 for _name, _make in list(BUILDERS.items()):
-    if _name == "iaf-trainable-base":  # same transform as "iaf"
+    if _name not in TRANSFORM_CASES:
         continue
     LAYERS[f"{_name}.transform"] = (lambda m: lambda k, d, t: m(k, d, t)._bound_transform())(_make)
 
