@@ -6,12 +6,15 @@ subclasses whose pytree leaves are their trainable parameters.
 """
 
 from . import encoders
+from .autoregressive import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autoregressive_model, bits_per_dim,
+                             random_orderings)
 from .builders import BUILDERS, assemble, iaf, maf, realnvp
 from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
 from .flow import Flow
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layer_names
 from .nn import MADE, MLP
+from .mvn import ConditionalMVN, conditional_mvn
 from .numpyro_utils import data_init, flow_module
 from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, sequence_lengths, top_k_filter,
                        top_p_filter)
@@ -19,6 +22,8 @@ from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUTOREGRESSIVE_FAMILIES", "AutoregressiveModel", "ConditionalMVN", "autoregressive_model", "bits_per_dim",
+    "conditional_mvn", "random_orderings",
     "BUILDERS", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
     "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
     "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,

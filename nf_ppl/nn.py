@@ -30,7 +30,7 @@ def _activation(name: str):
 
 
 def _dense_init(key, fan_in: int, fan_out: int, dtype, scale: float = 1.0):
-    std = scale / np.sqrt(max(fan_in, 1))
+    std = float(scale / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
     return std * jax.random.normal(key, (fan_out, fan_in), dtype), jnp.zeros(fan_out, dtype)
 
 
