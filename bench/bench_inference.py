@@ -1,0 +1,215 @@
+"""Benchmarks of the ``inference`` package.
+
+    /work/venv/bin/python bench/bench_inference.py --quick      # a few minutes on 2 cores
+    /work/venv/bin/python bench/bench_inference.py              # larger budgets
+
+Sections:
+  1. posteriordb reference posteriors: error of means (in reference sds), relative error of sds and
+     Pareto k-hat for AutoNormal, AutoMultivariateNormal, NumPyro's AutoIAFNormal and AutoFlow
+     guides, all with the same optimiser and number of steps.
+  2. Neal's funnel (d = 10): sd errors against the exact distribution over seeds, and NeuTra NUTS
+     vs plain NUTS (effective samples per second of the least-mixed coordinate, v).
+  3. SVI steps/s of AutoFlow("iaf") vs AutoIAFNormal at identical architecture.
+  4. inference.fit vs flowjax's fit_to_data (same MAF architecture) on two moons and the
+     standardised breast-cancer data: steps/s and time to a target held-out log-likelihood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO  # noqa: E402
+from numpyro.infer.autoguide import AutoIAFNormal, AutoMultivariateNormal, AutoNormal  # noqa: E402
+
+import inference  # noqa: E402
+import nf_ppl  # noqa: E402
+import posteriordb_models as pdb  # noqa: E402
+
+
+def table(rows, cols, title):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    sys.stdout.flush()
+
+
+def guides_for(model):
+    return {
+        "AutoNormal": lambda: AutoNormal(model),
+        "AutoMultivariateNormal": lambda: AutoMultivariateNormal(model),
+        "AutoIAFNormal": lambda: AutoIAFNormal(model),
+        "AutoFlow(iaf)": lambda: inference.AutoFlow(model, "iaf"),
+        "AutoFlow(realnvp)": lambda: inference.AutoFlow(model, "realnvp"),
+    }
+
+
+def bench_posteriordb(steps, names, seed=0):
+    rows = []
+    for post in names:
+        model, kw, ref = pdb.load(post)
+        for label, make in guides_for(model).items():
+            guide = make()
+            params, elbo, secs = inference.run_svi(model, guide, num_steps=steps, seed=seed,
+                                                   optimizer=inference.suggest_optimizer(steps, 1e-2), **kw)
+            d = inference.diagnose(model, guide, params, num_samples=1000, **kw)
+            draws = guide.sample_posterior(jax.random.PRNGKey(1), params, sample_shape=(2000,), **kw)
+            err = inference.posterior_errors({k: np.asarray(v) for k, v in draws.items()}, ref)
+            rows.append({"posterior": post.split("-")[1], "guide": label, "mean err (ref sd)": err["mean_err_sd"],
+                         "sd rel err": err["sd_rel_err"], "k-hat": d["khat"], "ELBO": d["elbo"], "fit s": secs})
+    table(rows, ["posterior", "guide", "mean err (ref sd)", "sd rel err", "k-hat", "ELBO", "fit s"],
+          f"posteriordb, {steps} SVI steps each (Adam 1e-2, clip 10, cosine decay), seed {seed}")
+
+
+def funnel(d=10):
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(jnp.zeros(d - 1), jnp.exp(v / 2)).to_event(1))
+
+
+def bench_funnel(steps, seeds, nuts_samples):
+    sd_x = np.exp(9 / 4)  # exact: sd(v) = 3, sd(x_i) = sqrt(E exp(v)) = exp(9/4)
+    rows, trained = [], None
+    for label, make in {"AutoNormal": lambda: AutoNormal(funnel), "AutoIAFNormal": lambda: AutoIAFNormal(funnel),
+                        "AutoFlow(iaf)": lambda: inference.AutoFlow(funnel, "iaf")}.items():
+        ev, ex, kh = [], [], []
+        for seed in seeds:
+            guide = make()
+            params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, seed=seed,
+                                             optimizer=inference.suggest_optimizer(steps, 1e-2))
+            s = guide.sample_posterior(jax.random.PRNGKey(7), params, sample_shape=(20000,))
+            ev.append(abs(np.std(np.asarray(s["v"])) / 3 - 1))
+            ex.append(np.mean(np.abs(np.log(np.std(np.asarray(s["x"]), 0) / sd_x))))
+            kh.append(inference.diagnose(funnel, guide, params, num_samples=1000)["khat"])
+            if label == "AutoFlow(iaf)" and trained is None:
+                trained = (guide, params)
+        rows.append({"guide": label, "|sd(v)/3 - 1|": float(np.mean(ev)), "max over seeds": float(np.max(ev)),
+                     "mean |log sd(x) ratio|": float(np.mean(ex)), "k-hat": float(np.mean(kh))})
+    table(rows, ["guide", "|sd(v)/3 - 1|", "max over seeds", "mean |log sd(x) ratio|", "k-hat"],
+          f"Neal's funnel d=10 vs exact sds, {steps} steps, seeds {list(seeds)} (mean over seeds)")
+
+    import arviz as az
+    rows = []
+    guide, params = trained
+    for label in ("NUTS", "NeuTra NUTS"):
+        t0 = time.perf_counter()
+        if label == "NUTS":
+            mc = MCMC(NUTS(funnel), num_warmup=nuts_samples, num_samples=nuts_samples, progress_bar=False)
+            mc.run(jax.random.PRNGKey(0))
+            samples = mc.get_samples()
+        else:
+            mc, samples = inference.neutra_nuts(funnel, guide, params, num_warmup=nuts_samples,
+                                                num_samples=nuts_samples)
+        secs = time.perf_counter() - t0
+        v = np.asarray(samples["v"])
+        ess = float(az.ess(v[None]))
+        div = int(np.sum(np.asarray(mc.get_extra_fields()["diverging"])))
+        rows.append({"sampler": label, "ESS(v)": ess, "seconds (incl. compile)": secs, "ESS(v)/s": ess / secs,
+                     "sd(v) (exact 3)": float(v.std()), "divergences": div})
+    table(rows, ["sampler", "ESS(v)", "seconds (incl. compile)", "ESS(v)/s", "sd(v) (exact 3)", "divergences"],
+          f"NeuTra vs plain NUTS on the funnel ({nuts_samples} warmup + {nuts_samples} draws)")
+
+
+def bench_svi_speed(n=500):
+    model, kw, _ = pdb.load("eight_schools-eight_schools_noncentered")
+    D = 10
+    rows = []
+    for label, guide in (("AutoIAFNormal(num_flows=3, hidden=[D,D])", AutoIAFNormal(model, num_flows=3, hidden_dims=[D, D])),
+                         ("AutoFlow('iaf', num_layers=3, hidden=(D,D))",
+                          inference.AutoFlow(model, "iaf", num_layers=3, hidden_dims=(D, D), affine=False))):
+        svi = SVI(model, guide, inference.suggest_optimizer(n), Trace_ELBO())
+        state = svi.init(jax.random.PRNGKey(0), **kw)
+        run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (svi.update(c, **kw)[0], None), s, None, length=n)[0])
+        jax.block_until_ready(run(state))
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(state))
+        secs = time.perf_counter() - t0
+        rows.append({"guide": label, "steps/s": n / secs})
+    table(rows, ["guide", "steps/s"], f"SVI steps/s on eight schools (D=10), {n} jitted steps after warm-up")
+
+
+def bench_fit_vs_flowjax(quick):
+    from sklearn.datasets import load_breast_cancer, make_moons
+
+    x_m, _ = make_moons(5000 if quick else 20000, noise=0.05, random_state=0)
+    x_b = load_breast_cancer().data
+    sets = {"two moons": x_m, "breast_cancer (30-d)": x_b}
+    rows = []
+    for name, x in sets.items():
+        x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+        d = x.shape[1]
+        layers, width, batch, lr = 4, 32, 128, 1e-3
+        epochs = 30 if quick else 100
+        n_train = int(round(x.shape[0] * 0.9))
+        steps = epochs * (n_train // batch)
+        res = {}
+        # ours
+        flow = nf_ppl.maf(jax.random.PRNGKey(0), d, num_layers=layers, hidden_dims=(width,), activation="relu")
+        kw = dict(batch_size=batch, learning_rate=lr, val_fraction=0.1, progress=False, patience=None,
+                  eval_every=max(1, n_train // batch))
+        inference.fit(flow, x, max_steps=kw["eval_every"], **kw)  # warm-up compile
+        t0 = time.perf_counter()
+        _, hist = inference.fit(flow, x, max_steps=steps, **kw)
+        res["nf-ppl"] = (time.perf_counter() - t0, np.asarray(hist.val_loss), np.asarray(hist.wall_time), steps)
+        # flowjax
+        from flowjax.distributions import Normal
+        from flowjax.flows import masked_autoregressive_flow
+        from flowjax.train import fit_to_data
+
+        fj = masked_autoregressive_flow(jax.random.PRNGKey(0), base_dist=Normal(jnp.zeros(d)), flow_layers=layers,
+                                        nn_width=width, nn_depth=1)
+        fit_to_data(jax.random.PRNGKey(1), fj, x, learning_rate=lr, max_epochs=1, batch_size=batch,
+                    show_progress=False)  # warm-up compile
+        t0 = time.perf_counter()
+        _, losses = fit_to_data(jax.random.PRNGKey(1), fj, x, learning_rate=lr, max_epochs=epochs,
+                                max_patience=10**9, batch_size=batch, show_progress=False)
+        secs = time.perf_counter() - t0
+        val = np.asarray(losses["val"])
+        res["flowjax"] = (secs, val, secs * np.arange(1, len(val) + 1) / len(val), len(val) * (n_train // batch))
+        target = max(np.min(r[1]) for r in res.values()) + 0.02
+        for lib, (secs, val, wall, nsteps) in res.items():
+            hit = np.flatnonzero(val <= target)
+            rows.append({"data": name, "library": lib, "steps/s": nsteps / secs, "best val NLL": float(np.min(val)),
+                         "target NLL": float(target), "time to target s": float(wall[hit[0]]) if hit.size else float("nan")})
+    table(rows, ["data", "library", "steps/s", "best val NLL", "target NLL", "time to target s"],
+          "MAF maximum likelihood: inference.fit vs flowjax.fit_to_data (4 layers, width 32, batch 128, Adam 1e-3)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sections", default="pdb,funnel,speed,fit")
+    args = ap.parse_args()
+    q = args.quick
+    sections = args.sections.split(",")
+    t0 = time.perf_counter()
+    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, devices {jax.devices()}, quick={q}")
+    if "pdb" in sections:
+        names = ["eight_schools-eight_schools_noncentered", "arK-arK", "mesquite-logmesquite_logvas"]
+        if not q:
+            names.append("kidiq-kidscore_momhsiq")
+        bench_posteriordb(1500 if q else 5000, names)
+    if "funnel" in sections:
+        bench_funnel(1500 if q else 5000, range(2 if q else 5), 500 if q else 2000)
+    if "speed" in sections:
+        bench_svi_speed()
+    if "fit" in sections:
+        bench_fit_vs_flowjax(q)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

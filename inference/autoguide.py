@@ -1,0 +1,205 @@
+"""Flow guides for NumPyro's SVI: ``AutoFlow`` (whole latent space) and ``flow_sample`` (chosen sites).
+
+``AutoFlow(model, flow="iaf", **flow_options)`` is an ``AutoContinuous`` guide.  With ``z`` the
+model's unconstrained latent vector (all sites raveled, dimension ``D``)::
+
+    u ~ N(0, I_D),   v = f(u),   z = loc + scale * v
+
+where ``f`` is one of our flows (``nf_ppl.BUILDERS`` by name, or any builder callable) whose
+conditioners start near the identity map (MADE's last layer starts small), ``loc`` starts at the
+model's initial point (``init_loc_fn``, prior median by default) and ``scale`` at ``init_scale``
+(clipped to ``scale_bounds``).  So at step 0 the guide is the same as ``AutoNormal`` with the same
+initial point; the flow then learns the non-Gaussian part.  This is what makes it robust across
+seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)`` whatever the model) can
+diverge.  ``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import ReshapeTransform, biject_to
+from numpyro.infer.autoguide import AutoContinuous
+from numpyro.infer.initialization import init_to_median, init_to_uniform
+
+import nf_ppl
+from nf_ppl.layers import Chain, ElementwiseAffine
+
+from ._io import builders, get_builder
+
+__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options"]
+
+
+def default_flow_options(name: str, dim: int) -> dict:
+    """Defaults used by ``AutoFlow`` for a latent space of size ``dim`` (hidden layers ~ 2 * dim, at least 8)."""
+    width = max(8, 2 * dim)
+    opts = {"num_layers": 3, "hidden_dims": (width, width)}
+    if name == "realnvp" and dim < 2:
+        raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
+    return opts
+
+
+def check_continuous(model, args=(), kwargs=None, *, owner="AutoFlow"):
+    """Raise a clear ``ValueError`` when ``model`` has discrete latent sample sites."""
+    kwargs = kwargs or {}
+    with handlers.block():
+        # values from init_to_uniform, so improper priors (no .sample) are fine; discrete sites are sampled
+        trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+                               ).get_trace(*args, **kwargs)
+    discrete = [name for name, site in trace.items()
+                if site["type"] == "sample" and not site["is_observed"]
+                and site["fn"].support.is_discrete and not site.get("infer", {}).get("enumerate")]
+    if discrete:
+        raise ValueError(
+            f"{owner} needs continuous latent variables, but the model has discrete latent site(s) "
+            f"{discrete}. Marginalise them out by enumeration (decorate the model with "
+            f"numpyro.contrib.funsor.config_enumerate / infer={{'enumerate': 'parallel'}} and use "
+            f"TraceEnum_ELBO), or use AutoGuideList with {owner} on the continuous sites "
+            f"(handlers.block(model, hide={discrete})) and a discrete guide for the others.")
+    return trace
+
+
+def _resolve_builder(flow):
+    if isinstance(flow, str):
+        return flow, get_builder(flow)
+    if isinstance(flow, nf_ppl.Flow):
+        return "instance", flow
+    if callable(flow):
+        return getattr(flow, "__name__", "custom"), flow
+    raise TypeError(f"flow must be a builder name {sorted(builders())}, a builder callable or an nf_ppl.Flow; "
+                    f"got {type(flow).__name__}")
+
+
+class AutoFlow(AutoContinuous):
+    """Normalizing-flow guide over the whole (unconstrained) latent space.
+
+    Args:
+        model: a NumPyro model with continuous latent sites.
+        flow: builder name (``"iaf"`` default, ``"maf"``, ``"realnvp"``, any name in
+            ``nf_ppl.BUILDERS`` or registered with ``inference.register_builder``), a callable
+            ``builder(key, dim, **options) -> Flow``, or a ready ``nf_ppl.Flow`` of event size ``D``.
+        prefix: prefix of the param sites (``{prefix}_flow$params``, ``{prefix}_loc``, ``{prefix}_scale``).
+        init_loc_fn: NumPyro init strategy for ``loc`` (default: prior median).
+        init_scale: initial ``scale`` of every latent coordinate (default 0.1, as ``AutoNormal``).
+        scale_bounds: ``(low, high)`` the scale is clipped to (numerical safety).
+        affine: keep the ``loc + scale * v`` output layer (default True).
+        seed: seed of the flow's initial parameters; ``None`` (default) draws them from the SVI key.
+        sites: optional list of site names; the guide then covers only these (the model is
+            wrapped in ``handlers.block(model, expose=sites)``), for use in ``AutoGuideList``.
+        **flow_options: passed to the builder (defaults: ``num_layers=3``, ``hidden_dims=(2D, 2D)``).
+
+    Suggested optimiser: ``optax.adam(1e-2)`` or ``numpyro.optim.ClippedAdam(1e-2, clip_norm=10)``
+    for a few thousand steps (see :func:`inference.suggest_optimizer`).
+    """
+
+    def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_median(num_samples=15),
+                 init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine: bool = True, seed: int | None = None,
+                 sites=None, **flow_options):
+        self._flow_name, self._builder = _resolve_builder(flow)
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive; got {init_scale}")
+        lo, hi = scale_bounds
+        if not 0 < lo < hi:
+            raise ValueError(f"scale_bounds must be (low, high) with 0 < low < high; got {scale_bounds}")
+        self._init_scale, self._scale_bounds, self._affine = float(init_scale), (float(lo), float(hi)), affine
+        self._seed = None if seed is None else int(seed)
+        self._flow_options, self._template = dict(flow_options), None
+        self._sites = None if sites is None else list(sites)
+        if self._sites is not None:
+            model = handlers.block(model, expose=self._sites)
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn)
+
+    # -- setup --------------------------------------------------------------------------------
+    def _setup_prototype(self, *args, **kwargs):
+        check_continuous(self.model, args, kwargs, owner=type(self).__name__)
+        super()._setup_prototype(*args, **kwargs)
+        key = jax.random.PRNGKey(0 if self._seed is None else self._seed)
+        self._template = self._make_flow(key, self.latent_dim, jnp.result_type(self._init_latent))
+        self._treedef = jax.tree_util.tree_structure(self._template)
+
+    def _make_flow(self, key, dim, dtype):
+        if self._flow_name == "instance":
+            flow = self._builder
+            if flow.flow_event_shape != (dim,):
+                raise ValueError(f"the given flow has event shape {flow.flow_event_shape} but the model's latent "
+                                 f"space has {dim} unconstrained coordinates")
+        else:
+            opts = default_flow_options(self._flow_name, dim) if self._flow_name in builders() else {}
+            opts.update(self._flow_options)
+            opts.setdefault("dtype", dtype)
+            flow = self._builder(key, dim, **opts)
+        if not isinstance(flow, nf_ppl.Flow):
+            raise TypeError(f"the flow builder must return an nf_ppl.Flow; got {type(flow).__name__}")
+        if flow.context_dim:
+            raise ValueError("AutoFlow needs an unconditional flow (context_dim=0); see AmortizedFlowGuide")
+        return flow
+
+    # -- the distribution ---------------------------------------------------------------------
+    def _layers(self, flow, loc, scale):
+        layers = []
+        if flow.base_loc is not None:
+            layers.append(ElementwiseAffine(flow.base_loc, flow.base_log_scale))
+        layers.append(flow.transform)
+        if loc is not None:
+            lo, hi = self._scale_bounds
+            layers.append(ElementwiseAffine(loc, jnp.log(jnp.clip(scale, lo, hi))))
+        return layers
+
+    def _get_posterior(self):
+        if self._seed is None and self._flow_name != "instance":
+            # initial flow parameters drawn from the SVI key (like AutoIAFNormal), same site as flow_module
+            dtype = jnp.result_type(self._init_latent)
+            leaves = numpyro.param(f"{self.prefix}_flow$params", lambda key: jax.tree_util.tree_leaves(
+                self._make_flow(key, self.latent_dim, dtype)))
+            flow = jax.tree_util.tree_unflatten(self._treedef, leaves)
+        else:
+            flow = nf_ppl.flow_module(f"{self.prefix}_flow", self._template)
+        loc = scale = None
+        if self._affine:
+            loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
+            scale = numpyro.param(f"{self.prefix}_scale", jnp.full(self.latent_dim, self._init_scale,
+                                                                   jnp.result_type(self._init_latent)),
+                                  constraint=constraints.softplus_positive)
+        return nf_ppl.Flow(Chain(self._layers(flow, loc, scale)), (self.latent_dim,))
+
+    def get_base_dist(self):
+        return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)
+
+    def get_flow(self, params):
+        """The trained guide as an ``nf_ppl.Flow`` over the unconstrained latent vector."""
+        return handlers.substitute(self._get_posterior, params)()
+
+    def median(self, params):
+        """The image of the base median ``u = 0`` (exactly the median for an elementwise-monotone guide)."""
+        z = self.get_transform(params)(jnp.zeros(self.latent_dim))
+        return self._unpack_and_constrain(z, params)
+
+
+def flow_sample(name: str, flow, *, support=None, event_shape=None, param_name: str | None = None):
+    """Inside a hand-written guide, sample site ``name`` from a trainable flow.
+
+    The flow's leaves are registered as one param site (``param_name``, default
+    ``f"{name}_flow"``, via ``nf_ppl.flow_module``); the flow's vector is reshaped to
+    ``event_shape`` (if given) and pushed to ``support`` with ``biject_to(support)``, e.g.
+    ``support=constraints.positive`` for a site with positive values.
+
+        def guide(x):
+            flow_sample("theta", nf_ppl.iaf(key, 3, hidden_dims=(8,)))
+            flow_sample("sigma", nf_ppl.maf(key, 1, hidden_dims=(4,)), support=constraints.positive)
+    """
+    if not isinstance(flow, nf_ppl.Flow):
+        raise TypeError(f"flow must be an nf_ppl.Flow; got {type(flow).__name__}")
+    q = nf_ppl.flow_module(param_name or f"{name}_flow", flow)
+    transforms = []
+    if event_shape is not None and tuple(event_shape) != tuple(q.flow_event_shape):
+        transforms.append(ReshapeTransform(tuple(event_shape), tuple(q.flow_event_shape)))
+    if support is not None and support is not constraints.real and support is not constraints.real_vector:
+        transforms.append(biject_to(support))
+    fn = dist.TransformedDistribution(q, transforms) if transforms else q
+    return numpyro.sample(name, fn)

@@ -1,0 +1,175 @@
+"""Diagnostics of variational fits: ELBO, importance weights, Pareto k-hat, ESS, ArviZ conversion, comparison.
+
+With guide ``q`` and model joint ``p(x, z)``, the log importance weights of guide draws are
+``log w_s = log p(x, z_s) - log q(z_s)``.  From ``S`` of them:
+
+* ELBO estimate ``mean_s log w_s``;
+* importance-weighted bound ``log (1/S) sum_s w_s`` (Burda et al.), a lower bound on
+  ``log p(x)`` in expectation that tightens as ``S`` grows; with large ``S`` it is the usual
+  importance-sampling estimate of the log marginal likelihood;
+* Pareto k-hat of the weights' upper tail (PSIS, Vehtari et al.; ``arviz.psislw``): k < 0.5
+  good, 0.5 <= k < 0.7 acceptable, k >= 0.7 the importance estimates (and the guide's tails)
+  are unreliable;
+* importance-sampling ESS ``1 / sum_s wbar_s^2`` with normalised weights ``wbar``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from numpyro import handlers
+from numpyro.infer.util import log_density
+
+__all__ = ["log_importance_weights", "iw_bound", "log_marginal_likelihood", "psis_khat", "importance_ess",
+           "diagnose", "to_inference_data", "compare", "posterior_errors", "KHAT_THRESHOLD"]
+
+KHAT_THRESHOLD = 0.7
+
+
+def log_importance_weights(model, guide, params, *args, num_samples: int = 1000, seed: int = 0, **kwargs):
+    """``log p(x, z_s) - log q(z_s)`` for ``num_samples`` guide draws (a numpy array)."""
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
+
+    def one(key):
+        guide_lp, guide_trace = log_density(handlers.seed(guide, key), args, kwargs, params)
+        model_lp, _ = log_density(handlers.replay(handlers.seed(model, key), guide_trace), args, kwargs, params)
+        return model_lp - guide_lp
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
+    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
+
+
+def iw_bound(log_w) -> float:
+    """Importance-weighted bound ``log mean exp(log_w)`` (numerically stable)."""
+    log_w = np.asarray(log_w, np.float64)
+    return float(logsumexp(log_w) - math.log(log_w.size))
+
+
+def importance_ess(log_w) -> float:
+    """Importance-sampling effective sample size ``1 / sum wbar^2`` (between 1 and S)."""
+    log_w = np.asarray(log_w, np.float64)
+    w = np.exp(log_w - logsumexp(log_w))
+    return float(1.0 / np.sum(w ** 2))
+
+
+def psis_khat(log_w) -> float:
+    """Pareto k-hat of the importance weights (``arviz.psislw``); k < 0.7 means reliable."""
+    import arviz as az
+
+    log_w = np.asarray(log_w, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, khat = az.psislw(log_w - log_w.max())
+    return float(np.asarray(khat))
+
+
+def log_marginal_likelihood(model, guide, params, *args, num_samples: int = 10000, seed: int = 0, **kwargs):
+    """Importance-sampling estimate of ``log p(x)`` with the guide as proposal, and its k-hat.
+
+    Returns ``(estimate, khat)``; trust the estimate only when ``khat < 0.7``.
+    """
+    log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
+    return iw_bound(log_w), psis_khat(log_w)
+
+
+def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0, **kwargs) -> dict:
+    """ELBO, importance-weighted bound, k-hat, IS-ESS of a trained guide, and the usual reading of k-hat."""
+    log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
+    finite = np.isfinite(log_w)
+    khat = psis_khat(log_w[finite]) if finite.sum() > 10 else math.inf
+    ess = importance_ess(log_w[finite]) if finite.any() else 0.0
+    if khat < 0.5:
+        reading = "good (k < 0.5)"
+    elif khat < KHAT_THRESHOLD:
+        reading = "acceptable (0.5 <= k < 0.7)"
+    else:
+        reading = "unreliable (k >= 0.7): the guide misses mass the posterior has"
+    return {"elbo": float(np.mean(log_w)), "iw_bound": iw_bound(log_w), "khat": khat, "is_ess": ess,
+            "is_ess_fraction": ess / num_samples, "reliable": bool(khat < KHAT_THRESHOLD), "reading": reading,
+            "num_samples": num_samples, "num_nonfinite": int((~finite).sum())}
+
+
+def _latent_draws(guide, params, args, kwargs, num_samples, seed, sample_shape=None):
+    shape = (num_samples,) if sample_shape is None else tuple(sample_shape)
+    draws = guide.sample_posterior(jax.random.PRNGKey(seed), params, *args, sample_shape=shape, **kwargs)
+    proto = getattr(guide, "prototype_trace", None) or {}
+    keep = {}
+    for name, value in draws.items():
+        site = proto.get(name)
+        if name.startswith("_") or (site is not None and (site["type"] == "param" or site.get("is_observed"))):
+            continue
+        keep[name] = np.asarray(value)
+    return keep
+
+
+def to_inference_data(guide, params, *args, num_samples: int = 1000, num_chains: int = 1, seed: int = 0, **kwargs):
+    """Guide draws as an ``arviz.InferenceData`` (group ``posterior``, the model's site names), for ``az.summary``."""
+    import arviz as az
+
+    draws = _latent_draws(guide, params, args, kwargs, None, seed, sample_shape=(num_chains, num_samples))
+    return az.from_dict(posterior=draws)
+
+
+def posterior_errors(draws: dict, reference: dict) -> dict:
+    """Error of means in reference sds and relative error of sds, averaged over every scalar of the shared sites."""
+    mean_err, sd_err = [], []
+    for name, ref in reference.items():
+        if name not in draws:
+            continue
+        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        got = np.asarray(draws[name], np.float64).reshape(len(draws[name]), -1)
+        ref_sd = ref.std(0)
+        mean_err.append(np.abs(got.mean(0) - ref.mean(0)) / ref_sd)
+        sd_err.append(np.abs(got.std(0) / ref_sd - 1))
+    if not mean_err:
+        raise ValueError(f"no common sites between draws {sorted(draws)} and reference {sorted(reference)}")
+    return {"mean_err_sd": float(np.mean(np.concatenate(mean_err))), "sd_rel_err": float(np.mean(np.concatenate(sd_err)))}
+
+
+def compare(model, guides: dict, *args, reference: dict | None = None, nuts: bool = False, num_samples: int = 2000,
+            num_warmup: int = 1000, seed: int = 0, **kwargs):
+    """Tabulate trained guides (and optionally NUTS) on one model; returns a pandas DataFrame.
+
+    ``guides`` maps a label to ``(guide, params)`` or ``(guide, params, fit_seconds)``.  Columns:
+    ELBO, importance-weighted bound, k-hat, IS-ESS and, against ``reference`` draws (a dict of
+    site -> array with draws on axis 0; by default the NUTS draws when ``nuts=True``), the error
+    of means in reference sds and the relative error of sds.  With ``nuts=True`` a NUTS row (with
+    its run time and minimum bulk ESS) is added.
+    """
+    import pandas as pd
+
+    rows = {}
+    if nuts:
+        from numpyro.infer import MCMC, NUTS
+        import arviz as az
+
+        mcmc = MCMC(NUTS(model), num_warmup=num_warmup, num_samples=num_samples, progress_bar=False)
+        t0 = time.perf_counter()
+        mcmc.run(jax.random.PRNGKey(seed), *args, **kwargs)
+        secs = time.perf_counter() - t0
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+        if reference is None:
+            reference = samples
+        ess = az.ess(az.from_dict(posterior={k: v[None] for k, v in samples.items()}))
+        min_ess = float(min(np.min(np.asarray(ess[k])) for k in ess.data_vars))
+        row = {"seconds": secs, "nuts_min_ess": min_ess}
+        if reference is not samples:
+            row.update(posterior_errors(samples, reference))
+        rows["NUTS"] = row
+    for label, entry in guides.items():
+        guide, params = entry[0], entry[1]
+        row = {"seconds": entry[2] if len(entry) > 2 else float("nan")}
+        d = diagnose(model, guide, params, *args, num_samples=num_samples, seed=seed + 1, **kwargs)
+        row.update({k: d[k] for k in ("elbo", "iw_bound", "khat", "is_ess")})
+        if reference is not None:
+            draws = _latent_draws(guide, params, args, kwargs, num_samples, seed + 2)
+            row.update(posterior_errors(draws, reference))
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
