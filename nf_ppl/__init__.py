@@ -11,6 +11,8 @@ from .autoregressive import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autor
 from .builders import BUILDERS, assemble, iaf, maf, realnvp
 from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
 from .flow import Flow
+from .glow import VariationalDequantizer, glow, glow_data_init, uniform_dequantize
+from .glow import bits_per_dim as dequantized_bits_per_dim
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layer_names
 from .nn import MADE, MLP
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AUTOREGRESSIVE_FAMILIES", "AutoregressiveModel", "ConditionalMVN", "autoregressive_model", "bits_per_dim",
     "conditional_mvn", "random_orderings",
+    "VariationalDequantizer", "dequantized_bits_per_dim", "glow", "glow_data_init", "uniform_dequantize",
     "BUILDERS", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
     "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
     "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,

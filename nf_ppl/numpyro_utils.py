@@ -36,7 +36,9 @@ def data_init(flow: Flow, data) -> Flow:
 
     The data is pushed from the data side towards the base (the inverse direction, the order in
     which a density evaluation meets the layers); each ActNorm is re-initialised from the values
-    arriving at it so that its inverse standardises them.  Returns a new flow.
+    arriving at it so that its inverse standardises them.  Any layer with a ``data_init(y) ->
+    (layer, x)`` method (e.g. the image layers of Glow) initialises itself the same way.
+    Returns a new flow.
     """
     data = flow._check_value(data)
     if flow.context_dim:
@@ -46,6 +48,8 @@ def data_init(flow: Flow, data) -> Flow:
 
 
 def _init_transform(t, y):
+    if hasattr(t, "data_init"):  # layers with their own hook return (initialised layer, x)
+        return t.data_init(y)
     if isinstance(t, ActNorm):
         t = t.initialize(y)
         return t, t.inv(y)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import nf_ppl
 from nf_ppl import layers as L
@@ -19,19 +20,32 @@ CONTEXT_DIM = 3
 
 
 def perturb(obj, key, scale=0.3):
-    """Add Gaussian noise to every float leaf of a pytree."""
+    """Add Gaussian noise to every float leaf of a pytree.
+
+    The noise is drawn on the host (NumPy, seeded from ``key``) and moved with ``device_put``:
+    eager ``jax.random`` calls would compile once per leaf shape and dominate the suite's time.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(obj)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    noisy = [
-        leaf + scale * jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf))
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) else leaf
-        for k, leaf in zip(keys, leaves)
-    ]
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key) if _is_typed_key(key) else key).tolist())
+    noisy = []
+    for leaf in leaves:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = (arr + scale * rng.normal(size=arr.shape)).astype(arr.dtype)
+        noisy.append(jax.device_put(arr))
     return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
+def _is_typed_key(key):
+    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+
+
 def cast(obj, dtype):
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, obj)
+    def to(a):
+        arr = np.asarray(a)
+        return jax.device_put(arr.astype(dtype)) if np.issubdtype(arr.dtype, np.floating) else a
+
+    return jax.tree_util.tree_map(to, obj)
 
 
 def context_for(key, dtype):

@@ -6,9 +6,14 @@ from .composition import Chain, Stack
 from .coupling import AdditiveCoupling, AffineCoupling, half_mask
 from .elementwise import ELU, ElementwiseAffine, LeakyReLU, SinhArcsinh, Softplus, Tanh
 from .linear import LULinear, Permutation
+from .image import (ConvNet, FactorOut, ImageActNorm, ImageAffineCoupling, ImageBijector, ImageChain, ImageStack,
+                    InvConv1x1, Squeeze, Unsqueeze)
 from .normalization import ActNorm
+from .vi import Householder, Planar, Radial, Sylvester
 
 __all__ = [
+    "ConvNet", "FactorOut", "Householder", "ImageActNorm", "ImageAffineCoupling", "ImageBijector", "ImageChain",
+    "ImageStack", "InvConv1x1", "Planar", "Radial", "Squeeze", "Sylvester", "Unsqueeze",
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "ELU", "ElementwiseAffine",
     "LULinear", "LeakyReLU", "MaskedAffineAutoregressive", "Permutation", "SinhArcsinh", "Softplus",
     "Stack", "Tanh", "forward_and_log_det", "half_mask", "inverse_and_log_det",

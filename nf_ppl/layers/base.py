@@ -45,11 +45,11 @@ class Bijector(Transform):
     # -- constraints -----------------------------------------------------------------
     @property
     def domain(self):
-        return constraints.real_vector if self.event_dim == 1 else constraints.real
+        return _real(self.event_dim)
 
     @property
     def codomain(self):
-        return constraints.real_vector if self.event_dim == 1 else constraints.real
+        return _real(self.event_dim)
 
     @property
     def event_size(self) -> int | None:
@@ -133,6 +133,14 @@ class Bijector(Transform):
     def __repr__(self) -> str:
         static = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.static_names if n != "treedef")
         return f"{type(self).__name__}({static})"
+
+
+def _real(event_dim: int):
+    if event_dim == 0:
+        return constraints.real
+    if event_dim == 1:
+        return constraints.real_vector
+    return constraints.independent(constraints.real, event_dim)
 
 
 def vector_log_det(log_det, transform) -> jnp.ndarray:

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 from numpyro.distributions import constraints
 
 from .._checks import check_permutation
-from .base import Bijector, forward_and_log_det, inverse_and_log_det
+from .base import Bijector, _ev, forward_and_log_det, inverse_and_log_det
 
 
 def _vector_constraint(constraint):
+    """Constraints of composite layers are at least per vector (elementwise layers are lifted)."""
     return constraint if constraint.event_dim >= 1 else constraints.independent(constraint, 1)
 
 
@@ -46,6 +47,11 @@ class Chain(Bijector):
     @property
     def context_dim(self):
         return max((getattr(l, "context_dim", 0) for l in self.layers), default=0)
+
+    @property
+    def event_dim(self):
+        """Rank of one event: 1 for vectors (elementwise layers are summed), 3 for images."""
+        return max(1, *(_ev(l) for l in self.layers))
 
     @property
     def domain(self):
@@ -121,6 +127,10 @@ class Stack(Bijector):
         return getattr(self.layer, "context_dim", 0)
 
     @property
+    def event_dim(self):
+        return max(1, _ev(self.layer))
+
+    @property
     def event_size(self):
         if self.permutations is not None:
             return len(self.permutations[0])
@@ -179,10 +189,10 @@ class Stack(Bijector):
 
     def _initial(self, v, leaves):
         """Scan carries need their final shape and dtype up front (a context may add batch axes)."""
-        batch = v.shape[:-1]
+        batch = v.shape[: v.ndim - self.event_dim]
         if self.context is not None and self.context_dim:
             batch = jnp.broadcast_shapes(batch, self.context.shape[:-1])
         floats = [leaf for leaf in leaves if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
         dtype = jnp.result_type(v, *floats) if floats else jnp.result_type(v, float)
-        v = jnp.broadcast_to(v, batch + v.shape[-1:]).astype(dtype)
+        v = jnp.broadcast_to(v, batch + v.shape[v.ndim - self.event_dim:]).astype(dtype)
         return v, jnp.zeros(batch, dtype)
