@@ -10,6 +10,7 @@ from .autoregressive import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autor
                              random_orderings)
 from .builders import BUILDERS, assemble, iaf, maf, realnvp
 from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
+from .expressive import bnaf, naf, nsf, spline_coupling
 from .flow import Flow
 from .glow import VariationalDequantizer, glow, glow_data_init, uniform_dequantize
 from .glow import bits_per_dim as dequantized_bits_per_dim
@@ -21,12 +22,15 @@ from .numpyro_utils import data_init, flow_module
 from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, sequence_lengths, top_k_filter,
                        top_p_filter)
 
+BUILDERS.update(nsf=nsf, spline_coupling=spline_coupling, bnaf=bnaf, naf=naf)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AUTOREGRESSIVE_FAMILIES", "AutoregressiveModel", "ConditionalMVN", "autoregressive_model", "bits_per_dim",
     "conditional_mvn", "random_orderings",
     "VariationalDequantizer", "dequantized_bits_per_dim", "glow", "glow_data_init", "uniform_dequantize",
+    "bnaf", "naf", "nsf", "spline_coupling",
     "BUILDERS", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
     "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
     "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,

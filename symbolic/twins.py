@@ -22,7 +22,8 @@ from .check import CheckReport, check_transform
 __all__ = ["Twin", "numpyro_twins", "nf_ppl_twin", "NF_PPL_LAYERS"]
 
 NF_PPL_LAYERS = ("ElementwiseAffine", "LeakyReLU", "ELU", "Softplus", "Tanh", "SinhArcsinh", "AffineCoupling",
-                 "AdditiveCoupling", "MaskedAffineAutoregressive", "LULinear", "Permutation")
+                 "AdditiveCoupling", "MaskedAffineAutoregressive", "LULinear", "Permutation",
+                 "RationalQuadraticSpline")
 
 
 @dataclass
@@ -35,8 +36,11 @@ class Twin:
     inputs: tuple
     values: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    log_abs_det: object = None  # when None, derived (and simplified) from ``forward``
 
     def check(self, **kwargs) -> CheckReport:
+        if self.log_abs_det is not None:
+            kwargs.setdefault("log_abs_det", self.log_abs_det)
         return check_transform(self.transform, self.forward, self.inputs, values=self.values,
                                params=self.params, name=self.name, **kwargs)
 
@@ -164,6 +168,54 @@ def _lu_linear(layer):
     return forward, xs, params
 
 
+def _softmax(v):
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+def _rq_spline(layer):
+    r"""Piecewise rational-quadratic map of each coordinate (Durkan et al., 2019).
+
+    Knots from the layer's stated parametrisation, computed here with NumPy:
+    bin sizes ``m + (1 - m K) softmax(raw)`` scaled to ``[-B, B]``, inner derivatives
+    ``m_d + softplus(raw + log(expm1(1 - m_d)))``, end derivatives 1.  In bin ``k`` with
+    :math:`\theta = (x - x_k) / w_k`, :math:`s_k = h_k / w_k`:
+
+    .. math:: y = y_k + h_k \frac{s_k \theta^2 + d_k \theta (1 - \theta)}
+                      {s_k + (d_k + d_{k+1} - 2 s_k) \theta (1 - \theta)},
+
+    and the identity outside ``[-B, B]``.
+    """
+    bound = float(layer.tail_bound)
+    widths, heights = np.asarray(layer.raw_widths, float), np.asarray(layer.raw_heights, float)
+    derivs = np.asarray(layer.raw_derivatives, float)
+    d, k = widths.shape
+    xs = _xs(d)
+
+    def knots(raw, minimum):
+        frac = minimum + (1 - minimum * k) * _softmax(raw)
+        pts = bound * (2 * np.cumsum(frac) - 1)
+        return np.concatenate([[-bound], pts[:-1], [bound]])
+
+    forward = []
+    for i, x in enumerate(xs):
+        xk, yk = knots(widths[i], layer.min_bin_width), knots(heights[i], layer.min_bin_height)
+        shift = np.log(np.expm1(1 - layer.min_derivative))
+        dk = np.concatenate([[1.0], layer.min_derivative + np.logaddexp(0, derivs[i] + shift), [1.0]])
+        pieces = [(x, x < -bound)]
+        for j in range(k):
+            w, h = xk[j + 1] - xk[j], yk[j + 1] - yk[j]
+            slope = h / w
+            theta = (x - float(xk[j])) / float(w)
+            mix = theta * (1 - theta)
+            y = float(yk[j]) + float(h) * (float(slope) * theta ** 2 + float(dk[j]) * mix) / (
+                float(slope) + float(dk[j] + dk[j + 1] - 2 * slope) * mix)
+            pieces.append((y, x <= float(xk[j + 1])))
+        pieces.append((x, True))
+        forward.append(sp.Piecewise(*pieces))
+    return tuple(forward), xs
+
+
 def nf_ppl_twin(layer, dim: int | None = None) -> Twin:
     """The symbolic twin of an ``nf_ppl`` layer (math as stated in its docstring).
 
@@ -185,6 +237,12 @@ def nf_ppl_twin(layer, dim: int | None = None) -> Twin:
     if name == "LULinear":
         forward, xs, params = _lu_linear(layer)
         return Twin(name, layer, forward, xs, params=params)
+    if name == "RationalQuadraticSpline":
+        forward, xs = _rq_spline(layer)
+        # elementwise: log|det J| = sum_i log f_i'(x_i); differentiated piece by piece, not
+        # simplified (simplifying float-heavy rational pieces loses digits)
+        log_det = sum(sp.log(sp.diff(f, x)) for f, x in zip(forward, xs))
+        return Twin(name, layer, forward, xs, log_abs_det=log_det)
     if name == "Permutation":
         xs = _xs(len(layer.perm))
         return Twin(name, layer, tuple(xs[p] for p in layer.perm), xs)

@@ -29,13 +29,16 @@ def _layer(name):
         "LULinear": lambda: cls(jax.random.normal(k1, (3, 3)), jax.random.normal(k2, (3, 3)),
                                 0.5 * jax.random.normal(k3, (3,)), jax.random.normal(k4, (3,)), perm=(1, 2, 0)),
         "Permutation": lambda: cls((2, 0, 1)),
+        # random knots; the default check points (standard normal) fall both inside [-B, B] and in the tails
+        "RationalQuadraticSpline": lambda: cls(jax.random.normal(k1, (2, 5)), jax.random.normal(k2, (2, 5)),
+                                               jax.random.normal(k3, (2, 4)), tail_bound=1.5),
     }
     return makers[name]()
 
 
 NAMES = ["ElementwiseAffine", "LeakyReLU", "ELU", "Softplus", "Tanh", "SinhArcsinh", "AffineCoupling",
          "AffineCoupling:mask", "AdditiveCoupling", "MaskedAffineAutoregressive:maf",
-         "MaskedAffineAutoregressive:iaf", "LULinear", "Permutation"]
+         "MaskedAffineAutoregressive:iaf", "LULinear", "Permutation", "RationalQuadraticSpline"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,9 +9,13 @@ from .linear import LULinear, Permutation
 from .image import (ConvNet, FactorOut, ImageActNorm, ImageAffineCoupling, ImageBijector, ImageChain, ImageStack,
                     InvConv1x1, Squeeze, Unsqueeze)
 from .normalization import ActNorm
+from .neural import BlockNeuralAutoregressive, NeuralAutoregressive
+from .spline import MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling
 from .vi import Householder, Planar, Radial, Sylvester
 
 __all__ = [
+    "BlockNeuralAutoregressive", "MaskedSplineAutoregressive", "NeuralAutoregressive", "RationalQuadraticSpline",
+    "SplineCoupling",
     "ConvNet", "FactorOut", "Householder", "ImageActNorm", "ImageAffineCoupling", "ImageBijector", "ImageChain",
     "ImageStack", "InvConv1x1", "Planar", "Radial", "Squeeze", "Sylvester", "Unsqueeze",
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "ELU", "ElementwiseAffine",
