@@ -169,7 +169,8 @@ def inverse_and_log_det(transform, y):
     else:
         x = transform.inv(y)
         log_det = transform.log_abs_det_jacobian(x, y)
-    log_det = vector_log_det(jnp.broadcast_to(log_det, jnp.shape(y)[: jnp.ndim(y) - _ev(transform)]), transform)
+    # the batch of the output x (a bound context may broadcast it beyond y's batch)
+    log_det = vector_log_det(jnp.broadcast_to(log_det, jnp.shape(x)[: jnp.ndim(x) - _ev(transform)]), transform)
     return x, log_det
 
 
