@@ -14,18 +14,7 @@ from nf_ppl.crf import LinearChainCRF, crf_forward
 DTYPE = jnp.result_type(float)  # the JAX default float (float32 unless x64 is on)
 
 
-def chi2_pvalue(counts, probs):
-    """Chi-square goodness-of-fit p-value; cells with expected count < 5 are pooled
-    into one cell (the chi-square approximation needs moderate expected counts)."""
-    counts = np.asarray(counts, np.float64)
-    probs = np.asarray(probs, np.float64)
-    expected = probs / probs.sum() * counts.sum()
-    small = expected < 5
-    obs = np.append(counts[~small], counts[small].sum())
-    exp = np.append(expected[~small], expected[small].sum())
-    if exp[-1] == 0:
-        obs, exp = obs[:-1], exp[:-1]
-    return stats.chisquare(obs, exp).pvalue
+from stats_checks import chi2_pvalue  # noqa: E402
 
 
 # ---------------------------------------------------------------- reference
