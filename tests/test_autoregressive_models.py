@@ -30,10 +30,7 @@ FAMILIES = CONTINUOUS + ("categorical",)
 BOUND = 5.0  # default log_scale_bound
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def randomize(model, seed, scale=0.5):

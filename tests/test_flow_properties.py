@@ -19,10 +19,7 @@ NAMES = sorted(BUILDERS)
 N_SAMPLES = 20_000
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def _grid_bounds(samples):

@@ -80,12 +80,6 @@ def points(shape, seed=1, dtype=None):
     return 1.5 * jax.random.normal(jax.random.PRNGKey(seed), shape, dtype or float)
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 @jax.jit
 def _report(layer, x, y_other):
     shape = layer.image_shape

@@ -19,10 +19,7 @@ NAMES = sorted(LAYERS)
 TIGHT = dict(rtol=1e-8, atol=1e-8)
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def domain_points(shape, seed=1, dtype=jnp.float64):

@@ -15,10 +15,7 @@ from scipy import stats
 from nf_ppl.mvn import ConditionalMVN, conditional_mvn
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def softplus(v):

@@ -13,10 +13,7 @@ from nf_ppl.layers.neural import (BlockNeuralAutoregressive, NeuralAutoregressiv
 from nf_ppl.roots import NumericalInverseError, default_tolerances, solve_increasing
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def _perturb(obj, seed=1, scale=0.3):

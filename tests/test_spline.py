@@ -17,10 +17,7 @@ from nf_ppl.layers.spline import (MaskedSplineAutoregressive, RationalQuadraticS
 from nf_ppl.nn import MADE
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)
 
 
 def _random_spline(dim=3, bins=5, bound=2.0, scale=1.0, seed=0, dtype=jnp.float64):

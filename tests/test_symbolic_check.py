@@ -11,14 +11,6 @@ from symbolic import check_transform, numpyro_twins, reference_log_abs_det
 x = sp.Symbol("x", real=True)
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 @pytest.mark.parametrize("twin", numpyro_twins(), ids=lambda tw: tw.name)
 def test_numpyro_transforms_match_their_twins(twin):
     report = twin.check()

@@ -18,14 +18,6 @@ x = sp.Symbol("x", real=True)
 r, t = sp.symbols("r t")
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def polar():
     u, v = sp.symbols("u v")
     inverse = [sp.sqrt(u**2 + v**2), sp.Mod(sp.atan2(v, u), 2 * sp.pi)]  # given: saves the sympy.solve time
