@@ -2,6 +2,9 @@
 
 Run:  /work/venv/bin/python bench/bench_autoregressive.py  [--steps N] [--quick]
 
+Prints Markdown tables.  ``--quick`` is a smoke run: the same tables with 10 steps, hidden (64,),
+2 orderings, and a CRF of batch 16, length 8, 4 labels.
+
 Digits: 1797 images, 8x8 = 64 pixels, 17 grey levels (0..16); fixed random split 1400 train /
 397 held out.  Reported on the held-out set:
 
@@ -30,6 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -40,9 +44,13 @@ from sklearn.datasets import load_digits  # noqa: E402
 from nf_ppl.autoregressive import autoregressive_model, bits_per_dim, random_orderings  # noqa: E402
 from nf_ppl.crf import crf_forward  # noqa: E402
 from nf_ppl.mvn import ConditionalMVN, conditional_mvn  # noqa: E402
+from common import table  # noqa: E402
 
 LEVELS, DIM = 17, 64
 LN2 = math.log(2.0)
+# sizes of the full run and of the --quick smoke run (MADE needs hidden >= DIM - 1)
+FULL = dict(hidden=(256,), orderings=8, crf=(256, 128, 32), repeats=10)
+QUICK = dict(hidden=(64,), orderings=2, crf=(16, 8, 4), repeats=1, steps=10)
 
 
 def train(model, data, *, steps, batch_size, lr, seed=0, orderings=None):
@@ -83,95 +91,99 @@ def dequantise(x, seed):
     return ((x + u) / LEVELS).astype(np.float32)
 
 
-def continuous_report(name, model, test, seconds, extra=""):
+def continuous_row(name, model, test, seconds, note=""):
     nats = np.mean([float(-model.log_prob(dequantise(test, 100 + r)).mean()) for r in range(4)])
     bpd = (nats + DIM * math.log(LEVELS)) / (DIM * LN2)
-    print(f"{name:<34s} nats/image {nats:9.2f} (on [0,1]^64)  discrete-equiv bits/dim {bpd:.3f}"
-          f"   train {seconds:6.1f} s{extra}")
+    return name, f"{nats:.2f} on [0,1]^64", f"{bpd:.3f} (discrete-equivalent)", f"{seconds:.1f} s", note
 
 
-def crf_bench(repeats):
-    b, n, v = 256, 128, 32
+def digits_rows(tr, te, steps, batch_size, hidden, n_orderings):
+    counts = np.stack([np.bincount(tr[:, j], minlength=LEVELS) for j in range(DIM)]) + 1.0
+    probs = counts / counts.sum(1, keepdims=True)
+    base_nats = float(-np.log(probs[np.arange(DIM), te]).sum(1).mean())
+    rows = [("per-pixel categorical (add-one)", f"{base_nats:.2f}", f"{base_nats / (DIM * LN2):.3f}", "-", "")]
+
+    key = jax.random.PRNGKey(0)
+    m = autoregressive_model(key, DIM, conditional="categorical", num_levels=LEVELS, hidden_dims=hidden)
+    m, sec, _ = train(m, tr, steps=steps, batch_size=batch_size, lr=3e-3)
+    rows.append((f"categorical MADE {hidden}", f"{float(-m.log_prob(te).mean()):.2f}",
+                 f"{float(m.bits_per_dim(te).mean()):.3f}", f"{sec:.1f} s",
+                 f"train bits/dim {float(m.bits_per_dim(tr).mean()):.3f}"))
+
+    orders = random_orderings(jax.random.PRNGKey(5), DIM, n_orderings)
+    m = autoregressive_model(key, DIM, conditional="categorical", num_levels=LEVELS, hidden_dims=hidden)
+    m, sec, _ = train(m, tr, steps=2 * steps, batch_size=batch_size, lr=3e-3, orderings=orders)
+    nats = float(-m.ensemble_log_prob(te, orders).mean())
+    one = float(m.with_ordering(orders[0]).bits_per_dim(te).mean())
+    rows.append((f"categorical MADE, {n_orderings} orderings", f"{nats:.2f}", f"{float(bits_per_dim(-nats, DIM)):.3f}",
+                 f"{sec:.1f} s", f"order-agnostic, {2 * steps} steps; ensemble density; one ordering alone {one:.3f}"))
+
+    deq_train = np.concatenate([dequantise(tr, 1), dequantise(tr, 2)])  # two dequantisation draws per image
+    mix = autoregressive_model(key, DIM, conditional="mixture", num_components=5, hidden_dims=hidden)
+    mix, sec, _ = train(mix, deq_train, steps=steps, batch_size=batch_size, lr=2e-3)
+    rows.append(continuous_row(f"mixture MADE (K=5, {hidden}), dequantised", mix, te, sec))
+
+    t0 = time.perf_counter()
+    mle = ConditionalMVN.fit(deq_train)
+    rows.append(continuous_row("MVN baseline, closed-form MLE", mle, te, time.perf_counter() - t0))
+    mvn = conditional_mvn(key, DIM)
+    mvn, sec, _ = train(mvn, deq_train, steps=steps, batch_size=batch_size, lr=1e-2)
+    rows.append(continuous_row("MVN baseline, Adam", mvn, te, sec))
+    return rows
+
+
+def median_seconds(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn().block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def crf_rows(b, n, v, repeats):
     rng = np.random.default_rng(0)
     e = jnp.asarray(rng.normal(size=(b, n, v)), jnp.float32)
     t = jnp.asarray(0.5 * rng.normal(size=(v, v)), jnp.float32)
     a = jnp.asarray(rng.normal(size=v), jnp.float32)
     z = jnp.asarray(rng.normal(size=v), jnp.float32)
-    print(f"\nCRF forward algorithm (nf_ppl.crf.crf_forward), batch {b}, length {n}, {v} labels, float32")
-    ref = None
+    rows, ref = [], None
     for method in ("matmul", "logsumexp"):
         f = jax.jit(lambda e, t, a, z, method=method: crf_forward(e, t, a, z, method=method))
         out = f(e, t, a, z).block_until_ready()
         ref = out if ref is None else ref
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f(e, t, a, z).block_until_ready()
-            times.append(time.perf_counter() - t0)
-        med = float(np.median(times))
-        print(f"  method={method:<10s} median {med * 1e3:8.2f} ms/call   {b / med:10.0f} sequences/s   "
-              f"{b * n / med / 1e6:7.2f} M positions/s   max|logZ - logZ_matmul| {float(jnp.max(jnp.abs(out - ref))):.2e}")
+        med = median_seconds(lambda: f(e, t, a, z), repeats)
+        rows.append((method, f"{med * 1e3:.2f}", f"{b / med:.0f}", f"{b * n / med / 1e6:.2f} M",
+                     f"{float(jnp.max(jnp.abs(out - ref))):.2e}"))
     grad = jax.jit(jax.grad(lambda e: crf_forward(e, t, a, z).sum()))
     grad(e).block_until_ready()
-    times = []
-    for _ in range(max(3, repeats // 2)):
-        t0 = time.perf_counter()
-        grad(e).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    med = float(np.median(times))
-    print(f"  grad of log Z (matmul, = marginals) median {med * 1e3:8.2f} ms/call   {b / med:10.0f} sequences/s")
+    med = median_seconds(lambda: grad(e), max(3, repeats // 2))
+    rows.append(("gradient of log Z (matmul, = marginals)", f"{med * 1e3:.2f}", f"{b / med:.0f}", "", ""))
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=1500, help="Adam steps per model")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--quick", action="store_true", help="few steps (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny models, few steps")
     args = ap.parse_args()
-    steps = 100 if args.quick else args.steps
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs; steps={steps}, "
-          f"batch={args.batch_size}")
+    cfg = QUICK if args.quick else dict(FULL, steps=args.steps)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs; steps={cfg['steps']}, "
+          f"batch={args.batch_size}\n")
 
     x = load_digits().data.astype(np.int32)
     perm = np.random.default_rng(0).permutation(len(x))
     tr, te = x[perm[:1400]], x[perm[1400:]]
-    print(f"sklearn digits: {DIM} dims, {LEVELS} levels, train {len(tr)}, held-out {len(te)}\n")
+    print(f"Held-out sklearn digits ({DIM} dims, {LEVELS} levels, train {len(tr)}, held-out {len(te)}):\n")
+    rows = digits_rows(tr, te, cfg["steps"], args.batch_size, cfg["hidden"], cfg["orderings"])
+    print(table(["model", "nats / image", "bits / dim", "train time", "notes"], rows))
 
-    counts = np.stack([np.bincount(tr[:, j], minlength=LEVELS) for j in range(DIM)]) + 1.0
-    probs = counts / counts.sum(1, keepdims=True)
-    base_nats = float(-np.log(probs[np.arange(DIM), te]).sum(1).mean())
-    print(f"{'per-pixel categorical (add-one)':<34s} nats/image {base_nats:9.2f}  bits/dim {base_nats / (DIM * LN2):.3f}")
-
-    key = jax.random.PRNGKey(0)
-    m = autoregressive_model(key, DIM, conditional="categorical", num_levels=LEVELS, hidden_dims=(256,))
-    m, sec, _ = train(m, tr, steps=steps, batch_size=args.batch_size, lr=3e-3)
-    nats = float(-m.log_prob(te).mean())
-    print(f"{'categorical MADE (256,)':<34s} nats/image {nats:9.2f}  bits/dim {float(m.bits_per_dim(te).mean()):.3f}"
-          f"   train {sec:6.1f} s  (train bits/dim {float(m.bits_per_dim(tr).mean()):.3f})")
-
-    orders = random_orderings(jax.random.PRNGKey(5), DIM, 8)
-    m = autoregressive_model(key, DIM, conditional="categorical", num_levels=LEVELS, hidden_dims=(256,))
-    m, sec, _ = train(m, tr, steps=2 * steps, batch_size=args.batch_size, lr=3e-3, orderings=orders)
-    nats = float(-m.ensemble_log_prob(te, orders).mean())
-    one = float(m.with_ordering(orders[0]).bits_per_dim(te).mean())
-    print(f"{'categorical MADE, 8 orderings':<34s} nats/image {nats:9.2f}  bits/dim {bits_per_dim(-nats, DIM):.3f}"
-          f"   train {sec:6.1f} s  (order-agnostic, {2 * steps} steps; ensemble density; "
-          f"one ordering alone {one:.3f})")
-
-    deq_tr = dequantise(tr, 1)
-    deq_train = np.concatenate([deq_tr, dequantise(tr, 2)])  # two dequantisation draws per image
-    mix = autoregressive_model(key, DIM, conditional="mixture", num_components=5, hidden_dims=(256,))
-    mix, sec, _ = train(mix, deq_train, steps=steps, batch_size=args.batch_size, lr=2e-3)
-    continuous_report("mixture MADE (K=5, (256,))", mix, te, sec)
-
-    t0 = time.perf_counter()
-    mle = ConditionalMVN.fit(deq_train)
-    continuous_report("MVN baseline (closed-form MLE)", mle, te, time.perf_counter() - t0)
-    mvn = conditional_mvn(key, DIM)
-    mvn, sec, _ = train(mvn, deq_train, steps=steps, batch_size=args.batch_size, lr=1e-2)
-    continuous_report("MVN baseline (Adam)", mvn, te, sec)
-
-    crf_bench(repeats=5 if args.quick else 10)
+    b, n, v = cfg["crf"]
+    print(f"\nCRF forward algorithm (nf_ppl.crf.crf_forward), batch {b}, length {n}, {v} labels, float32, "
+          f"median of {cfg['repeats']}:\n")
+    print(table(["method", "ms / call", "sequences / s", "positions / s", "max abs(logZ - logZ_matmul)"],
+                crf_rows(b, n, v, cfg["repeats"])))
 
 
 if __name__ == "__main__":

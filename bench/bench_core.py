@@ -1,6 +1,8 @@
 """Core flows against NumPyro's IAF stack and flowjax: throughput, training step, compile time.
 
 Run: ``python bench/bench_core.py [--quick]``.  Prints Markdown tables (copied into RESULTS.md).
+``--quick`` is a smoke run (seconds): the same tables at tiny sizes (d = 4, 1 layer, hidden 8,
+batch 256, one timed repeat, 1 and 2 layers for the compile times).
 
 * log-density throughput (samples/s) of the one-pass direction at batch 4096 (forward + log-det):
   ``maf.log_prob``, ``realnvp.log_prob``, ``iaf.sample_and_log_prob``; NumPyro's
@@ -28,7 +30,8 @@ import optax
 import nf_ppl
 from common import compile_time, machine, median_time, table
 
-BATCH = 4096
+FULL = dict(dims=(16, 64), num_layers=5, hidden=128, batch=4096, repeats=7, depths=(2, 8, 32), compile_dim=16)
+QUICK = dict(dims=(4,), num_layers=1, hidden=8, batch=256, repeats=1, depths=(1, 2), compile_dim=4)
 
 
 def numpyro_iaf_stack(key, dim, num_layers, hidden):
@@ -88,9 +91,9 @@ def _flowjax_split(flow):
     return eqx.partition(flow, eqx.is_inexact_array)
 
 
-def run_size(dim, num_layers, hidden, repeats):
+def run_size(dim, num_layers, hidden, batch, repeats):
     key = jax.random.PRNGKey(0)
-    x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, dim))
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, dim))
     maf, iaf, realnvp = ours(key, dim, num_layers, hidden)
     np_params, np_make = numpyro_iaf_stack(key, dim, num_layers, hidden)
     fj_maf, fj_coupling = flowjax_flows(key, dim, num_layers, hidden)
@@ -98,11 +101,11 @@ def run_size(dim, num_layers, hidden, repeats):
 
     # --- throughput of the one-pass direction ---
     lp = jax.jit(lambda f, v: f.log_prob(v))
-    iaf_fwd = jax.jit(lambda f, k: f.sample_and_log_prob(k, (BATCH,))[1])
+    iaf_fwd = jax.jit(lambda f, k: f.sample_and_log_prob(k, (batch,))[1])
 
     def np_fwd(params, k):
         d = np_make(params)
-        y, inter = d.sample_with_intermediates(k, (BATCH,))
+        y, inter = d.sample_with_intermediates(k, (batch,))
         return d.log_prob(y, inter)
 
     np_fwd = jax.jit(np_fwd)
@@ -115,7 +118,7 @@ def run_size(dim, num_layers, hidden, repeats):
         "flowjax MAF (log_prob)": median_time(fj_lp, fj_maf, x, repeats=repeats),
         "flowjax coupling (log_prob)": median_time(fj_lp, fj_coupling, x, repeats=repeats),
     }
-    throughput = {k: BATCH / v for k, v in times.items()}
+    throughput = {k: batch / v for k, v in times.items()}
 
     # --- one Adam step ---
     steps = {}
@@ -125,7 +128,7 @@ def run_size(dim, num_layers, hidden, repeats):
         steps[name] = median_time(step, flow, opt.init(flow), x, repeats=repeats)
 
     def rkl(f, k):
-        y, lq = f.sample_and_log_prob(k, (BATCH,))
+        y, lq = f.sample_and_log_prob(k, (batch,))
         return jnp.mean(lq + 0.5 * jnp.sum(y ** 2, -1))
 
     opt, step = _adam_step(rkl)
@@ -133,7 +136,7 @@ def run_size(dim, num_layers, hidden, repeats):
 
     def np_rkl(params, k):
         d = np_make(params)
-        y, inter = d.sample_with_intermediates(k, (BATCH,))
+        y, inter = d.sample_with_intermediates(k, (batch,))
         return jnp.mean(d.log_prob(y, inter) + 0.5 * jnp.sum(y ** 2, -1))
 
     opt, step = _adam_step(np_rkl)
@@ -145,9 +148,9 @@ def run_size(dim, num_layers, hidden, repeats):
     return throughput, steps
 
 
-def compile_times(dim, hidden, depths):
+def compile_times(dim, hidden, depths, batch):
     rows = []
-    x = jnp.zeros((BATCH, dim))
+    x = jnp.zeros((batch, dim))
     for n in depths:
         flow = nf_ppl.maf(jax.random.PRNGKey(0), dim, num_layers=n, hidden_dims=(hidden, hidden))
         opt, step = _adam_step(lambda f, v: -f.log_prob(v).mean())
@@ -159,15 +162,14 @@ def compile_times(dim, hidden, depths):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
     args = parser.parse_args(argv)
-    repeats = 3 if args.quick else 7
-    num_layers, hidden = (2, 64) if args.quick else (5, 128)
-    dims = (16,) if args.quick else (16, 64)
+    cfg = QUICK if args.quick else FULL
+    num_layers, hidden, batch, repeats = cfg["num_layers"], cfg["hidden"], cfg["batch"], cfg["repeats"]
     print(f"Machine: {machine()}\n")
-    print(f"Flows with {num_layers} layers, hidden ({hidden}, {hidden}), ReLU, batch {BATCH}; median of {repeats} jitted runs.\n")
-    for dim in dims:
-        throughput, steps = run_size(dim, num_layers, hidden, repeats)
+    print(f"Flows with {num_layers} layers, hidden ({hidden}, {hidden}), ReLU, batch {batch}; median of {repeats} jitted runs.\n")
+    for dim in cfg["dims"]:
+        throughput, steps = run_size(dim, num_layers, hidden, batch, repeats)
         print(f"### d = {dim}: log-density throughput (samples/s, higher is better)\n")
         print(table(["flow", "samples/s"], [(k, f"{v:,.0f}") for k, v in throughput.items()]))
         print()
@@ -188,9 +190,9 @@ def main(argv=None):
         ]
         print(table(["training speed-up (peer time / our time)", "x"], [(k, f"{v:.2f}") for k, v in ratios]))
         print()
-    depths = (2, 8) if args.quick else (2, 8, 32)
-    rows = compile_times(16, hidden, depths)
-    print("### jit compile time of maf (d = 16)\n")
+    depths, dim = cfg["depths"], cfg["compile_dim"]
+    rows = compile_times(dim, hidden, depths, batch)
+    print(f"### jit compile time of maf (d = {dim})\n")
     print(table(["layers", "log_prob compile (s)", "train step compile (s)"], [(n, f"{a:.2f}", f"{b:.2f}") for n, a, b in rows]))
     print(f"\ncompile time at {depths[-1]} layers / at {depths[0]} layers: log_prob {rows[-1][1] / rows[0][1]:.2f}x, "
           f"train step {rows[-1][2] / rows[0][2]:.2f}x")

@@ -1,6 +1,8 @@
 """Cost growth, closeness to the hardware limit, and sharding (issue 8).
 
-Run: ``python bench/bench_scaling.py [--quick]``.
+Run: ``python bench/bench_scaling.py [--quick]``.  ``--quick`` is a smoke run: the same tables at
+tiny sizes (batch 256, d in {2, 4}, 1 or 2 layers, hidden 8, one timed repeat); its plot goes to
+the temporary directory so it never replaces the full run's.
 
 * throughput (samples/s) of ``log_prob`` and ``sample`` for maf, iaf, realnvp, nsf at batch 4096,
   d in {16, 64, 256};
@@ -19,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +32,14 @@ import optax
 import nf_ppl
 from common import machine, median_time, table
 
-BATCH = 4096
+# sizes of the full run and of the --quick smoke run
+FULL = dict(batch=4096, repeats=5, dim=16, hidden=64, layers=4, throughput_dims=(16, 64, 256),
+            growth_dims=(8, 16, 32, 64, 128, 256), growth_batches=(256, 1024, 4096, 16384),
+            growth_depths=(2, 4, 8, 16, 32), draws=1024, limit_dim=64, limit_hidden=256, limit_layers=5,
+            shard_batch=16384, shard_hidden=128)
+QUICK = dict(batch=256, repeats=1, dim=4, hidden=8, layers=1, throughput_dims=(4,),
+             growth_dims=(2, 4), growth_batches=(64, 256), growth_depths=(1, 2), draws=64, limit_dim=4,
+             limit_hidden=8, limit_layers=1, shard_batch=256, shard_hidden=8)
 
 
 def _builders():
@@ -39,18 +49,18 @@ def _builders():
     return out
 
 
-def throughput(dims, repeats, num_layers, hidden):
-    rows = []
+def throughput(cfg):
+    rows, batch, h0 = [], cfg["batch"], cfg["hidden"]
     lp = jax.jit(lambda f, v: f.log_prob(v))
-    for dim in dims:
-        x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, dim))
-        h = max(hidden, dim)
+    for dim in cfg["throughput_dims"]:
+        x = jax.random.normal(jax.random.PRNGKey(1), (batch, dim))
+        h = max(h0, dim)
         for name, build in _builders().items():
-            flow = build(jax.random.PRNGKey(0), dim, num_layers=num_layers, hidden_dims=(h, h))
-            sample = jax.jit(lambda f, k: f.sample(k, (BATCH,)))
-            t_lp = median_time(lp, flow, x, repeats=repeats)
-            t_s = median_time(sample, flow, jax.random.PRNGKey(2), repeats=repeats)
-            rows.append((name, dim, f"{BATCH / t_lp:,.0f}", f"{BATCH / t_s:,.0f}"))
+            flow = build(jax.random.PRNGKey(0), dim, num_layers=cfg["layers"], hidden_dims=(h, h))
+            sample = jax.jit(lambda f, k: f.sample(k, (batch,)))
+            t_lp = median_time(lp, flow, x, repeats=cfg["repeats"])
+            t_s = median_time(sample, flow, jax.random.PRNGKey(2), repeats=cfg["repeats"])
+            rows.append((name, dim, f"{batch / t_lp:,.0f}", f"{batch / t_s:,.0f}"))
     return rows
 
 
@@ -63,37 +73,35 @@ def memory_of(fn, *args) -> float:
         return float("nan")
 
 
-def growth(dims, batches, depths, repeats):
+def growth(cfg):
     lp = lambda f, v: f.log_prob(v)
+    dim, h, layers = cfg["dim"], cfg["hidden"], cfg["layers"]
+    cases = ([("d", d, d, cfg["batch"], layers) for d in cfg["growth_dims"]]
+             + [("batch", b, dim, b, layers) for b in cfg["growth_batches"]]
+             + [("layers", n, dim, cfg["batch"], n) for n in cfg["growth_depths"]])
     rows = []
-    for dim in dims:
-        flow = nf_ppl.maf(jax.random.PRNGKey(0), dim, num_layers=4, hidden_dims=(max(64, dim), max(64, dim)))
-        x = jnp.zeros((BATCH, dim))
-        rows.append(("d", dim, f"{1e3 * median_time(jax.jit(lp), flow, x, repeats=repeats):.2f}", f"{memory_of(lp, flow, x):.1f}"))
-    for batch in batches:
-        flow = nf_ppl.maf(jax.random.PRNGKey(0), 16, num_layers=4, hidden_dims=(64, 64))
-        x = jnp.zeros((batch, 16))
-        rows.append(("batch", batch, f"{1e3 * median_time(jax.jit(lp), flow, x, repeats=repeats):.2f}", f"{memory_of(lp, flow, x):.1f}"))
-    for depth in depths:
-        flow = nf_ppl.maf(jax.random.PRNGKey(0), 16, num_layers=depth, hidden_dims=(64, 64))
-        x = jnp.zeros((BATCH, 16))
-        rows.append(("layers", depth, f"{1e3 * median_time(jax.jit(lp), flow, x, repeats=repeats):.2f}", f"{memory_of(lp, flow, x):.1f}"))
+    for varied, value, d, batch, n in cases:
+        flow = nf_ppl.maf(jax.random.PRNGKey(0), d, num_layers=n, hidden_dims=(max(h, d), max(h, d)))
+        x = jnp.zeros((batch, d))
+        t = median_time(jax.jit(lp), flow, x, repeats=cfg["repeats"])
+        rows.append((varied, value, f"{1e3 * t:.2f}", f"{memory_of(lp, flow, x):.1f}"))
     return rows
 
 
-def sampling_growth(dims, repeats):
+def sampling_growth(cfg):
     rows = []
-    for dim in dims:
-        h = max(64, dim)
+    for dim in cfg["growth_dims"]:
+        h = max(cfg["hidden"], dim)
         times = {}
         for name, build in (("maf", nf_ppl.maf), ("iaf", nf_ppl.iaf)):
-            flow = build(jax.random.PRNGKey(0), dim, num_layers=4, hidden_dims=(h, h))
-            times[name] = median_time(jax.jit(lambda f, k: f.sample(k, (1024,))), flow, jax.random.PRNGKey(1), repeats=repeats)
+            flow = build(jax.random.PRNGKey(0), dim, num_layers=cfg["layers"], hidden_dims=(h, h))
+            sample = jax.jit(lambda f, k: f.sample(k, (cfg["draws"],)))
+            times[name] = median_time(sample, flow, jax.random.PRNGKey(1), repeats=cfg["repeats"])
         rows.append((dim, times["maf"], times["iaf"]))
     return rows
 
 
-def plot_sampling(rows, path):
+def plot_sampling(rows, path, draws, layers):
     try:
         import matplotlib
 
@@ -106,16 +114,17 @@ def plot_sampling(rows, path):
     ax.loglog(dims, [1e3 * r[1] for r in rows], "o-", label="MAF sample (d sequential passes)")
     ax.loglog(dims, [1e3 * r[2] for r in rows], "s-", label="IAF sample (one pass)")
     ax.set_xlabel("dimension d")
-    ax.set_ylabel("ms per 1024 draws")
-    ax.set_title("Sampling cost: MAF vs IAF (4 layers)")
+    ax.set_ylabel(f"ms per {draws} draws")
+    ax.set_title(f"Sampling cost: MAF vs IAF ({layers} layers)")
     ax.legend()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
-def limit(repeats, hidden=256, dim=64, num_layers=5):
+def limit(cfg):
+    dim, hidden, num_layers, repeats = cfg["limit_dim"], cfg["limit_hidden"], cfg["limit_layers"], cfg["repeats"]
     flow = nf_ppl.maf(jax.random.PRNGKey(0), dim, num_layers=num_layers, hidden_dims=(hidden, hidden), activation="relu")
-    x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, dim))
+    x = jax.random.normal(jax.random.PRNGKey(1), (cfg["batch"], dim))
     opt = optax.adam(1e-3)
 
     @jax.jit
@@ -149,8 +158,8 @@ import json, time, statistics, jax, jax.numpy as jnp, numpy as np, optax, nf_ppl
 from jax.sharding import NamedSharding, PartitionSpec as P
 n = jax.local_device_count()
 mesh = jax.make_mesh((n,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
-flow = nf_ppl.maf(jax.random.PRNGKey(0), 16, num_layers=4, hidden_dims=(128, 128))
-x = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (BATCH, 16)), NamedSharding(mesh, P("batch")))
+flow = nf_ppl.maf(jax.random.PRNGKey(0), DIM, num_layers=LAYERS, hidden_dims=(HIDDEN, HIDDEN))
+x = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (BATCH, DIM)), NamedSharding(mesh, P("batch")))
 opt = optax.adam(1e-3)
 @jax.jit
 def step(f, s, v):
@@ -167,11 +176,16 @@ print(json.dumps({"devices": n, "seconds": statistics.median(ts)}))
 """
 
 
-def sharding(repeats, batch):
+def sharding(cfg):
+    """One fitting step timed in a fresh process per device count (XLA's device count is fixed at start-up)."""
+    batch = cfg["shard_batch"]
+    code = SHARD_SCRIPT
+    for name, value in (("BATCH", batch), ("REPEATS", cfg["repeats"]), ("DIM", cfg["dim"]),
+                        ("LAYERS", cfg["layers"]), ("HIDDEN", cfg["shard_hidden"])):
+        code = code.replace(name, str(value))
     rows = []
     for n in (1, 2):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        code = SHARD_SCRIPT.replace("BATCH", str(batch)).replace("REPEATS", str(repeats))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if out.returncode:
             rows.append((n, "failed", out.stderr.strip().splitlines()[-1] if out.stderr else ""))
@@ -181,37 +195,43 @@ def sharding(repeats, batch):
     return rows
 
 
+def plot_path(quick):
+    """The full run's plot sits next to RESULTS.md; a smoke run's goes to the temporary directory."""
+    folder = tempfile.gettempdir() if quick else os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(folder, "scaling_sampling.png")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
     args = parser.parse_args(argv)
-    q = args.quick
-    repeats = 3 if q else 5
+    cfg = QUICK if args.quick else FULL
+    batch, dim, h, layers = cfg["batch"], cfg["dim"], cfg["hidden"], cfg["layers"]
     print(f"Machine: {machine()}\n")
-    print("### Throughput at batch 4096 (4 layers, hidden max(64, d); samples/s, higher is better)\n")
-    rows = throughput((16,) if q else (16, 64, 256), repeats, 2 if q else 4, 64)
-    print(table(["flow", "d", "log_prob samples/s", "sample samples/s"], rows))
-    print("\n### Cost growth of maf log_prob (4 layers unless varied; time ms, compiled memory MiB)\n")
-    rows = growth((8, 32) if q else (8, 16, 32, 64, 128, 256), (256, 4096) if q else (256, 1024, 4096, 16384),
-                  (2, 8) if q else (2, 4, 8, 16, 32), repeats)
-    print(table(["varied", "value", "time (ms)", "memory (MiB)"], rows))
-    rows = sampling_growth((8, 32) if q else (8, 16, 32, 64, 128, 256), repeats)
-    print("\n### Sampling: MAF (d sequential passes) vs IAF (one pass), 1024 draws, 4 layers\n")
+    print(f"### Throughput at batch {batch} ({layers} layers, hidden max({h}, d); samples/s, higher is better)\n")
+    print(table(["flow", "d", "log_prob samples/s", "sample samples/s"], throughput(cfg)))
+    print(f"\n### Cost growth of maf log_prob ({layers} layers, hidden max({h}, d), d = {dim}, batch {batch} "
+          "unless varied; time ms, compiled memory MiB)\n")
+    print(table(["varied", "value", "time (ms)", "memory (MiB)"], growth(cfg)))
+    rows = sampling_growth(cfg)
+    print(f"\n### Sampling: MAF (d sequential passes) vs IAF (one pass), {cfg['draws']} draws, {layers} layers\n")
     print(table(["d", "MAF ms", "IAF ms", "MAF / IAF"], [(d, f"{1e3 * a:.2f}", f"{1e3 * b:.2f}", f"{a / b:.1f}") for d, a, b in rows]))
-    path = plot_sampling(rows, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling_sampling.png"))
-    if path:
+    path = plot_sampling(rows, plot_path(args.quick), cfg["draws"], layers)
+    if path and not args.quick:
         print(f"\n![MAF vs IAF sampling cost](scaling_sampling.png)")
-    hidden = 64 if q else 256
-    t_step, t_dense = limit(repeats, hidden=hidden)
-    print(f"\n### Closeness to the limit: maf training step, batch 4096, d = 64, hidden {hidden}, 5 layers\n")
+    elif path:
+        print(f"\n(plot written to {path})")
+    t_step, t_dense = limit(cfg)
+    print(f"\n### Closeness to the limit: maf training step, batch {batch}, d = {cfg['limit_dim']}, "
+          f"hidden {cfg['limit_hidden']}, {cfg['limit_layers']} layers\n")
     print(table(["what", "ms"], [("maf Adam step (log_prob + grad + update)", f"{1e3 * t_step:.2f}"),
                                   ("the same dense matmuls alone (MLP forward + backward)", f"{1e3 * t_dense:.2f}"),
                                   ("ratio (goal <= 1.5)", f"{t_step / t_dense:.2f}")]))
-    print("\n### Sharded fitting step over simulated CPU devices (maf d = 16, 4 layers, hidden 128)\n")
-    batch = 4096 if q else 16384
-    print(table(["devices", "ms / step", "samples/s"], sharding(repeats, batch)))
-    print(f"\n(batch {batch}; on a 2-core machine two simulated devices share the same cores, so this shows the "
-          "sharding works and what it costs, not a speed-up)")
+    print(f"\n### Sharded fitting step over simulated CPU devices (maf d = {dim}, {layers} layers, "
+          f"hidden {cfg['shard_hidden']})\n")
+    print(table(["devices", "ms / step", "samples/s"], sharding(cfg)))
+    print(f"\n(batch {cfg['shard_batch']}; on a 2-core machine two simulated devices share the same cores, so this "
+          "shows the sharding works and what it costs, not a speed-up)")
 
 
 if __name__ == "__main__":

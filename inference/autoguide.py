@@ -3,15 +3,20 @@
 ``AutoFlow(model, flow="iaf", **flow_options)`` is an ``AutoContinuous`` guide.  With ``z`` the
 model's unconstrained latent vector (all sites raveled, dimension ``D``)::
 
-    u ~ N(0, I_D),   v = f(u),   z = loc + scale * v
+    u ~ N(0, I_D),   v = f(u),   z = loc + L (scale * v)
 
 where ``f`` is one of our flows (``nf_ppl.BUILDERS`` by name, or any builder callable) whose
-conditioners start near the identity map (MADE's last layer starts small), ``loc`` starts at the
-model's initial point (``init_loc_fn``, prior median by default) and ``scale`` at ``init_scale``
-(clipped to ``scale_bounds``).  So at step 0 the guide is the same as ``AutoNormal`` with the same
-initial point; the flow then learns the non-Gaussian part.  This is what makes it robust across
-seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)`` whatever the model) can
-diverge.  ``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
+conditioners start near the identity map (MADE's last layer starts small), ``L`` is a learned
+unit lower-triangular matrix (``affine="tril"``, the default; starts at ``I``), ``loc`` starts at
+the model's initial point (``init_loc_fn``, NumPyro's ``init_to_uniform`` by default, as in its
+autoguides) and ``scale`` at ``init_scale`` (clipped to ``scale_bounds``).  So at step 0 the guide
+is ``AutoNormal`` at the same initial point; ``L diag(scale)`` is the Cholesky factor of
+``AutoMultivariateNormal`` (linear correlations, learned at a rate relative to each coordinate's
+scale), and the flow, acting in these whitened coordinates, learns what is not Gaussian.  This is
+what makes it robust across seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)``
+whatever the model) can diverge.  ``affine="diag"`` drops ``L`` (``D`` instead of ``D^2 / 2``
+parameters for very large latent spaces); ``affine=False`` uses the flow alone.
+``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import ReshapeTransform, biject_to
 from numpyro.infer.autoguide import AutoContinuous
-from numpyro.infer.initialization import init_to_median, init_to_uniform
+from numpyro.infer.initialization import init_to_uniform
 
 import nf_ppl
-from nf_ppl.layers import Chain, ElementwiseAffine
+from nf_ppl.layers import Chain, ElementwiseAffine, LULinear
 
 from ._io import builders, get_builder
 
@@ -37,8 +42,12 @@ __all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options"
 
 
 def default_flow_options(name: str, dim: int) -> dict:
-    """Defaults used by ``AutoFlow`` for a latent space of size ``dim`` (hidden layers ~ 2 * dim, at least 8)."""
-    width = max(8, 2 * dim)
+    """Defaults used by ``AutoFlow`` for a latent space of size ``dim``: 3 layers, hidden width ``max(8, dim)``.
+
+    Narrow conditioners (about ``dim`` units, the least a MADE allows) train with less gradient
+    noise than wide ones at the step budgets SVI is usually given (bench/RESULTS.md).
+    """
+    width = max(8, dim)
     opts = {"num_layers": 3, "hidden_dims": (width, width)}
     if name == "realnvp" and dim < 2:
         raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
@@ -85,10 +94,12 @@ class AutoFlow(AutoContinuous):
             ``nf_ppl.BUILDERS`` or registered with ``inference.register_builder``), a callable
             ``builder(key, dim, **options) -> Flow``, or a ready ``nf_ppl.Flow`` of event size ``D``.
         prefix: prefix of the param sites (``{prefix}_flow$params``, ``{prefix}_loc``, ``{prefix}_scale``).
-        init_loc_fn: NumPyro init strategy for ``loc`` (default: prior median).
+        init_loc_fn: NumPyro init strategy for ``loc`` (default ``init_to_uniform``, NumPyro's default).
         init_scale: initial ``scale`` of every latent coordinate (default 0.1, as ``AutoNormal``).
         scale_bounds: ``(low, high)`` the scale is clipped to (numerical safety).
-        affine: keep the ``loc + scale * v`` output layer (default True).
+        affine: the output layer after the flow: ``"tril"`` (default; ``z = loc + L (scale * v)``
+            with a learned unit lower-triangular ``L``), ``"diag"`` (``z = loc + scale * v``) or
+            ``False`` (the flow alone).  ``True`` means ``"tril"``.
         seed: seed of the flow's initial parameters; ``None`` (default) draws them from the SVI key.
         sites: optional list of site names; the guide then covers only these (the model is
             wrapped in ``handlers.block(model, expose=sites)``), for use in ``AutoGuideList``.
@@ -98,8 +109,8 @@ class AutoFlow(AutoContinuous):
     for a few thousand steps (see :func:`inference.suggest_optimizer`).
     """
 
-    def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_median(num_samples=15),
-                 init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine: bool = True, seed: int | None = None,
+    def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_uniform,
+                 init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine="tril", seed: int | None = None,
                  sites=None, **flow_options):
         self._flow_name, self._builder = _resolve_builder(flow)
         if not init_scale > 0:
@@ -107,7 +118,11 @@ class AutoFlow(AutoContinuous):
         lo, hi = scale_bounds
         if not 0 < lo < hi:
             raise ValueError(f"scale_bounds must be (low, high) with 0 < low < high; got {scale_bounds}")
-        self._init_scale, self._scale_bounds, self._affine = float(init_scale), (float(lo), float(hi)), affine
+        if affine is True:
+            affine = "tril"
+        if affine not in ("tril", "diag", False, None):
+            raise ValueError(f"affine must be 'tril', 'diag' or False; got {affine!r}")
+        self._init_scale, self._scale_bounds, self._affine = float(init_scale), (float(lo), float(hi)), affine or None
         self._seed = None if seed is None else int(seed)
         self._flow_options, self._template = dict(flow_options), None
         self._sites = None if sites is None else list(sites)
@@ -141,14 +156,18 @@ class AutoFlow(AutoContinuous):
         return flow
 
     # -- the distribution ---------------------------------------------------------------------
-    def _layers(self, flow, loc, scale):
+    def _layers(self, flow, loc, scale, lower):
         layers = []
         if flow.base_loc is not None:
             layers.append(ElementwiseAffine(flow.base_loc, flow.base_log_scale))
         layers.append(flow.transform)
         if loc is not None:
             lo, hi = self._scale_bounds
-            layers.append(ElementwiseAffine(loc, jnp.log(jnp.clip(scale, lo, hi))))
+            log_scale = jnp.log(jnp.clip(scale, lo, hi))
+            if lower is None:
+                layers.append(ElementwiseAffine(loc, log_scale))
+            else:  # z = loc + L diag(scale) v: LULinear with U = diag(scale), P = I
+                layers.append(LULinear(lower, jnp.zeros_like(lower), log_scale, loc))
         return layers
 
     def _get_posterior(self):
@@ -160,13 +179,15 @@ class AutoFlow(AutoContinuous):
             flow = jax.tree_util.tree_unflatten(self._treedef, leaves)
         else:
             flow = nf_ppl.flow_module(f"{self.prefix}_flow", self._template)
-        loc = scale = None
+        loc = scale = lower = None
         if self._affine:
+            dtype = jnp.result_type(self._init_latent)
             loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
-            scale = numpyro.param(f"{self.prefix}_scale", jnp.full(self.latent_dim, self._init_scale,
-                                                                   jnp.result_type(self._init_latent)),
+            scale = numpyro.param(f"{self.prefix}_scale", jnp.full(self.latent_dim, self._init_scale, dtype),
                                   constraint=constraints.softplus_positive)
-        return nf_ppl.Flow(Chain(self._layers(flow, loc, scale)), (self.latent_dim,))
+            if self._affine == "tril":  # only the strict lower triangle is used
+                lower = numpyro.param(f"{self.prefix}_lower", jnp.zeros((self.latent_dim,) * 2, dtype))
+        return nf_ppl.Flow(Chain(self._layers(flow, loc, scale, lower)), (self.latent_dim,))
 
     def get_base_dist(self):
         return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)

@@ -1,0 +1,35 @@
+"""Smoke test of the benchmark suite: ``python -m bench --quick`` runs every script end to end.
+
+No timing is asserted: only that every script ran and printed its tables into the report.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.__main__ import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_writes_every_section(tmp_path):
+    report = tmp_path / "r.md"
+    # conftest switches most XLA optimisations off in-process only; pass the same to the runner
+    # (its scripts then compile about a third faster; the figures stay real, just unoptimised)
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(report)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    text = report.read_text()
+    assert re.search(r"^Machine: .+\.  Command: `python -m bench --quick`\.$", text, re.M)
+    titles = [title for _, title, _ in BENCHMARKS.values()]
+    for title in titles:
+        assert f"\n## {title}\n" in text, f"no section for {title!r}"
+    starts = sorted(text.index(f"\n## {title}\n") for title in titles) + [len(text)]
+    for start, end in zip(starts, starts[1:]):  # a section runs to the next benchmark's heading
+        assert re.search(r"^\|.*\|\n\|(-+:?\|)+$", text[start:end], re.M), text[start:start + 200]
+    for bad in ("(failed", "(timed out", "| failed |", "is missing)"):
+        assert bad not in text
