@@ -49,7 +49,7 @@ def table(rows, cols, title):
     sys.stdout.flush()
 
 
-QUICK_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)")
+QUICK_GUIDES = ("AutoNormal", "AutoFlow(iaf)")  # --quick: one peer, our default
 
 
 def guides_for(model, quick=False):
@@ -109,11 +109,12 @@ def funnel(d=10):
     numpyro.sample("x", dist.Normal(jnp.zeros(d - 1), jnp.exp(v / 2)).to_event(1))
 
 
-def bench_funnel(steps, seeds, nuts_samples):
+def bench_funnel(steps, seeds, nuts_samples, quick=False):
     sd_x = np.exp(9 / 4)  # exact: sd(v) = 3, sd(x_i) = sqrt(E exp(v)) = exp(9/4)
     rows, trained = [], None
-    for label, make in {"AutoNormal": lambda: AutoNormal(funnel), "AutoIAFNormal": lambda: AutoIAFNormal(funnel),
-                        "AutoFlow(iaf)": lambda: inference.AutoFlow(funnel, "iaf")}.items():
+    for label, make in guides_for(funnel, quick).items():
+        if label not in ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)"):
+            continue
         ev, ex, kh = [], [], []
         for seed in seeds:
             guide = make()
@@ -233,7 +234,7 @@ def main():
             "mesquite-logmesquite_logvas", "kidiq-kidscore_momhsiq"]
         bench_posteriordb(20 if q else args.steps, names, range(1 if q else 3), q)
     if "funnel" in sections:
-        bench_funnel(20 if q else args.steps, range(1 if q else 4), 20 if q else 2000)
+        bench_funnel(20 if q else args.steps, range(1 if q else 4), 20 if q else 2000, q)
     if "speed" in sections:
         bench_svi_speed(20 if q else 500)
     if "fit" in sections:
