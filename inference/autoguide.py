@@ -3,16 +3,16 @@
 ``AutoFlow(model, flow="iaf", **flow_options)`` is an ``AutoContinuous`` guide.  With ``z`` the
 model's unconstrained latent vector (all sites raveled, dimension ``D``)::
 
-    u ~ N(0, I_D),   v = f(u),   z = loc + L (scale * v)
+    u ~ N(0, I_D),   v = f(u),   z = loc + scale * (L v)
 
 where ``f`` is one of our flows (``nf_ppl.BUILDERS`` by name, or any builder callable) whose
 conditioners start near the identity map (MADE's last layer starts small), ``L`` is a learned
 unit lower-triangular matrix (``affine="tril"``, the default; starts at ``I``), ``loc`` starts at
 the model's initial point (``init_loc_fn``, NumPyro's ``init_to_uniform`` by default, as in its
 autoguides) and ``scale`` at ``init_scale`` (clipped to ``scale_bounds``).  So at step 0 the guide
-is ``AutoNormal`` at the same initial point; ``L diag(scale)`` is the Cholesky factor of
-``AutoMultivariateNormal`` (linear correlations, learned at a rate relative to each coordinate's
-scale), and the flow, acting in these whitened coordinates, learns what is not Gaussian.  This is
+is ``AutoNormal`` at the same initial point; ``diag(scale) L`` is the Cholesky factor of
+``AutoMultivariateNormal`` in its own parametrisation (the entries of ``L`` are free of the
+coordinates' units, so badly scaled posteriors need no large steps), and the flow, acting in these whitened coordinates, learns what is not Gaussian.  This is
 what makes it robust across seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)``
 whatever the model) can diverge.  ``affine="diag"`` drops ``L`` (``D`` instead of ``D^2 / 2``
 parameters for very large latent spaces); ``affine=False`` uses the flow alone.
@@ -97,7 +97,7 @@ class AutoFlow(AutoContinuous):
         init_loc_fn: NumPyro init strategy for ``loc`` (default ``init_to_uniform``, NumPyro's default).
         init_scale: initial ``scale`` of every latent coordinate (default 0.1, as ``AutoNormal``).
         scale_bounds: ``(low, high)`` the scale is clipped to (numerical safety).
-        affine: the output layer after the flow: ``"tril"`` (default; ``z = loc + L (scale * v)``
+        affine: the output layer after the flow: ``"tril"`` (default; ``z = loc + scale * (L v)``
             with a learned unit lower-triangular ``L``), ``"diag"`` (``z = loc + scale * v``) or
             ``False`` (the flow alone).  ``True`` means ``"tril"``.
         seed: seed of the flow's initial parameters; ``None`` (default) draws them from the SVI key.
@@ -164,10 +164,10 @@ class AutoFlow(AutoContinuous):
         if loc is not None:
             lo, hi = self._scale_bounds
             log_scale = jnp.log(jnp.clip(scale, lo, hi))
-            if lower is None:
-                layers.append(ElementwiseAffine(loc, log_scale))
-            else:  # z = loc + L diag(scale) v: LULinear with U = diag(scale), P = I
-                layers.append(LULinear(lower, jnp.zeros_like(lower), log_scale, loc))
+            if lower is not None:  # v -> L v (unit lower-triangular: LULinear with U = I, P = I, no bias)
+                zeros = jnp.zeros_like(loc)
+                layers.append(LULinear(lower, jnp.zeros_like(lower), zeros, zeros))
+            layers.append(ElementwiseAffine(loc, log_scale))
         return layers
 
     def _get_posterior(self):
