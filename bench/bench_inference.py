@@ -50,9 +50,11 @@ def table(rows, cols, title):
 
 
 QUICK_GUIDES = ("AutoNormal", "AutoFlow(iaf)")  # --quick: one peer, our default
+FUNNEL_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)")
 
 
-def guides_for(model, quick=False):
+def guides_for(model, labels=None):
+    """Guide factories by label; ``labels`` selects some of them (default: all)."""
     guides = {
         "AutoNormal": lambda: AutoNormal(model),
         "AutoMultivariateNormal": lambda: AutoMultivariateNormal(model),
@@ -61,7 +63,7 @@ def guides_for(model, quick=False):
         "AutoFlow(iaf, diag)": lambda: inference.AutoFlow(model, "iaf", affine="diag"),
         "AutoFlow(realnvp)": lambda: inference.AutoFlow(model, "realnvp"),
     }
-    return {k: v for k, v in guides.items() if k in QUICK_GUIDES} if quick else guides
+    return guides if labels is None else {k: guides[k] for k in labels}
 
 
 def eight_schools_centered(J, y, sigma):
@@ -94,7 +96,7 @@ def bench_posteriordb(steps, names, seeds, quick=False):
     rows = []
     for post in names:
         model, kw, ref = load_posterior(post)
-        for label, make in guides_for(model, quick).items():
+        for label, make in guides_for(model, QUICK_GUIDES if quick else None).items():
             scores = np.array([score_guide(model, make, kw, ref, steps, seed) for seed in seeds])
             mean = scores.mean(0)
             rows.append({"posterior": post.split("-")[-1], "guide": label, "mean err (ref sd)": mean[0],
@@ -112,9 +114,7 @@ def funnel(d=10):
 def bench_funnel(steps, seeds, nuts_samples, quick=False):
     sd_x = np.exp(9 / 4)  # exact: sd(v) = 3, sd(x_i) = sqrt(E exp(v)) = exp(9/4)
     rows, trained = [], None
-    for label, make in guides_for(funnel, quick).items():
-        if label not in ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)"):
-            continue
+    for label, make in guides_for(funnel, QUICK_GUIDES if quick else FUNNEL_GUIDES).items():
         ev, ex, kh = [], [], []
         for seed in seeds:
             guide = make()

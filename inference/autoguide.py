@@ -12,9 +12,10 @@ the model's initial point (``init_loc_fn``, NumPyro's ``init_to_uniform`` by def
 autoguides) and ``scale`` at ``init_scale`` (clipped to ``scale_bounds``).  So at step 0 the guide
 is ``AutoNormal`` at the same initial point; ``diag(scale) L`` is the Cholesky factor of
 ``AutoMultivariateNormal`` in its own parametrisation (the entries of ``L`` are free of the
-coordinates' units, so badly scaled posteriors need no large steps), and the flow, acting in these whitened coordinates, learns what is not Gaussian.  This is
-what makes it robust across seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)``
-whatever the model) can diverge.  ``affine="diag"`` drops ``L`` (``D`` instead of ``D^2 / 2``
+coordinates' units, so badly scaled posteriors need no large steps), and the flow, acting in
+these whitened coordinates, learns what is not Gaussian.  This is what makes it robust across
+seeds where NumPyro's ``AutoIAFNormal`` (which starts at ``N(0, I)`` whatever the model) can
+diverge.  ``affine="diag"`` drops ``L`` (``D`` instead of ``D^2 / 2``
 parameters for very large latent spaces); ``affine=False`` uses the flow alone.
 ``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
 """

@@ -190,3 +190,5 @@ def test_bad_input_for_guides():
         inference.AutoFlow(model, "glow2")
     with pytest.raises(ValueError, match="init_scale must be positive"):
         inference.AutoFlow(model, init_scale=0.0)
+    with pytest.raises(ValueError, match=r"affine must be 'tril', 'diag' or False; got 'full'"):
+        inference.AutoFlow(model, affine="full")
