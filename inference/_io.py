@@ -34,7 +34,7 @@ import numpy as np
 import nf_ppl
 
 FORMAT = "nf-ppl"
-VERSION = 1
+VERSION = 2  # 2: MAF layers compute the density direction as g(y) = y * scale + shift (softplus scale)
 
 __all__ = ["FlowFileError", "build", "build_flow", "builders", "load", "register_builder", "save",
            "spec_of", "atomic_write_bytes"]

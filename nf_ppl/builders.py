@@ -10,7 +10,10 @@ Common options:
     permutation: ``"reverse"`` (default), ``"random"`` (a different fixed permutation per
         layer) or ``None``.
     activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
-    log_scale_bound: soft bound on each layer's log-scale (numerical safety).
+    scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (maf's default)
+        or ``"exp"`` of a soft-clamped log-scale (iaf's default); see
+        :class:`~nf_ppl.layers.MaskedAffineAutoregressive`.
+    log_scale_bound: soft bound on each layer's log-scale (numerical safety) for ``"exp"`` scales.
     trainable_base: also learn the base normal's location and log-scale.
     scan: ``False`` unrolls the layers in a ``Chain`` instead of a ``Stack``.
 """
@@ -74,29 +77,29 @@ def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, contex
 
 
 def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation,
-                    activation, log_scale_bound, trainable_base, scan, dtype):
+                    activation, scale, log_scale_bound, trainable_base, scan, dtype):
     def make(k):
         return MaskedAffineAutoregressive(
-            k, dim, hidden_dims, mode=mode, context_dim=context_dim, activation=activation,
+            k, dim, hidden_dims, mode=mode, context_dim=context_dim, activation=activation, scale=scale,
             log_scale_bound=log_scale_bound, dtype=dtype)
 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
 
 
 def maf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
-        permutation="reverse", activation: str = "elu", log_scale_bound: float = 5.0,
+        permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
         trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
     """Masked autoregressive flow: one-pass log-density, ``dim`` sequential passes to sample.
 
     Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="maf"``.
     """
     return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
-                           context_dim=context_dim, permutation=permutation, activation=activation,
+                           context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, trainable_base=trainable_base, scan=scan, dtype=dtype)
 
 
 def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
-        permutation="reverse", activation: str = "elu", log_scale_bound: float = 5.0,
+        permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
         trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
     """Inverse autoregressive flow: one-pass sampling (with log-density of its own samples), sequential inverse.
 
@@ -104,7 +107,7 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
     choice for variational posteriors (``flow.sample_and_log_prob``).
     """
     return _autoregressive("iaf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
-                           context_dim=context_dim, permutation=permutation, activation=activation,
+                           context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, trainable_base=trainable_base, scan=scan, dtype=dtype)
 
 

@@ -29,9 +29,20 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-def _dense_init(key, fan_in: int, fan_out: int, dtype, scale: float = 1.0):
-    std = float(scale / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
-    return std * jax.random.normal(key, (fan_out, fan_in), dtype), jnp.zeros(fan_out, dtype)
+def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None = None):
+    """``N(0, 1/fan_in)`` weights and ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` biases.
+
+    Random hidden biases spread the kinks of ReLU-like units: with zero biases every unit of a
+    conditioner that reads one coordinate bends at the same point, which measurably slowed
+    maximum-likelihood fits.  The output layer (``out_scale`` given) has its weights scaled by
+    ``out_scale`` and zero biases, so a layer starts close to a chosen map (the identity).
+    """
+    k_w, k_b = jax.random.split(key)
+    lim = float(1.0 / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
+    w = lim * jax.random.normal(k_w, (fan_out, fan_in), dtype)
+    if out_scale is not None:
+        return float(out_scale) * w, jnp.zeros(fan_out, dtype)
+    return w, jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
 
 
 def _default_dtype(dtype):
@@ -57,7 +68,7 @@ class MLP:
         sizes = [in_dim, *hidden_dims, out_dim]
         keys = jax.random.split(key, len(sizes) - 1)
         layers = [
-            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else 1.0)
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None)
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
         ]
         return cls([w for w, _ in layers], [b for _, b in layers], activation)
@@ -158,7 +169,7 @@ class MADE:
         degrees = made_degrees(dim, hidden_dims, resolve_ordering(ordering, dim, k_order), bool(context_dim))
         sizes = [dim, *hidden_dims, dim * num_params]
         layers = [
-            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else 1.0)
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None)
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
         ]
         first_out = sizes[1]

@@ -133,17 +133,13 @@ def _coupling(layer):
 
 
 def _autoregressive(layer):
-    """IAF: the layer itself, ``y_i = x_i e^{s_i} + mu_i``; MAF: ``layer.inv``, ``x_i = (y_i - mu_i) e^{-s_i}``."""
+    """The one-pass map ``g(v)_i = v_i e^{s_i(v_<i)} + mu_i(v_<i)``: IAF's forward, MAF's inverse (``layer.inv``)."""
     d = layer.event_size
     xs = _xs(d)
     mu = [sp.Function(f"mu{i + 1}", real=True)(*xs[:i]) if i else sp.Symbol("mu1", real=True) for i in range(d)]
     s = [sp.Function(f"s{i + 1}", real=True)(*xs[:i]) if i else sp.Symbol("s1", real=True) for i in range(d)]
-    if layer.mode == "iaf":
-        transform = layer
-        forward = tuple(x * sp.exp(si) + m for x, si, m in zip(xs, s, mu))
-    else:
-        transform = layer.inv
-        forward = tuple((x - m) * sp.exp(-si) for x, si, m in zip(xs, s, mu))
+    transform = layer if layer.mode == "iaf" else layer.inv
+    forward = tuple(x * sp.exp(si) + m for x, si, m in zip(xs, s, mu))
     cond = _last_call(layer._shift_log_scale)
     values = {mu[i]: (lambda v, i=i: cond(v)[0][..., i]) for i in range(d)}
     values.update({s[i]: (lambda v, i=i: cond(v)[1][..., i]) for i in range(d)})

@@ -44,11 +44,12 @@ def test_flow_guide_by_svi_recovers_correlated_gaussian():
         q = nf_ppl.flow_module("q", nf_ppl.iaf(KEY, 2, num_layers=2, hidden_dims=(16,), trainable_base=True))
         numpyro.sample("z", q)
 
-    svi = SVI(model, guide, optax.adam(1e-2), Trace_ELBO(num_particles=4))
+    # a decaying step size so the last iterate is converged, not Adam's noise ball around it
+    svi = SVI(model, guide, optax.adam(optax.cosine_decay_schedule(1e-2, 1500)), Trace_ELBO(num_particles=4))
     result = svi.run(jax.random.PRNGKey(3), 1500, progress_bar=False)
     draws = Predictive(guide, params=result.params, num_samples=4000)(jax.random.PRNGKey(4))["z"]
-    np.testing.assert_allclose(draws.mean(0), [1.0, -2.0], atol=0.15)
-    np.testing.assert_allclose(np.cov(np.asarray(draws).T), cov, atol=0.2)
+    np.testing.assert_allclose(draws.mean(0), [1.0, -2.0], atol=0.1)
+    np.testing.assert_allclose(np.cov(np.asarray(draws).T), cov, atol=0.1)
     assert result.losses[-100:].mean() < result.losses[:100].mean()
 
 
@@ -87,7 +88,7 @@ def test_our_layers_inside_numpyro_transformed_distribution():
 def test_plain_jax_grad_trains_a_flow():
     data = 0.5 * jax.random.normal(KEY, (512, 2)) + jnp.array([3.0, -1.0])
     flow = nf_ppl.maf(jax.random.PRNGKey(1), 2, num_layers=2, hidden_dims=(16,))
-    opt = optax.adam(5e-2)
+    opt = optax.adam(optax.cosine_decay_schedule(5e-2, 300))  # the last iterate converged, not Adam's noise
     state = opt.init(flow)
 
     @jax.jit
