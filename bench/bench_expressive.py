@@ -20,6 +20,7 @@ at batch 256, d = 4.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import equinox as eqx
@@ -62,6 +63,7 @@ def breast_cancer(seed=0):
 CHUNK = 50  # steps between validation checks
 
 
+@functools.lru_cache(maxsize=None)  # one jitted trainer per (nll, batch, lr): the second run is run-only
 def make_trainer(nll, batch_size, lr):
     """Jitted ``CHUNK`` Adam steps on random minibatches, then the validation loss."""
     opt = optax.adam(lr)

@@ -60,7 +60,7 @@ def test_values_at_knots_bounds_and_far_tails(scale):
     np.testing.assert_array_equal(ld, 0.0)
     # log-det equals autodiff everywhere, knots and bounds included
     pts = jnp.concatenate([xk.T, tails, jnp.linspace(-3, 3, 101)[:, None] * jnp.ones(3)])
-    jac = jax.vmap(jax.jacfwd(layer))(pts)
+    jac = jax.jit(lambda l, p: jax.vmap(jax.jacfwd(l))(p))(layer, pts)  # jitted: eager jacfwd is slow
     np.testing.assert_allclose(jnp.log(jnp.diagonal(jac, axis1=1, axis2=2)), layer.forward_and_log_det(pts)[1],
                                atol=1e-10)
     # finite gradients through both directions, at knots and far out
@@ -68,7 +68,7 @@ def test_values_at_knots_bounds_and_far_tails(scale):
         a, la = l.forward_and_log_det(v)
         b, lb = l.inverse_and_log_det(v)
         return jnp.sum(a) + jnp.sum(la) + jnp.sum(b) + jnp.sum(lb)
-    grads = jax.grad(loss, argnums=(0, 1))(layer, jnp.concatenate([xk.T, yk.T, tails]))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(layer, jnp.concatenate([xk.T, yk.T, tails]))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
 
 
@@ -150,7 +150,7 @@ def test_coupling_keeps_conditioning_half_and_is_block_triangular():
     y = layer(x)
     np.testing.assert_array_equal(y[:, :2], x[:, :2])
     assert float(jnp.max(jnp.abs(y[:, 2:] - x[:, 2:]))) > 1e-3
-    jac = jax.jacfwd(layer)(x[0])
+    jac = jax.jit(lambda l, v: jax.jacfwd(l)(v))(layer, x[0])  # jitted: eager jacfwd is slow
     np.testing.assert_allclose(jac[:2, 2:], 0.0)
 
 
@@ -161,7 +161,7 @@ def test_autoregressive_spline_is_triangular_in_its_ordering(mode):
     layer = jax.tree_util.tree_map(lambda a: a + 0.5 * jax.random.normal(jax.random.PRNGKey(2), a.shape), layer)
     x = jax.random.normal(jax.random.PRNGKey(3), (4,))
     order = [2, 0, 3, 1]
-    jac = jax.jacfwd(layer)(x)[np.ix_(order, order)]
+    jac = jax.jit(lambda l, v: jax.jacfwd(l)(v))(layer, x)[np.ix_(order, order)]  # jitted: eager is slow
     np.testing.assert_allclose(jnp.triu(jac, 1), 0.0, atol=1e-12)
     np.testing.assert_allclose(layer.inv(layer(x)), x, atol=1e-10)
     y, ld, info = layer.inverse_with_info(layer(x))
