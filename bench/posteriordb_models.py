@@ -2,7 +2,7 @@
 
 Written from the published model definitions (same parameter names and constraints, flat priors
 where Stan has none); the data and reference draws are read from the posteriordb copy in
-``/work/shared/posteriordb`` (or ``$POSTERIORDB``).  ``POSTERIORS[name]`` gives
+``../shared/posteriordb`` next to the checkout (or ``$POSTERIORDB``).  ``POSTERIORS[name]`` gives
 ``(model, data_to_kwargs)``; ``load(name)`` returns ``(model, kwargs, reference)`` with
 ``reference`` a dict of site name -> draws (draws on axis 0, vector sites stacked by index).
 """
@@ -14,12 +14,16 @@ import os
 import re
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
-ROOT = os.environ.get("POSTERIORDB", "/work/shared/posteriordb")
+# the checkout's sibling shared/ folder (../shared/posteriordb from the repository root) unless told
+ROOT = os.environ.get("POSTERIORDB", os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                    "..", "..", "shared", "posteriordb")))
 
 
 def _read_zip_json(path):
@@ -82,6 +86,69 @@ def kidscore_momhsiq(N, kid_score, mom_hs, mom_iq):
     numpyro.sample("kid_score", dist.Normal(X @ beta, sigma), obs=jnp.asarray(kid_score, float))
 
 
+def garch11(T, y, sigma1):
+    # Stan: flat priors on the constrained supports, beta1 in (0, 1 - alpha1) with no 1/(1 - alpha1) normaliser.
+    # A sample site with the dynamic support interval(0, 1 - alpha1) is mishandled by NumPyro 0.22:
+    # ImproperUniform wraps it in constraints.independent, so MCMC's postprocess_fn misses the dynamic
+    # bound and reports beta1 through the initial point's transform (values past 1 - alpha1), and the
+    # autoguides push to every site's support as it was in the prototype trace.  So beta1 is sampled as its
+    # fraction of the bound, beta1_frac = beta1 / (1 - alpha1) in (0, 1), with the Jacobian log(1 - alpha1)
+    # that keeps the density flat in beta1: the same unconstrained coordinate (logit of the fraction) and
+    # the same unconstrained density as Stan's lower/upper-bound transform.
+    mu = numpyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+    alpha0 = numpyro.sample("alpha0", dist.ImproperUniform(constraints.positive, (), ()))
+    alpha1 = numpyro.sample("alpha1", dist.ImproperUniform(constraints.unit_interval, (), ()))
+    beta1_frac = numpyro.sample("beta1_frac", dist.ImproperUniform(constraints.unit_interval, (), ()))
+    numpyro.factor("beta1_jacobian", jnp.log1p(-alpha1))
+    beta1 = numpyro.deterministic("beta1", (1.0 - alpha1) * beta1_frac)
+    y = jnp.asarray(y)
+
+    def step(sigma_prev, y_prev):
+        sigma = jnp.sqrt(alpha0 + alpha1 * jnp.square(y_prev - mu) + beta1 * jnp.square(sigma_prev))
+        return sigma, sigma
+
+    _, sigmas = jax.lax.scan(step, jnp.asarray(sigma1, y.dtype), y[:-1])
+    sigma = jnp.concatenate([jnp.full((1,), sigma1, y.dtype), sigmas])
+    numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def diamonds(N, Y, K, X, prior_only=0):
+    # brms-generated: the non-intercept columns of X are centred in transformed data.
+    X = jnp.asarray(X)
+    Xc = X[:, 1:] - X[:, 1:].mean(0)
+    Kc = int(K) - 1
+    b = numpyro.sample("b", dist.Normal(jnp.zeros(Kc), 1.0).to_event(1))
+    intercept = numpyro.sample("Intercept", dist.StudentT(3.0, 8.0, 10.0))
+    # student_t(3, 0, 10) truncated to sigma > 0 (brms's "- student_t_lccdf(0 | 3, 0, 10)" = log 2)
+    sigma = numpyro.sample("sigma", dist.FoldedDistribution(dist.StudentT(3.0, 0.0, 10.0)))
+    if not prior_only:
+        numpyro.sample("Y", dist.Normal(intercept + Xc @ b, sigma), obs=jnp.asarray(Y))
+
+
+def low_dim_gauss_mix(N, y):
+    mu = numpyro.sample("mu", dist.ImproperUniform(constraints.ordered_vector, (), (2,)))
+    numpyro.factor("mu_prior", dist.Normal(0.0, 2.0).log_prob(mu).sum())  # mu ~ normal(0, 2) on ordered[2]
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0).expand([2]).to_event(1))
+    theta = numpyro.sample("theta", dist.Beta(5.0, 5.0))
+    mix = dist.MixtureSameFamily(dist.Categorical(probs=jnp.stack([theta, 1.0 - theta], -1)),
+                                 dist.Normal(mu, sigma))
+    numpyro.sample("y", mix, obs=jnp.asarray(y))
+
+
+def gp_pois_regr(N, x, k):
+    rho = numpyro.sample("rho", dist.Gamma(25.0, 4.0))
+    alpha = numpyro.sample("alpha", dist.HalfNormal(2.0))
+    f_tilde = numpyro.sample("f_tilde", dist.Normal(jnp.zeros(int(N)), 1.0).to_event(1))
+    x = jnp.asarray(x)
+    corr = jnp.exp(-0.5 * jnp.square((x[:, None] - x[None, :]) / rho))
+    if corr.dtype == jnp.float64:  # Stan's cov_exp_quad + 1e-10 I
+        cov = jnp.square(alpha) * corr + 1e-10 * jnp.eye(int(N))
+    else:  # float32: 1e-10 does not make the Cholesky factor finite at rho ~ 6; a 1e-5 relative jitter does
+        cov = jnp.square(alpha) * (corr + 1e-5 * jnp.eye(int(N)))
+    f = numpyro.deterministic("f", jnp.linalg.cholesky(cov) @ f_tilde)
+    numpyro.sample("k", dist.Poisson(jnp.exp(f)), obs=jnp.asarray(k).astype(jnp.int32))
+
+
 POSTERIORS = {
     "eight_schools-eight_schools_noncentered": (eight_schools_noncentered, "eight_schools", ("J", "y", "sigma")),
     "arK-arK": (arK, "arK", ("K", "T", "y")),
@@ -89,6 +156,10 @@ POSTERIORS = {
                                     ("N", "weight", "diam1", "diam2", "canopy_height", "total_height", "density",
                                      "group")),
     "kidiq-kidscore_momhsiq": (kidscore_momhsiq, "kidiq", ("N", "kid_score", "mom_hs", "mom_iq")),
+    "garch-garch11": (garch11, "garch", ("T", "y", "sigma1")),
+    "diamonds-diamonds": (diamonds, "diamonds", ("N", "Y", "K", "X", "prior_only")),
+    "low_dim_gauss_mix-low_dim_gauss_mix": (low_dim_gauss_mix, "low_dim_gauss_mix", ("N", "y")),
+    "gp_pois_regr-gp_pois_regr": (gp_pois_regr, "gp_pois_regr", ("N", "x", "k")),
 }
 
 
