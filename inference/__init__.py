@@ -6,7 +6,8 @@ Public API (see each docstring):
   early stopping, checkpoints/resume, sharding over local devices.
 * ``save(flow, path, spec=...)``, ``load(path)``, ``build_flow(name, seed, dim, **options)``,
   ``build(spec)``: safe (.npz + JSON header + SHA-256, no pickle), atomic storage of flows.
-* ``AutoFlow(model, flow="iaf", ...)``: flow guide for SVI (an ``AutoContinuous``);
+* ``AutoFlow(model, flow="iaf", ...)``: flow guide for SVI (an ``AutoContinuous``), warm-started
+  by ``gaussian_path_start`` and trained with sticking-the-landing gradients (``pathwise``);
   ``flow_sample(name, flow, ...)`` for hand-written guides; ``AmortizedFlowGuide`` for local latents.
 * ``diagnose``, ``log_importance_weights``, ``iw_bound``, ``log_marginal_likelihood``, ``psis_khat``,
   ``importance_ess``, ``to_inference_data``, ``compare``: diagnostics of trained guides.
@@ -16,12 +17,14 @@ Public API (see each docstring):
 from ._fit import FitHistory, fit, make_optimizer
 from ._io import FlowFileError, build, build_flow, builders, load, register_builder, save, spec_of
 from .autoguide import AutoFlow, check_continuous, flow_sample
+from .pathwise import PathwiseFlow, pathwise
 from .diagnostics import (compare, diagnose, importance_ess, iw_bound, log_importance_weights,
                           log_marginal_likelihood, posterior_errors, psis_khat, to_inference_data)
 from .svi import AmortizedFlowGuide, neutra_nuts, run_svi, suggest_optimizer
+from .warm_start import GaussianStart, gaussian_path_start
 
-__all__ = ["AmortizedFlowGuide", "AutoFlow", "FitHistory", "FlowFileError", "build", "build_flow", "builders",
-           "check_continuous", "compare", "diagnose", "fit", "flow_sample", "importance_ess", "iw_bound", "load",
-           "log_importance_weights", "log_marginal_likelihood", "make_optimizer", "neutra_nuts",
-           "posterior_errors", "psis_khat", "register_builder", "run_svi", "save", "spec_of",
-           "suggest_optimizer", "to_inference_data"]
+__all__ = ["AmortizedFlowGuide", "AutoFlow", "FitHistory", "FlowFileError", "GaussianStart", "PathwiseFlow", "build",
+           "build_flow", "builders", "check_continuous", "compare", "diagnose", "fit", "flow_sample",
+           "gaussian_path_start", "importance_ess", "iw_bound", "load", "log_importance_weights",
+           "log_marginal_likelihood", "make_optimizer", "neutra_nuts", "pathwise", "posterior_errors", "psis_khat",
+           "register_builder", "run_svi", "save", "spec_of", "suggest_optimizer", "to_inference_data"]

@@ -11,7 +11,7 @@ import optax
 import pytest
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
-from numpyro.infer.autoguide import AutoDelta, AutoGuideList, AutoNormal
+from numpyro.infer.autoguide import AutoDelta, AutoGuideList, AutoIAFNormal, AutoNormal
 
 import inference
 import nf_ppl
@@ -107,26 +107,38 @@ def schools():
         numpyro.sample("y", dist.Normal(theta, SS), obs=SY)
 
 
-def test_autoflow_is_robust_across_seeds_on_centered_eight_schools():
-    """One compiled SVI run vmapped over 4 seeds (flow initialisation and ELBO noise both change)."""
-    guide = inference.AutoFlow(schools, "iaf", num_layers=2, hidden_dims=(12, 12))
-    steps = 1500
+def _sd_errors(guide, steps, seeds):
+    """Mean relative error of posterior sds (mu, tau, theta vs posteriordb) per seed, for one guide.
+
+    One compiled SVI run vmapped over the seeds (flow initialisation and ELBO noise both change).
+    """
     svi = SVI(schools, guide, inference.suggest_optimizer(steps, 1e-2), Trace_ELBO())
-    svi.init(jax.random.PRNGKey(0))  # sets up the prototype outside vmap
+    svi.init(jax.random.PRNGKey(0))  # sets up the prototype (and AutoFlow's warm start) outside vmap
 
     def run(key):
         state = svi.init(key)
         state, losses = jax.lax.scan(lambda s, _: svi.update(s), state, None, length=steps)
         return svi.get_params(state), losses
 
-    params, losses = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(1), 4))
+    params, losses = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(1), seeds))
     assert np.all(np.isfinite(losses))
-    for i in range(4):
+    errors = []
+    for i in range(seeds):
         p = jax.tree_util.tree_map(lambda a: a[i], params)
-        draws = guide.sample_posterior(jax.random.PRNGKey(5), p, sample_shape=(2000,))
-        assert abs(np.mean(draws["mu"]) - 4.4) < 1.5
-        sd = np.std(np.asarray(draws["theta"]), 0)
-        assert np.all(sd > 0.5 * REF_SD["theta"]) and np.all(sd < 1.5 * REF_SD["theta"]), sd
+        draws = guide.sample_posterior(jax.random.PRNGKey(5), p, sample_shape=(4000,))
+        errors.append(np.mean(np.concatenate([np.atleast_1d(np.abs(np.std(np.asarray(draws[k]), 0) / REF_SD[k] - 1))
+                                              for k in ("mu", "tau", "theta")])))
+    return np.array(errors)
+
+
+def test_autoflow_beats_autonormal_and_autoiafnormal_on_centered_eight_schools():
+    """Same optimiser and steps for all; AutoFlow has the smallest sd error, on every seed."""
+    steps, seeds = 1000, 3
+    ours = _sd_errors(inference.AutoFlow(schools, "iaf"), steps, seeds)
+    normal = _sd_errors(AutoNormal(schools), steps, seeds)
+    iaf = _sd_errors(AutoIAFNormal(schools), steps, seeds)
+    assert np.all(ours < 0.15), ours  # robust across seeds
+    assert ours.mean() < normal.mean() and ours.mean() < iaf.mean(), (ours, normal, iaf)
 
 
 def test_flow_prior_under_nuts_and_svi_matches_conjugate_posterior():
