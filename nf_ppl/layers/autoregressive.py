@@ -39,6 +39,14 @@ The default is ``"softplus"`` for MAF and ``"exp"`` for IAF: with the MAF's dens
 written as ``g`` and a softplus scale, maximum-likelihood fits converge much faster (the
 ``exp`` form oscillated on two moons; bench/RESULTS.md), while the IAF guides of
 ``inference.AutoFlow`` were tuned with the bounded ``exp``.
+
+Initialisation (``out_scale``): the MADE's last layer starts with weights ``out_scale`` times
+a fan-in-scaled normal and zero biases.  A small value (IAF's default, 0.01) starts the layer
+at ``g ~ identity``, which a variational guide wants (``inference.AutoFlow`` starts from a
+chosen Gaussian); 1.0 (MAF's default) starts from a random affine autoregressive map whose hidden
+units get full gradients from the first step, which maximum-likelihood fits want: on two moons
+(4 layers, hidden (32,), 20 epochs) the held-out NLL reaches 1.58-1.62 with 1.0 and 1.77-1.85
+with 0.01, over three seeds (flowjax's MAF, which starts the same way: 1.60).
 """
 
 from __future__ import annotations
@@ -70,10 +78,12 @@ class MaskedAffineAutoregressive(Bijector):
     """Affine autoregressive layer with a MADE conditioner; ``mode`` is ``"maf"`` or ``"iaf"``.
 
     ``MaskedAffineAutoregressive(key, dim, hidden_dims=(64, 64), mode="maf", ordering="natural",
-    context_dim=0, scale=None, log_scale_bound=5.0)`` or
+    context_dim=0, scale=None, log_scale_bound=5.0, out_scale=None)`` or
     ``MaskedAffineAutoregressive.from_made(made, mode, scale=None)``.  ``scale`` is ``"exp"``
     or ``"softplus"`` (both soft-clamp the log-scale to ``(-log_scale_bound, log_scale_bound)``); None
     picks ``"softplus"`` for MAF and ``"exp"`` for IAF (see the module docstring for the math).
+    ``out_scale`` scales the MADE's initial output weights; None picks 1.0 for MAF (random start,
+    for maximum likelihood) and 0.01 for IAF (near-identity start, for guides).
     """
 
     param_names = ("made",)
@@ -81,9 +91,14 @@ class MaskedAffineAutoregressive(Bijector):
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (64, 64), *, mode: str = "maf",
                  ordering="natural", context_dim: int = 0, activation: str = "elu", scale: str | None = None,
-                 log_scale_bound: float = 5.0, dtype=None):
+                 log_scale_bound: float = 5.0, out_scale: float | None = None, dtype=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        out_scale = default_out_scale(mode) if out_scale is None else float(out_scale)
+        if not out_scale >= 0:
+            raise ValueError(f"out_scale must be a non-negative number; got {out_scale}")
         made = MADE.init(key, dim, hidden_dims, 2, ordering=ordering, context_dim=context_dim,
-                         activation=activation, dtype=dtype)
+                         activation=activation, out_scale=out_scale, dtype=dtype)
         self._set(made, mode, scale, log_scale_bound)
 
     @classmethod
@@ -162,3 +177,8 @@ class MaskedAffineAutoregressive(Bijector):
 def default_scale(mode: str) -> str:
     """The scale parametrisation a mode uses unless told: softplus for MAF, bounded exp for IAF."""
     return "softplus" if mode == "maf" else "exp"
+
+
+def default_out_scale(mode: str) -> float:
+    """The MADE's initial output-weight scale unless told: 1.0 for MAF, 0.01 (near identity) for IAF."""
+    return 1.0 if mode == "maf" else 0.01
