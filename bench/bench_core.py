@@ -11,7 +11,8 @@ batch 256, one timed repeat, 1 and 2 layers for the compile times).
 * one Adam step: maximum likelihood for maf / realnvp / flowjax; reverse KL to N(0, I) (sample +
   log-density of the samples) for iaf and NumPyro's IAF stack.
 * jit compile time of ``maf.log_prob`` and its training step at 2, 8, 32 layers.
-All flows: ``num_layers`` layers, hidden sizes (h, h), ReLU, reversal permutations (flowjax: its own).
+All flows: ``num_layers`` layers, hidden sizes (h, h) with ``h = max(hidden, d)`` (a MADE needs at
+least d - 1 units), ReLU, reversal permutations (flowjax: its own).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import optax
 import nf_ppl
 from common import compile_time, machine, median_time, table
 
-FULL = dict(dims=(16, 64), num_layers=5, hidden=128, batch=4096, repeats=7, depths=(2, 8, 32), compile_dim=16)
+FULL = dict(dims=(16, 64, 256), num_layers=5, hidden=128, batch=4096, repeats=7, depths=(2, 8, 32), compile_dim=16)
 QUICK = dict(dims=(4,), num_layers=1, hidden=8, batch=256, repeats=1, depths=(1, 2), compile_dim=4)
 
 
@@ -167,10 +168,11 @@ def main(argv=None):
     cfg = QUICK if args.quick else FULL
     num_layers, hidden, batch, repeats = cfg["num_layers"], cfg["hidden"], cfg["batch"], cfg["repeats"]
     print(f"Machine: {machine()}\n")
-    print(f"Flows with {num_layers} layers, hidden ({hidden}, {hidden}), ReLU, batch {batch}; median of {repeats} jitted runs.\n")
+    print(f"Flows with {num_layers} layers, hidden (h, h) with h = max({hidden}, d), ReLU, batch {batch}; "
+          f"median of {repeats} jitted runs.\n")
     for dim in cfg["dims"]:
-        throughput, steps = run_size(dim, num_layers, hidden, batch, repeats)
-        print(f"### d = {dim}: log-density throughput (samples/s, higher is better)\n")
+        throughput, steps = run_size(dim, num_layers, max(hidden, dim), batch, repeats)
+        print(f"### d = {dim} (hidden {max(hidden, dim)}): log-density throughput (samples/s, higher is better)\n")
         print(table(["flow", "samples/s"], [(k, f"{v:,.0f}") for k, v in throughput.items()]))
         print()
         ratios = [

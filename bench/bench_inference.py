@@ -1,16 +1,18 @@
 """Benchmarks of the ``inference`` package.
 
-    /work/venv/bin/python bench/bench_inference.py --quick      # smoke run: tiny budgets, every table
-    /work/venv/bin/python bench/bench_inference.py              # the figures in RESULTS.md
+    python bench/bench_inference.py --quick      # smoke run: tiny budgets, every table
+    python bench/bench_inference.py              # the figures in RESULTS.md
 
 Sections:
-  1. posteriordb reference posteriors (and the centered eight schools model, scored against the
-     same reference draws): error of means (in reference sds), relative error of sds and Pareto
+  1. the eight posteriordb reference posteriors in ../shared/posteriordb (and the centered eight
+     schools model, scored against the same reference draws): error of means (in reference sds), relative error of sds and Pareto
      k-hat for AutoNormal, AutoMultivariateNormal, NumPyro's AutoIAFNormal and AutoFlow guides,
      all with the same optimiser and number of steps, averaged over seeds (worst k-hat shown).
   2. Neal's funnel (d = 10): sd errors against the exact distribution over seeds, and NeuTra NUTS
      vs plain NUTS (effective samples per second of the least-mixed coordinate, v).
-  3. SVI steps/s of AutoFlow("iaf") vs AutoIAFNormal at identical architecture.
+  3. SVI steps/s and the ELBO after the same number of steps: AutoFlow("iaf") vs AutoIAFNormal at
+     identical architecture (with the plain and the sticking-the-landing gradient), and our default
+     guide, on Neal's funnel and eight schools.
   4. inference.fit vs flowjax's fit_to_data (same MAF architecture) on two moons and the
      standardised breast-cancer data: steps/s and time to a target held-out log-likelihood.
 """
@@ -51,11 +53,15 @@ def table(rows, cols, title):
 
 QUICK_GUIDES = ("AutoNormal", "AutoFlow(iaf)")  # --quick: one peer, our default
 QUICK_FUNNEL_GUIDES = ("AutoFlow(iaf)",)  # --quick: the funnel's table and NeuTra need only ours
-FUNNEL_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)")
+FUNNEL_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)", "AutoFlow(iaf, plain)")
 
 
 def guides_for(model, labels=None):
-    """Guide factories by label; ``labels`` selects some of them (default: all)."""
+    """Guide factories by label; ``labels`` selects some of them (default: all).
+
+    ``AutoFlow(iaf, plain)`` is the default guide without its warm start and with the plain
+    ELBO gradient (``stl=False, warm_start=None``): what those two defaults buy.
+    """
     guides = {
         "AutoNormal": lambda: AutoNormal(model),
         "AutoMultivariateNormal": lambda: AutoMultivariateNormal(model),
@@ -63,6 +69,7 @@ def guides_for(model, labels=None):
         "AutoFlow(iaf)": lambda: inference.AutoFlow(model, "iaf"),
         "AutoFlow(iaf, diag)": lambda: inference.AutoFlow(model, "iaf", affine="diag"),
         "AutoFlow(realnvp)": lambda: inference.AutoFlow(model, "realnvp"),
+        "AutoFlow(iaf, plain)": lambda: inference.AutoFlow(model, "iaf", stl=False, warm_start=None),
     }
     return guides if labels is None else {k: guides[k] for k in labels}
 
@@ -154,22 +161,40 @@ def bench_funnel(steps, seeds, nuts_samples, quick=False):
           f"NeuTra vs plain NUTS on the funnel ({nuts_samples} warmup + {nuts_samples} draws)")
 
 
-def bench_svi_speed(n):
+def speed_guides(model, D):
+    """Guides at identical architecture (3 IAF layers, hidden (D, D)) and our default."""
+    arch = dict(num_layers=3, hidden_dims=(D, D), affine=False)
+    return {
+        "AutoIAFNormal(num_flows=3, hidden=[D,D])": lambda: AutoIAFNormal(model, num_flows=3, hidden_dims=[D, D]),
+        "AutoFlow(iaf, same arch, plain ELBO gradient)": lambda: inference.AutoFlow(model, "iaf", stl=False,
+                                                                                      warm_start=None, **arch),
+        "AutoFlow(iaf, same arch, STL)": lambda: inference.AutoFlow(model, "iaf", warm_start=None, **arch),
+        "AutoFlow(iaf) default": lambda: inference.AutoFlow(model, "iaf"),
+    }
+
+
+def bench_svi_speed(n, steps, quick=False):
+    """Steps/s of jitted SVI updates (after warm-up) and the ELBO after ``steps`` steps (1000 draws)."""
     model, kw, _ = pdb.load("eight_schools-eight_schools_noncentered")
-    D = 10
     rows = []
-    for label, guide in (("AutoIAFNormal(num_flows=3, hidden=[D,D])", AutoIAFNormal(model, num_flows=3, hidden_dims=[D, D])),
-                         ("AutoFlow('iaf', num_layers=3, hidden=(D,D))",
-                          inference.AutoFlow(model, "iaf", num_layers=3, hidden_dims=(D, D), affine=False))):
-        svi = SVI(model, guide, inference.suggest_optimizer(n), Trace_ELBO())
-        state = svi.init(jax.random.PRNGKey(0), **kw)
-        run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (svi.update(c, **kw)[0], None), s, None, length=n)[0])
-        jax.block_until_ready(run(state))
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(state))
-        secs = time.perf_counter() - t0
-        rows.append({"guide": label, "steps/s": n / secs})
-    table(rows, ["guide", "steps/s"], f"SVI steps/s on eight schools (D=10), {n} jitted steps after warm-up")
+    models = (("Neal's funnel (D=10)", funnel, {}), ("eight schools noncentered (D=10)", model, kw))
+    for title, m, args in models[:1] if quick else models:
+        guides = list(speed_guides(m, 10).items())
+        for label, make in [guides[0], guides[-1]] if quick else guides:
+            guide = make()
+            svi = SVI(m, guide, inference.suggest_optimizer(n), Trace_ELBO())
+            state = svi.init(jax.random.PRNGKey(0), **args)
+            run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (svi.update(c, **args)[0], None), s, None, length=n)[0])
+            jax.block_until_ready(run(state))
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(state))
+            secs = time.perf_counter() - t0
+            params, _, _ = inference.run_svi(m, guide, num_steps=steps, seed=0,
+                                             optimizer=inference.suggest_optimizer(steps, 1e-2), **args)
+            elbo = inference.diagnose(m, guide, params, num_samples=1000, **args)["elbo"]
+            rows.append({"model": title, "guide": label, "steps/s": n / secs, f"ELBO after {steps} steps": elbo})
+    table(rows, ["model", "guide", "steps/s", f"ELBO after {steps} steps"],
+          f"SVI steps/s ({n} jitted steps after warm-up) and final ELBO (seed 0, 1000 draws)")
 
 
 def bench_fit_vs_flowjax(quick):
@@ -231,13 +256,12 @@ def main():
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, devices {jax.devices()}, quick={q}")
     if "pdb" in sections:
         names = ["eight_schools-eight_schools_noncentered"] if q else [
-            "eight_schools-eight_schools_noncentered", "eight_schools_centered", "arK-arK",
-            "mesquite-logmesquite_logvas", "kidiq-kidscore_momhsiq"]
+            "eight_schools-eight_schools_noncentered", "eight_schools_centered", *list(pdb.POSTERIORS)[1:]]
         bench_posteriordb(20 if q else args.steps, names, range(1 if q else 3), q)
     if "funnel" in sections:
         bench_funnel(20 if q else args.steps, range(1 if q else 4), 20 if q else 2000, q)
     if "speed" in sections:
-        bench_svi_speed(20 if q else 500)
+        bench_svi_speed(20 if q else 500, 20 if q else args.steps, q)
     if "fit" in sections:
         bench_fit_vs_flowjax(q)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
