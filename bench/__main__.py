@@ -9,7 +9,8 @@ command.  ``--quick`` passes ``--quick`` to every script: a smoke run of about a
 a per-script timeout of 300 s instead of 1800 s.  ``--only NAME`` (repeatable) runs a subset;
 ``--out`` changes the report path (``--quick`` runs write ``bench/RESULTS-quick.md`` unless told
 otherwise, so they never replace the committed full results).  The exit code is 1 when any script
-failed or timed out.
+failed or timed out.  A rewritten report keeps the old one's hand-written notes: everything from the
+line ``<!-- notes: kept by python -m bench -->`` to the end.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[str, float, int]:
     return text, time.perf_counter() - start, proc.returncode
 
 
+NOTES_MARKER = "<!-- notes: kept by python -m bench -->"
+
+
+def _kept_notes(path: str) -> str:
+    """The hand-written part of an existing report: from ``NOTES_MARKER`` to the end (or empty)."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError:
+        return ""
+    at = text.find(NOTES_MARKER)
+    return text[at:] if at >= 0 else ""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few repeats")
@@ -84,9 +99,10 @@ def main(argv=None) -> int:
         print(text, flush=True)
         parts += [f"## {title}", "", f"`python bench/{BENCHMARKS[name][0]}{' --quick' if args.quick and BENCHMARKS[name][2] else ''}` "
                   f"({seconds:.0f} s)", "", text.strip(), ""]
+    notes = _kept_notes(out)
     tmp = out + ".tmp"
     with open(tmp, "w") as fh:
-        fh.write("\n".join(parts) + "\n")
+        fh.write("\n".join(parts) + "\n" + (f"\n{notes}" if notes else ""))
     os.replace(tmp, out)
     print(f"wrote {out}")
     return 1 if failures else 0

@@ -33,3 +33,14 @@ def test_bench_quick_writes_every_section(tmp_path):
         assert re.search(r"^\|.*\|\n\|(-+:?\|)+$", text[start:end], re.M), text[start:start + 200]
     for bad in ("(failed", "(timed out", "| failed |", "is missing)"):
         assert bad not in text
+
+
+def test_rewritten_report_keeps_the_hand_written_notes(tmp_path):
+    from bench.__main__ import NOTES_MARKER, _kept_notes
+
+    report = tmp_path / "RESULTS.md"
+    assert _kept_notes(str(report)) == ""  # no report yet
+    report.write_text(f"# old tables\n\n| a |\n|---|\n\n{NOTES_MARKER}\n## Notes\nwhere we are behind\n")
+    assert _kept_notes(str(report)) == f"{NOTES_MARKER}\n## Notes\nwhere we are behind\n"
+    report.write_text("# tables only\n")
+    assert _kept_notes(str(report)) == ""

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro.distributions import constraints
 
 from .._checks import check_permutation
@@ -145,25 +146,35 @@ class Stack(Bijector):
         return _vector_constraint(self.layer.codomain)
 
     def _scan_inputs(self):
+        """Leaves, treedef and ``(permute, unpermute)``: functions of ``(z, perm)`` and, when the layers'
+        permutations differ, the stacked ``(perms, inverses)`` to scan over (else None).
+
+        When every layer has the same permutation (the builders' reversals) it is applied as a
+        constant: a reversal is ``jnp.flip``, cheaper than a gather with scanned indices (about a
+        quarter of a 5-layer MAF's ``log_prob`` at d = 64 on a CPU).
+        """
         leaves, treedef = jax.tree_util.tree_flatten(self.layer)
-        perms = None
-        if self.permutations is not None:
-            perms = jnp.asarray(self.permutations, dtype=jnp.int32)
-            inv = jnp.argsort(perms, axis=-1)
-            perms = (perms, inv)
-        return leaves, treedef, perms
+        if self.permutations is None:
+            return leaves, treedef, (None, None), None
+        if len(set(self.permutations)) == 1:
+            perm = np.asarray(self.permutations[0])
+            inv = np.argsort(perm)
+            return leaves, treedef, (_static_permutation(perm), _static_permutation(inv)), None
+        perms = jnp.asarray(self.permutations, dtype=jnp.int32)
+        scanned = (lambda z, p: jnp.take(z, p[0], axis=-1), lambda z, p: jnp.take(z, p[1], axis=-1))
+        return leaves, treedef, scanned, (perms, jnp.argsort(perms, axis=-1))
 
     def forward_and_log_det(self, x):
         self._check_input(x)
-        leaves, treedef, perms = self._scan_inputs()
+        leaves, treedef, (permute, _), perms = self._scan_inputs()
 
         def body(carry, xs):
             z, total = carry
             layer_leaves, perm = xs
             layer = _bind(jax.tree_util.tree_unflatten(treedef, layer_leaves), self.context)
             z, log_det = forward_and_log_det(layer, z)
-            if perm is not None:
-                z = jnp.take(z, perm[0], axis=-1)
+            if permute is not None:
+                z = permute(z, perm)
             return (z, total + log_det), None
 
         x0, ld0 = self._initial(x, leaves)
@@ -172,13 +183,13 @@ class Stack(Bijector):
 
     def inverse_and_log_det(self, y):
         self._check_input(y, "y")
-        leaves, treedef, perms = self._scan_inputs()
+        leaves, treedef, (_, unpermute), perms = self._scan_inputs()
 
         def body(carry, xs):
             z, total = carry
             layer_leaves, perm = xs
-            if perm is not None:
-                z = jnp.take(z, perm[1], axis=-1)
+            if unpermute is not None:
+                z = unpermute(z, perm)
             layer = _bind(jax.tree_util.tree_unflatten(treedef, layer_leaves), self.context)
             z, log_det = inverse_and_log_det(layer, z)
             return (z, total + log_det), None
@@ -196,3 +207,10 @@ class Stack(Bijector):
         dtype = jnp.result_type(v, *floats) if floats else jnp.result_type(v, float)
         v = jnp.broadcast_to(v, batch + v.shape[v.ndim - self.event_dim:]).astype(dtype)
         return v, jnp.zeros(batch, dtype)
+
+
+def _static_permutation(perm: np.ndarray):
+    """``z -> z[..., perm]`` for a constant permutation (``jnp.flip`` for a reversal); ignores its second argument."""
+    if np.array_equal(perm, np.arange(len(perm))[::-1]):
+        return lambda z, _: jnp.flip(z, axis=-1)
+    return lambda z, _: jnp.take(z, jnp.asarray(perm), axis=-1)
