@@ -20,6 +20,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -90,7 +91,15 @@ def load_posterior(name):
     return pdb.load(name)
 
 
+def release_compiled():
+    """Drop JAX's compiled functions: every guide run compiles new closures, and hundreds of cached
+    executables exhaust the process's memory maps (LLVM "Cannot allocate memory")."""
+    jax.clear_caches()
+    gc.collect()
+
+
 def score_guide(model, make, kw, ref, steps, seed):
+    release_compiled()
     guide = make()
     params, _, secs = inference.run_svi(model, guide, num_steps=steps, seed=seed,
                                         optimizer=inference.suggest_optimizer(steps, 1e-2), **kw)
@@ -125,6 +134,7 @@ def bench_funnel(steps, seeds, nuts_samples, quick=False):
     for label, make in guides_for(funnel, QUICK_FUNNEL_GUIDES if quick else FUNNEL_GUIDES).items():
         ev, ex, kh = [], [], []
         for seed in seeds:
+            release_compiled()
             guide = make()
             params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, seed=seed,
                                              optimizer=inference.suggest_optimizer(steps, 1e-2))
@@ -181,6 +191,7 @@ def bench_svi_speed(n, steps, quick=False):
     for title, m, args in models[:1] if quick else models:
         guides = list(speed_guides(m, 10).items())
         for label, make in [guides[0], guides[-1]] if quick else guides:
+            release_compiled()
             guide = make()
             svi = SVI(m, guide, inference.suggest_optimizer(n), Trace_ELBO())
             state = svi.init(jax.random.PRNGKey(0), **args)

@@ -141,6 +141,25 @@ def test_autoflow_beats_autonormal_and_autoiafnormal_on_centered_eight_schools()
     assert ours.mean() < normal.mean() and ours.mean() < iaf.mean(), (ours, normal, iaf)
 
 
+def funnel(d=10):
+    v = numpyro.sample("v", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(jnp.zeros(d - 1), jnp.exp(v / 2)).to_event(1))
+
+
+def _funnel_sd_v_error(guide, steps):
+    params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, optimizer=inference.suggest_optimizer(steps, 1e-2))
+    v = np.asarray(guide.sample_posterior(jax.random.PRNGKey(7), params, sample_shape=(20000,))["v"])
+    return abs(v.std() / 3.0 - 1.0)  # exact: v ~ N(0, 3)
+
+
+def test_autoflow_reaches_into_neals_funnel_better_than_autonormal_and_autoiafnormal():
+    steps = 1500
+    ours = _funnel_sd_v_error(inference.AutoFlow(funnel, "iaf"), steps)
+    normal = _funnel_sd_v_error(AutoNormal(funnel), steps)
+    iaf = _funnel_sd_v_error(AutoIAFNormal(funnel), steps)
+    assert ours < 0.15 and ours < normal and ours < iaf, (ours, normal, iaf)
+
+
 def test_flow_prior_under_nuts_and_svi_matches_conjugate_posterior():
     rng = np.random.default_rng(0)
     m, s = 2.0, 0.7
