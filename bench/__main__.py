@@ -37,6 +37,11 @@ BENCHMARKS = {
 }
 
 
+def _text(out) -> str:
+    """A subprocess stream as text (``TimeoutExpired`` carries bytes or None)."""
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
 def run_one(name: str, quick: bool, timeout: float) -> tuple[str, float, int]:
     script, _, accepts_quick = BENCHMARKS[name]
     path = os.path.join(HERE, script)
@@ -46,8 +51,11 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[str, float, int]:
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=os.path.dirname(HERE))
-    except subprocess.TimeoutExpired:
-        return f"(timed out after {timeout:.0f} s)\n", time.perf_counter() - start, 1
+    except subprocess.TimeoutExpired as exc:  # keep what it printed: finished tables, progress lines
+        partial, err = (_text(exc.stdout), _text(exc.stderr))
+        tail = "\n".join(err.strip().splitlines()[-15:])
+        return (f"{partial}\n(timed out after {timeout:.0f} s)\n\n```\n{tail}\n```\n",
+                time.perf_counter() - start, 1)
     text = proc.stdout
     if proc.returncode:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])

@@ -20,8 +20,9 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -44,7 +45,7 @@ import posteriordb_models as pdb  # noqa: E402
 
 
 def table(rows, cols, title):
-    print(f"\n## {title}\n")
+    print(f"\n### {title}\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -91,15 +92,7 @@ def load_posterior(name):
     return pdb.load(name)
 
 
-def release_compiled():
-    """Drop JAX's compiled functions: every guide run compiles new closures, and hundreds of cached
-    executables exhaust the process's memory maps (LLVM "Cannot allocate memory")."""
-    jax.clear_caches()
-    gc.collect()
-
-
 def score_guide(model, make, kw, ref, steps, seed):
-    release_compiled()
     guide = make()
     params, _, secs = inference.run_svi(model, guide, num_steps=steps, seed=seed,
                                         optimizer=inference.suggest_optimizer(steps, 1e-2), **kw)
@@ -109,18 +102,49 @@ def score_guide(model, make, kw, ref, steps, seed):
     return err["mean_err_sd"], err["sd_rel_err"], d["khat"], d["elbo"], secs
 
 
-def bench_posteriordb(steps, names, seeds, quick=False):
+def posterior_rows(post, steps, seeds, quick=False):
+    """Score every guide on one posterior (in this process); one progress line per guide on stderr."""
+    model, kw, ref = load_posterior(post)
     rows = []
-    for post in names:
-        model, kw, ref = load_posterior(post)
-        for label, make in guides_for(model, QUICK_GUIDES if quick else None).items():
-            scores = np.array([score_guide(model, make, kw, ref, steps, seed) for seed in seeds])
-            mean = scores.mean(0)
-            rows.append({"posterior": post.split("-")[-1], "guide": label, "mean err (ref sd)": mean[0],
-                         "sd rel err": mean[1], "k-hat": mean[2], "worst k-hat": scores[:, 2].max(),
-                         "ELBO": mean[3], "fit s": mean[4]})
+    for label, make in guides_for(model, QUICK_GUIDES if quick else None).items():
+        scores = np.array([score_guide(model, make, kw, ref, steps, seed) for seed in seeds])
+        mean = scores.mean(0)
+        rows.append({"posterior": post.split("-")[-1], "guide": label, "mean err (ref sd)": float(mean[0]),
+                     "sd rel err": float(mean[1]), "k-hat": float(mean[2]), "worst k-hat": float(scores[:, 2].max()),
+                     "ELBO": float(mean[3]), "fit s": float(mean[4])})
+        print(f"  done: {post} {label}: " + ", ".join(f"{v:.3g}" for v in mean), file=sys.stderr, flush=True)
+    return rows
+
+
+def posterior_rows_in_subprocess(post, steps, num_seeds, quick=False, timeout=None, tries=2):
+    """``posterior_rows`` in a fresh process per posterior, killed and retried if it stalls.
+
+    One process for all posteriors compiles hundreds of executables: that exhausted the memory
+    maps (LLVM "Cannot allocate memory"), and dropping them with ``jax.clear_caches()`` between
+    runs was followed three times by XLA's CPU runtime waiting for good (no CPU use).  A process
+    per posterior frees everything when it exits, and a stalled one is killed after ``timeout``.
+    """
+    timeout = timeout or (300 if quick else 1800)
+    cmd = [sys.executable, os.path.abspath(__file__), "--posterior", post, "--steps", str(steps),
+           "--seeds", str(num_seeds)] + (["--quick"] if quick else [])
+    for attempt in range(1, tries + 1):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {post}: no result after {timeout} s (attempt {attempt}); retrying", file=sys.stderr, flush=True)
+            continue
+        if proc.returncode:
+            raise RuntimeError(f"scoring {post} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        sys.stderr.write(proc.stderr)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    raise RuntimeError(f"scoring {post}: no result in {tries} attempts of {timeout} s")
+
+
+def bench_posteriordb(steps, names, num_seeds, quick=False):
+    rows = [row for post in names for row in posterior_rows_in_subprocess(post, steps, num_seeds, quick)]
     table(rows, ["posterior", "guide", "mean err (ref sd)", "sd rel err", "k-hat", "worst k-hat", "ELBO", "fit s"],
-          f"posteriordb, {steps} SVI steps each (Adam 1e-2, clip 10, cosine decay), mean over seeds {list(seeds)}")
+          f"posteriordb, {steps} SVI steps each (Adam 1e-2, clip 10, cosine decay), mean over seeds "
+          f"{list(range(num_seeds))}")
 
 
 def funnel(d=10):
@@ -134,7 +158,6 @@ def bench_funnel(steps, seeds, nuts_samples, quick=False):
     for label, make in guides_for(funnel, QUICK_FUNNEL_GUIDES if quick else FUNNEL_GUIDES).items():
         ev, ex, kh = [], [], []
         for seed in seeds:
-            release_compiled()
             guide = make()
             params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, seed=seed,
                                              optimizer=inference.suggest_optimizer(steps, 1e-2))
@@ -191,7 +214,6 @@ def bench_svi_speed(n, steps, quick=False):
     for title, m, args in models[:1] if quick else models:
         guides = list(speed_guides(m, 10).items())
         for label, make in [guides[0], guides[-1]] if quick else guides:
-            release_compiled()
             guide = make()
             svi = SVI(m, guide, inference.suggest_optimizer(n), Trace_ELBO())
             state = svi.init(jax.random.PRNGKey(0), **args)
@@ -260,15 +282,20 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sections", default="pdb,funnel,speed,fit")
     ap.add_argument("--steps", type=int, default=2000, help="SVI steps per guide (full run)")
+    ap.add_argument("--posterior", help="(internal) score the guides on this posterior, print JSON rows")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per guide on posteriordb")
     args = ap.parse_args()
     q = args.quick
+    if args.posterior:
+        print(json.dumps(posterior_rows(args.posterior, args.steps, range(args.seeds), q)))
+        return
     sections = args.sections.split(",")
     t0 = time.perf_counter()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, devices {jax.devices()}, quick={q}")
     if "pdb" in sections:
         names = ["eight_schools-eight_schools_noncentered"] if q else [
             "eight_schools-eight_schools_noncentered", "eight_schools_centered", *list(pdb.POSTERIORS)[1:]]
-        bench_posteriordb(20 if q else args.steps, names, range(1 if q else 3), q)
+        bench_posteriordb(20 if q else args.steps, names, 1 if q else args.seeds, q)
     if "funnel" in sections:
         bench_funnel(20 if q else args.steps, range(1 if q else 4), 20 if q else 2000, q)
     if "speed" in sections:

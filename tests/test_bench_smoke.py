@@ -44,3 +44,17 @@ def test_rewritten_report_keeps_the_hand_written_notes(tmp_path):
     assert _kept_notes(str(report)) == f"{NOTES_MARKER}\n## Notes\nwhere we are behind\n"
     report.write_text("# tables only\n")
     assert _kept_notes(str(report)) == ""
+
+
+def test_a_timed_out_benchmark_keeps_what_it_printed(tmp_path, monkeypatch):
+    import bench.__main__ as runner
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "slow.py").write_text(
+        "import sys, time\nprint('| finished table |', flush=True)\n"
+        "print('done: first posterior', file=sys.stderr, flush=True)\ntime.sleep(30)\n")
+    monkeypatch.setattr(runner, "HERE", str(tmp_path / "bench"))
+    monkeypatch.setitem(runner.BENCHMARKS, "slow", ("slow.py", "Slow", False))
+    text, seconds, code = runner.run_one("slow", quick=False, timeout=3)
+    assert code == 1 and seconds < 20
+    assert "| finished table |" in text and "timed out after 3 s" in text and "done: first posterior" in text
