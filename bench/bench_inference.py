@@ -42,6 +42,7 @@ from numpyro.infer.autoguide import AutoIAFNormal, AutoMultivariateNormal, AutoN
 import inference  # noqa: E402
 import nf_ppl  # noqa: E402
 import posteriordb_models as pdb  # noqa: E402
+from common import median_time  # noqa: E402
 
 
 def table(rows, cols, title):
@@ -232,16 +233,14 @@ def bench_svi_speed(n, steps, quick=False):
             svi = SVI(m, guide, inference.suggest_optimizer(n), Trace_ELBO())
             state = svi.init(jax.random.PRNGKey(0), **args)
             run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (svi.update(c, **args)[0], None), s, None, length=n)[0])
-            jax.block_until_ready(run(state))
-            t0 = time.perf_counter()
-            jax.block_until_ready(run(state))
-            secs = time.perf_counter() - t0
+            secs = median_time(run, state, repeats=1 if quick else 5, warmup=1)
             params, _, _ = inference.run_svi(m, guide, num_steps=steps, seed=0,
                                              optimizer=inference.suggest_optimizer(steps, 1e-2), **args)
             elbo = inference.diagnose(m, guide, params, num_samples=1000, **args)["elbo"]
             rows.append({"model": title, "guide": label, "steps/s": n / secs, f"ELBO after {steps} steps": elbo})
     table(rows, ["model", "guide", "steps/s", f"ELBO after {steps} steps"],
-          f"SVI steps/s ({n} jitted steps after warm-up) and final ELBO (seed 0, 1000 draws)")
+          f"SVI steps/s ({n} jitted steps, median of {1 if quick else 5} runs after warm-up) and final ELBO "
+          "(seed 0, 1000 draws)")
 
 
 def bench_fit_vs_flowjax(quick):

@@ -167,14 +167,7 @@ def limit(cfg):
     dim, hidden, num_layers, repeats = cfg["limit_dim"], cfg["limit_hidden"], cfg["limit_layers"], cfg["repeats"]
     flow = nf_ppl.maf(jax.random.PRNGKey(0), dim, num_layers=num_layers, hidden_dims=(hidden, hidden), activation="relu")
     x = jax.random.normal(jax.random.PRNGKey(1), (cfg["batch"], dim))
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def step(f, s, v):
-        grads = jax.grad(lambda f: -f.log_prob(v).mean())(f)
-        updates, s = opt.update(grads, s, f)
-        return optax.apply_updates(f, updates), s
-
+    opt, step, _ = _train_step("maf", flow, cfg["batch"], dim)
     t_step = median_time(step, flow, opt.init(flow), x, repeats=repeats)
     keys = jax.random.split(jax.random.PRNGKey(2), 3 * num_layers)
     shapes = [(hidden, dim), (hidden, hidden), (2 * dim, hidden)] * num_layers

@@ -188,9 +188,10 @@ class AutoFlow(AutoContinuous):
         start = jax.jit(lambda z0: gaussian_path_start(log_density, z0, key, init_scale=self._init_scale))(
             self._init_latent)
         lo, hi = self._scale_bounds
-        scale = jnp.clip(jnp.diagonal(start.scale_tril), lo, hi)
         if self._affine == "diag":  # marginal sds: the flow, acting on whitened coordinates, learns the rest
             scale = jnp.clip(jnp.sqrt(jnp.sum(start.scale_tril ** 2, -1)), lo, hi)
+        else:
+            scale = jnp.clip(jnp.diagonal(start.scale_tril), lo, hi)
         self._init_latent = start.loc
         self._start_scale = scale.astype(self._start_scale.dtype)
         self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1)

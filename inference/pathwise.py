@@ -61,13 +61,14 @@ def _log_q_and_score(flow, u):
     transform, base_dist = flow._bound_transform(), flow.base_dist
     batch, dim = u.shape[:-1], u.shape[-1]
 
-    def log_q_of_u(v):
-        _, log_det = forward_and_log_det(transform, v)
-        return base_dist.log_prob(v) - log_det
+    def z_and_log_q(v):
+        z, log_det = forward_and_log_det(transform, v)
+        log_q = base_dist.log_prob(v) - log_det
+        return (z, log_q), log_q
 
     def one(v):
-        log_q, grad_u = jax.value_and_grad(log_q_of_u)(v)
-        jac = jax.jacfwd(lambda w: forward_and_log_det(transform, w)[0])(v)  # J[i, j] = dz_i / du_j
+        # one forward-mode pass (D JVPs): J[i, j] = dz_i / du_j and grad_u log q together
+        (jac, grad_u), log_q = jax.jacfwd(z_and_log_q, has_aux=True)(v)
         return log_q, jnp.linalg.solve(jac.T, grad_u)
 
     log_q, score = jax.vmap(one)(u.reshape((int(np.prod(batch, dtype=int)), dim)))

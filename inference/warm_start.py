@@ -18,7 +18,7 @@ Unlike the MAP or a Laplace approximation at the mode, the ELBO choice stops ear
 whose mode is degenerate (hierarchical scales going to zero, Neal's funnel): there the best
 Gaussian lies part of the way along the path.  Pathfinder itself uses the L-BFGS inverse-Hessian
 factors instead of dense Hessians; dense Hessians cost ``D`` Hessian-vector products per iterate
-and are used up to ``max_dim`` latent coordinates.
+and ``AutoFlow`` uses them up to ``AutoFlow.warm_start_max_dim`` latent coordinates.
 """
 
 from __future__ import annotations
