@@ -59,6 +59,8 @@ def test_zero_or_negative_scale():
         L.ELU(-1.0)
     with pytest.raises(ValueError, match=r"log_scale_bound must be positive"):
         L.AffineCoupling(KEY, 3, log_scale_bound=0.0)
+    with pytest.raises(ValueError, match=r"out_scale must be a non-negative number; got -0.1"):
+        nf_ppl.iaf(KEY, 3, hidden_dims=(4,), out_scale=-0.1)
 
 
 def test_made_hidden_sizes_too_small():

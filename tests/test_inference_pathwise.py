@@ -92,3 +92,11 @@ def test_pathwise_keeps_the_leaves_and_autoflow_get_flow_is_plain():
         assert a is b
     with pytest.raises(TypeError, match="nf_ppl.Flow"):
         pathwise("iaf")
+
+
+
+def test_pathwise_needs_a_flow():
+    import numpyro.distributions as dist
+
+    with pytest.raises(TypeError, match=r"flow must be an nf_ppl.Flow; got Normal"):
+        pathwise(dist.Normal(0.0, 1.0))
