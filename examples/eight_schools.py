@@ -7,13 +7,14 @@ The classic hierarchical model (Rubin 1981): ``mu ~ N(0, 5^2)``, ``tau ~ HalfCau
 in the non-centered form ``theta_j = mu + tau * eta_j``, ``eta_j ~ N(0, 1)``.
 
 For each form an IAF guide (``inference.AutoFlow``) is trained with SVI and compared with NUTS:
-``inference.to_inference_data`` turns the guide's draws into an ``arviz.InferenceData`` and
-``arviz.summary`` prints means, sds and intervals next to NUTS's (``arviz.from_numpyro``), and
-``inference.diagnose`` reports the guide's Pareto k-hat (k < 0.7: the importance weights, and so
-the guide's tails, can be trusted).  The centered form's funnel between ``tau`` and ``theta``
+``inference.to_inference_data`` turns the guide's draws into ArviZ data (an ``InferenceData``
+under ArviZ 0.x, a ``DataTree`` under 1.x) and ``arviz.summary`` prints means, sds and
+intervals next to NUTS's (``arviz.from_numpyro``), and ``inference.diagnose`` reports the guide's
+Pareto k-hat against the sample-size threshold ``min(1 - 1/log10(S), 0.7)`` (below it the
+importance weights, and so the guide's tails, can be trusted).  The centered form's funnel between ``tau`` and ``theta``
 is harder for both methods (NUTS reports divergences there).
 
-Plot: ``eight_schools_forest.png`` (``arviz.plot_forest`` of ``mu``, ``tau`` and ``theta`` for
+Plot: ``eight_schools_forest.png`` (a forest plot, drawn with matplotlib, of ``mu``, ``tau`` and ``theta`` for
 the four fits).
 
 Run ``python examples/eight_schools.py [--quick] [--out DIR]``.
@@ -69,7 +70,8 @@ def _run(args, out) -> int:
         if "theta" not in idata_vi.posterior and "eta" in idata_vi.posterior:
             post = idata_vi.posterior
             theta = post["mu"].values[..., None] + post["tau"].values[..., None] * post["eta"].values
-            idata_vi = az.from_dict(posterior={**{k: post[k].values for k in post.data_vars}, "theta": theta})
+            idata_vi = inference.draws_to_inference_data({**{k: post[k].values for k in post.data_vars},
+                                                          "theta": theta})
 
         with C.timer() as t:
             mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws_n, num_chains=1, progress_bar=False)
@@ -93,9 +95,7 @@ def _run(args, out) -> int:
         idatas[f"IAF guide, {form}"] = idata_vi
         idatas[f"NUTS, {form}"] = idata_nuts
 
-    axes = az.plot_forest(list(idatas.values()), model_names=list(idatas.keys()), var_names=["mu", "tau", "theta"],
-                          combined=True, hdi_prob=0.9, figsize=(8, 9))
-    fig = np.ravel(axes)[0].figure
+    fig = _forest(plt, idatas, ["mu", "tau", "theta"], prob=0.9)
     fig.suptitle("Eight schools: 90% intervals, IAF guides vs NUTS (centered and non-centered)", fontsize=10)
     C.save_figure(fig, out, "eight_schools_forest.png")
 
@@ -105,6 +105,32 @@ def _run(args, out) -> int:
     C.save_metrics(out, metrics)
     _ = plt  # matplotlib is configured (Agg) by _common
     return 0
+
+
+def _forest(plt, idatas: dict, names: list, prob: float):
+    """Central ``prob`` intervals and medians of every scalar of ``names``, one colour per fit.
+
+    Drawn with matplotlib from the draws, so it looks the same under ArviZ 0.x and 1.x (whose
+    ``plot_forest`` signatures differ).
+    """
+    rows = []
+    for name in names:
+        size = int(np.prod(next(iter(idatas.values())).posterior[name].shape[2:], dtype=int))
+        rows += [(name, i, f"{name}[{i}]" if size > 1 else name) for i in range(size)]
+    fig, ax = plt.subplots(figsize=(8, 9))
+    lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
+    for j, (label, idata) in enumerate(idatas.items()):
+        offset = (j - (len(idatas) - 1) / 2) * 0.8 / len(idatas)
+        for r, (name, i, _) in enumerate(rows):
+            draws = np.asarray(idata.posterior[name]).reshape(-1, max(1, int(np.prod(idata.posterior[name].shape[2:]))))
+            lo, med, hi = np.quantile(draws[:, i], [lo_q, 0.5, hi_q])
+            y = len(rows) - 1 - r + offset
+            ax.plot([lo, hi], [y, y], color=f"C{j}", lw=1.5, label=label if r == 0 else None)
+            ax.plot([med], [y], "o", color=f"C{j}", ms=3)
+    ax.set_yticks(range(len(rows)), [text for *_, text in reversed(rows)])
+    ax.set_xlabel(f"{int(prob * 100)}% central interval and median")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
 
 
 if __name__ == "__main__":

@@ -10,21 +10,27 @@ Public API (see each docstring):
   by ``gaussian_path_start`` and trained with sticking-the-landing gradients (``pathwise``);
   ``flow_sample(name, flow, ...)`` for hand-written guides; ``AmortizedFlowGuide`` for local latents.
 * ``diagnose``, ``log_importance_weights``, ``iw_bound``, ``log_marginal_likelihood``, ``psis_khat``,
-  ``importance_ess``, ``to_inference_data``, ``compare``: diagnostics of trained guides.
+  ``khat_threshold``, ``psis_expectation``, ``importance_ess``, ``to_inference_data``,
+  ``draws_to_inference_data``, ``compare``: diagnostics of trained guides (PSIS computed here,
+  ArviZ 0.x and 1.x both accepted for the ArviZ output).
 * ``run_svi``, ``suggest_optimizer``, ``neutra_nuts``: SVI and NeuTra-NUTS helpers.
 """
 
 from ._fit import FitHistory, fit, make_optimizer
-from ._io import FlowFileError, build, build_flow, builders, load, register_builder, save, spec_of
+from ._io import FlowFileError, LegacyFileWarning, PrecisionCastWarning, build, build_flow, builders, load, register_builder, save, spec_of
 from .autoguide import AutoFlow, check_continuous, flow_sample
 from .pathwise import PathwiseFlow, pathwise
-from .diagnostics import (compare, diagnose, importance_ess, iw_bound, log_importance_weights,
-                          log_marginal_likelihood, posterior_errors, psis_khat, to_inference_data)
+from .diagnostics import (compare, diagnose, draws_to_inference_data, importance_ess, iw_bound,
+                          log_importance_weights, log_marginal_likelihood, posterior_errors, to_inference_data)
+from .psis import khat_threshold, psis, psis_expectation, psis_khat
 from .svi import AmortizedFlowGuide, neutra_nuts, run_svi, suggest_optimizer
 from .warm_start import GaussianStart, gaussian_path_start
 
-__all__ = ["AmortizedFlowGuide", "AutoFlow", "FitHistory", "FlowFileError", "GaussianStart", "PathwiseFlow", "build",
-           "build_flow", "builders", "check_continuous", "compare", "diagnose", "fit", "flow_sample",
-           "gaussian_path_start", "importance_ess", "iw_bound", "load", "log_importance_weights",
-           "log_marginal_likelihood", "make_optimizer", "neutra_nuts", "pathwise", "posterior_errors", "psis_khat",
+__all__ = ["AmortizedFlowGuide", "AutoFlow", "FitHistory", "FlowFileError", "GaussianStart", "LegacyFileWarning", "PathwiseFlow",
+           "PrecisionCastWarning",
+           "build",
+           "build_flow", "builders", "check_continuous", "compare", "diagnose", "draws_to_inference_data", "fit",
+           "flow_sample", "gaussian_path_start", "importance_ess", "iw_bound", "khat_threshold", "load",
+           "log_importance_weights", "log_marginal_likelihood", "make_optimizer", "neutra_nuts", "pathwise",
+           "posterior_errors", "psis", "psis_expectation", "psis_khat",
            "register_builder", "run_svi", "save", "spec_of", "suggest_optimizer", "to_inference_data"]

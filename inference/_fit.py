@@ -26,7 +26,10 @@ import optax
 import nf_ppl
 from nf_ppl._checks import check_finite
 
-from ._io import FlowFileError, arrays_to_leaves, leaves_to_arrays, read_container, spec_of, write_container
+from nf_ppl._checks import check_finite_params
+
+from ._io import (FlowFileError, arrays_to_leaves, check_folder, leaves_to_arrays, read_container, spec_of,
+                  write_container)
 
 __all__ = ["FitHistory", "fit", "make_optimizer"]
 
@@ -47,6 +50,35 @@ class FitHistory:
     stop_reason: str = ""
     num_devices: int = 1
     resumed_from: int | None = None
+    initial_val_loss: float = math.nan
+    checkpoint_failures: list = dataclasses.field(default_factory=list)
+
+    @property
+    def num_nonfinite(self) -> int:
+        """How many steps had a non-finite loss or gradient (skipped, or the one that stopped the fit)."""
+        return len(self.nonfinite_steps)
+
+    def summary(self) -> str:
+        """One paragraph: why the fit stopped, the best held-out loss and where, what went wrong on the way."""
+        step = self.steps[-1] if self.steps else 0
+        reasons = {"max_steps": "the step budget (max_steps) was used up",
+                   "early_stopping": "early stopping: no improvement of the held-out loss for `patience` evaluations",
+                   "callback": "the callback asked to stop", "interrupted": "interrupted (KeyboardInterrupt)",
+                   "nonfinite": "a non-finite loss or gradient (on_nonfinite='stop')"}
+        words = [f"stopped after step {step}: {reasons.get(self.stop_reason, self.stop_reason or 'not run')}"]
+        if math.isfinite(self.best_val_loss):
+            start = f" (start: {self.initial_val_loss:.4f})" if math.isfinite(self.initial_val_loss) else ""
+            words.append(f"best held-out NLL {self.best_val_loss:.4f} at step {self.best_step}{start}; "
+                         "those parameters were returned")
+        if self.nonfinite_steps:
+            words.append(f"{self.num_nonfinite} step(s) had a non-finite loss or gradient (first at step "
+                         f"{self.nonfinite_steps[0]}) and were skipped")
+        if self.checkpoint_failures:
+            words.append(f"{len(self.checkpoint_failures)} checkpoint write(s) failed (first: "
+                         f"{self.checkpoint_failures[0]})")
+        if self.resumed_from is not None:
+            words.append(f"resumed from a checkpoint at step {self.resumed_from}")
+        return "; ".join(words) + "."
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,7 +277,8 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             :func:`make_optimizer`); ``optimizer`` (any optax transformation) overrides them.
         val_fraction / val_data (+ val_context): held-out rows; ``val_fraction`` of ``data`` is
             split off at random unless ``val_data`` is given.  Early stopping after ``patience``
-            evaluations without an improvement of ``min_delta``; the best parameters are kept.
+            evaluations without an improvement of ``min_delta``; the parameters with the best
+            held-out loss seen (the starting ones included) are returned.
         eval_every: steps per jitted ``lax.scan`` chunk; validation, progress bar, callback and
             checkpoints happen between chunks.
         on_nonfinite: ``"skip"`` (default; the step is skipped, parameters and optimiser state
@@ -256,12 +289,25 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             it and the best parameters so far are returned.
         checkpoint_path, checkpoint_every, resume: write an atomic checkpoint every
             ``checkpoint_every`` steps (rounded up to a chunk boundary); ``resume=True`` continues
-            from the checkpoint if it exists, reproducing the uninterrupted run bit for bit.
+            from the checkpoint if it exists, reproducing the uninterrupted run bit for bit.  The
+            checkpoint folder must exist and be writable: that is checked before the first step.
+            A checkpoint that cannot be written later (disk full, folder removed) is reported
+            by a warning and in ``history.checkpoint_failures``; training goes on and the best
+            parameters are returned as usual.
+
+    Guarantees: a flow whose parameters hold NaN or inf is refused up front (the error names the
+    layer and parameter); with held-out data the returned parameters are never worse on it than
+    the ones passed in (the start is the first "best"; if no evaluation beats it, it is returned,
+    with a warning); and when no step at all has a
+    finite loss and gradient, ``fit`` stops after the first chunk with a ``ValueError`` that says
+    what to check instead of returning an untrained flow.  ``history.summary()`` says why the fit
+    stopped, and counts non-finite steps and failed checkpoints.
         shard: ``"auto"`` shards each minibatch over all local devices (``jax.sharding``) when
             there are several and ``batch_size`` divides evenly; ``True`` requires it; ``False`` never.
     """
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"fit expects an nf_ppl.Flow as flow; got {type(flow).__name__}")
+    check_finite_params(flow, "flow passed to fit")
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
     for name, v in (("max_steps", max_steps), ("batch_size", batch_size), ("eval_every", eval_every)):
@@ -340,19 +386,25 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
         evaluate = _cached(("eval", treedef, val_y.shape[0]), lambda: _make_eval(treedef, val_y.shape[0]))
 
     history = FitHistory(num_devices=len(devices) if use_shard else 1)
-    best_leaves, bad_evals, step = leaves, 0, 0
+    best_leaves, bad_evals, step, stopping_best = leaves, 0, 0, math.inf
     fingerprint = _fingerprint(train_y, train_c, val_y, val_c)
     settings = {"seed": int(seed), "batch_size": int(batch_size), "eval_every": int(eval_every),
                 "on_nonfinite": on_nonfinite, "treedef": str(treedef), "data": fingerprint}
 
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs checkpoint_path")
+    if checkpoint_path is not None:
+        check_folder(checkpoint_path, what="checkpoint_path")
     if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
-        leaves, opt_state, best_leaves, history, bad_evals, step = _read_checkpoint(
+        leaves, opt_state, best_leaves, history, (bad_evals, stopping_best), step = _read_checkpoint(
             checkpoint_path, settings, leaves, opt_state)
         if use_shard:
             leaves, opt_state, best_leaves = jax.tree_util.tree_map(to_device, (leaves, opt_state, best_leaves))
         history.resumed_from = step
+    elif has_val:  # the start is the first "best": fit never returns parameters worse than it started with
+        history.initial_val_loss = float(evaluate(leaves, val_y_d, val_c_d))
+        if np.isfinite(history.initial_val_loss):
+            history.best_val_loss = history.initial_val_loss
 
     from tqdm import tqdm
     bar = tqdm(total=max_steps, initial=min(step, max_steps), disable=not progress, desc="fit", leave=False,
@@ -360,9 +412,22 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
     t0 = time.perf_counter() - (history.wall_time[-1] if history.wall_time else 0.0)
     next_ckpt = None if not checkpoint_every else (step // checkpoint_every + 1) * checkpoint_every
 
+    attempted = []  # steps at which a checkpoint was written (or its write failed)
+
     def save_ckpt():
-        _write_checkpoint(checkpoint_path, settings, leaves, opt_state, best_leaves, history, bad_evals, step,
-                          spec_of(flow))
+        if attempted and attempted[-1] == step:
+            return
+        attempted.append(step)
+        try:
+            _write_checkpoint(checkpoint_path, settings, leaves, opt_state, best_leaves, history,
+                              (bad_evals, stopping_best), step, spec_of(flow))
+        except OSError as err:  # keep training: the state is in memory, the best parameters are returned
+            history.checkpoint_failures.append(f"step {step}: {err}")
+            warnings.warn(f"fit: could not write the checkpoint {os.fspath(checkpoint_path)!r} at step {step} "
+                          f"({err}); training goes on and the best parameters will be returned",
+                          RuntimeWarning, stacklevel=3)
+
+    good_steps = 0
 
     try:
         while step < max_steps:
@@ -372,6 +437,12 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             bad = np.asarray(bad)
             leaves, opt_state = new_leaves, new_opt
             bad_steps = (step + np.flatnonzero(bad)).tolist()
+            good_steps += (bad_steps[0] - step) if (bad_steps and on_nonfinite == "stop") else length - len(bad_steps)
+            if good_steps == 0:
+                raise ValueError(
+                    f"fit: the loss or its gradient was NaN or inf at every one of the first {length} steps, so nothing "
+                    "was trained. Check the data scale (standardise the columns), the learning rate (try 10x smaller) "
+                    "and the initial parameters (nf_ppl builders start near the base distribution)")
             step += length
             stop = None
             if bad_steps:
@@ -391,9 +462,11 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             history.train_loss.append(train_loss)
             history.val_loss.append(val_loss)
             history.wall_time.append(time.perf_counter() - t0)
-            if has_val:
-                if np.isfinite(val_loss) and val_loss < history.best_val_loss - min_delta:
-                    history.best_val_loss, history.best_step, best_leaves, bad_evals = val_loss, step, leaves, 0
+            if has_val:  # the best parameters (returned) and the early-stopping count (with min_delta)
+                if np.isfinite(val_loss) and val_loss < history.best_val_loss:
+                    history.best_val_loss, history.best_step, best_leaves = val_loss, step, leaves
+                if np.isfinite(val_loss) and val_loss < stopping_best - min_delta:
+                    stopping_best, bad_evals = val_loss, 0
                 else:
                     bad_evals += 1
             else:
@@ -425,12 +498,17 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             save_ckpt()
     finally:
         bar.close()
+    if has_val and history.best_step == 0 and step > 0:
+        warnings.warn(f"fit: no evaluation improved on the starting parameters (held-out NLL "
+                      f"{history.initial_val_loss:.4f}); returning them unchanged", RuntimeWarning, stacklevel=2)
     return jax.tree_util.tree_unflatten(treedef, [jax.device_get(l) for l in best_leaves]), history
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
 
-def _write_checkpoint(path, settings, leaves, opt_state, best_leaves, history, bad_evals, step, spec):
+def _write_checkpoint(path, settings, leaves, opt_state, best_leaves, history, stopping, step, spec):
+    """``stopping`` is the early-stopping state ``(bad_evals, best loss it counts from)``."""
+    bad_evals, stopping_best = stopping
     opt_leaves = jax.tree_util.tree_leaves(opt_state)
     arrays = {}
     arrays.update(leaves_to_arrays(jax.device_get(leaves), "leaf"))
@@ -438,8 +516,10 @@ def _write_checkpoint(path, settings, leaves, opt_state, best_leaves, history, b
     arrays.update(leaves_to_arrays(jax.device_get(opt_leaves), "opt"))
     hist = history.to_dict()
     hist["best_val_loss"] = None if not np.isfinite(hist["best_val_loss"]) else hist["best_val_loss"]
+    hist["initial_val_loss"] = None if not np.isfinite(hist["initial_val_loss"]) else hist["initial_val_loss"]
     hist["val_loss"] = [None if not np.isfinite(v) else v for v in hist["val_loss"]]
     header = {"kind": "checkpoint", "settings": settings, "step": int(step), "bad_evals": int(bad_evals),
+              "stopping_best": float(stopping_best) if np.isfinite(stopping_best) else None,
               "history": hist, "spec": spec}
     write_container(path, arrays, header)
 
@@ -457,7 +537,10 @@ def _read_checkpoint(path, settings, leaves, opt_state):
     opt_new = arrays_to_leaves(arrays, opt_leaves, "opt", os.fspath(path), what="optimiser state")
     hist = dict(header["history"])
     hist["best_val_loss"] = math.inf if hist.get("best_val_loss") is None else hist["best_val_loss"]
+    hist["initial_val_loss"] = math.nan if hist.get("initial_val_loss") is None else hist["initial_val_loss"]
     hist["val_loss"] = [math.nan if v is None else v for v in hist.get("val_loss", [])]
     history = FitHistory.from_dict(hist)
-    return (leaves_new, jax.tree_util.tree_unflatten(opt_def, opt_new), best_new, history,
-            int(header["bad_evals"]), int(header["step"]))
+    stopping_best = header.get("stopping_best", history.best_val_loss)
+    stopping = (int(header["bad_evals"]), math.inf if stopping_best is None else float(stopping_best))
+    return (leaves_new, jax.tree_util.tree_unflatten(opt_def, opt_new), best_new, history, stopping,
+            int(header["step"]))

@@ -4,11 +4,19 @@ File format (``.npz``, readable with ``np.load(path, allow_pickle=False)``; no p
 
 * ``__header__``: a uint8 array holding UTF-8 JSON with ``format``, ``version``, ``kind``
   (``"flow"`` or ``"checkpoint"``), the builder ``spec`` (or ``None``), the flow's pytree
-  structure as a string, the shape and dtype of every leaf, free ``metadata`` and the SHA-256
-  of the payload;
-* ``leaf_00000``, ``leaf_00001``, ...: the float arrays (payload).  The digest covers each
-  array's name, dtype, shape and bytes, so a truncated, edited or foreign file is refused with
-  a :class:`FlowFileError` (a ``ValueError``).
+  structure as a string, the shape and dtype of every leaf, free ``metadata``, the SHA-256 of
+  the payload (``sha256``) and the SHA-256 of the header itself (``header_sha256``, over the
+  canonical JSON of every other header field, ``sha256`` included);
+* ``leaf_00000``, ``leaf_00001``, ...: the float arrays (payload).  The payload digest covers
+  each array's name, dtype, shape and bytes;
+* the zip archive's comment, ``nf-ppl-sha256:<hex>``: the SHA-256 of every byte of the file
+  before it (zip metadata included).
+
+So one chain of digests covers everything that is read back: a truncated, edited or foreign
+file is refused with a :class:`FlowFileError` (a ``ValueError``) that says which part changed
+(the arrays, or the header: metadata, spec, structure).  Files of format version 2 (written
+before the header and whole-file digests) still load, with a :class:`LegacyFileWarning` that their header is
+unverified.
 
 A flow does not remember how it was built, so ``load`` needs a *spec*: a JSON dict
 ``{"builder": name, "seed": int, "dim": int, "options": {...}}``.  :func:`build_flow` builds a
@@ -23,7 +31,9 @@ import hashlib
 import io
 import json
 import os
+import struct
 import tempfile
+import warnings
 import zipfile
 from typing import Any, Callable
 
@@ -32,16 +42,23 @@ import jax.numpy as jnp
 import numpy as np
 
 import nf_ppl
+from nf_ppl._checks import check_finite_params
 
 FORMAT = "nf-ppl"
-VERSION = 2  # 2: MAF layers compute the density direction as g(y) = y * scale + shift (softplus scale)
+VERSION = 3  # 2: MAF layers compute the density direction as g(y) = y * scale + shift (softplus scale)
+#              3: the header carries a digest of itself (header_sha256)
+READABLE_VERSIONS = (2, 3)
 
-__all__ = ["FlowFileError", "build", "build_flow", "builders", "load", "register_builder", "save",
-           "spec_of", "atomic_write_bytes"]
+__all__ = ["FlowFileError", "PrecisionCastWarning", "build", "build_flow", "builders", "load", "register_builder", "save",
+           "spec_of", "atomic_write_bytes", "LegacyFileWarning"]
 
 
 class FlowFileError(ValueError):
     """A flow or checkpoint file is truncated, tampered with, foreign, or does not fit the flow."""
+
+
+class LegacyFileWarning(UserWarning):
+    """A file of an older format version was read: what that version did not cover is unverified."""
 
 
 # -- builder registry ----------------------------------------------------------------------------
@@ -134,11 +151,38 @@ def spec_of(flow) -> dict | None:
 
 # -- low-level file handling -----------------------------------------------------------------------
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
+def check_folder(path, mkdir: bool = False, what: str = "path") -> str:
+    """The folder that will hold ``path``; refuse (before any work) one that is missing or not writable.
+
+    A missing folder is created only with ``mkdir=True`` (a typo in a folder name should not
+    silently create a new tree).  Writability is tested by creating and removing a temporary
+    file there, which also catches read-only file systems.
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise NotADirectoryError(f"{what} {os.fspath(path)!r}: {folder!r} is not a folder")
+        if not mkdir:
+            raise FileNotFoundError(f"{what} {os.fspath(path)!r}: the folder {folder!r} does not exist "
+                                    "(pass mkdir=True to create it)")
+        os.makedirs(folder, exist_ok=True)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nf-ppl-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise PermissionError(f"{what} {os.fspath(path)!r}: cannot write into {folder!r} ({err.strerror or err})") from None
+    return folder
+
+
+def atomic_write_bytes(path, data: bytes, mkdir: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    The folder must exist unless ``mkdir=True``.  A crash at any point leaves either the old file
+    or the new one, never a mix (the temporary file is removed on errors).
+    """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    folder = check_folder(path, mkdir)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -169,25 +213,62 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_container(path, arrays: dict[str, np.ndarray], header: dict) -> None:
-    """Atomically write float/int arrays plus a JSON header (with the payload's SHA-256) as ``.npz``."""
+def _header_digest(header: dict) -> str:
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def write_container(path, arrays: dict[str, np.ndarray], header: dict, mkdir: bool = False) -> None:
+    """Atomically write float/int arrays plus a JSON header (with both digests) as ``.npz``."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     for k, v in arrays.items():
         if v.dtype == object:
             raise TypeError(f"array {k!r} has dtype object; only numeric arrays can be saved")
     header = dict(header, format=FORMAT, version=VERSION, sha256=_digest(arrays))
+    header["header_sha256"] = _header_digest(header)
     buf = io.BytesIO()
     np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8), **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, _seal(buf.getvalue()), mkdir=mkdir)
+
+
+_TRAILER_TAG = b"nf-ppl-sha256:"
+_TRAILER_LEN = len(_TRAILER_TAG) + 64
+
+
+def _seal(data: bytes) -> bytes:
+    """Put the SHA-256 of every byte before it into the zip archive's comment (the file's last bytes).
+
+    ``np.savez`` ends the archive with an end-of-central-directory record whose last two bytes
+    give the comment length (0).  The comment becomes ``nf-ppl-sha256:<hex>``, the digest of the
+    whole file up to the comment (the new comment length included), so any changed byte
+    anywhere is detected; zip readers, ``np.load`` included, ignore the comment.
+    """
+    if data[-2:] != b"\0\0":
+        raise ValueError("internal: the archive already has a comment")
+    body = data[:-2] + struct.pack("<H", _TRAILER_LEN)
+    return body + _TRAILER_TAG + hashlib.sha256(body).hexdigest().encode("ascii")
+
+
+def _sealed_ok(raw: bytes) -> bool:
+    tail = raw[-_TRAILER_LEN:]
+    return tail.startswith(_TRAILER_TAG) and hashlib.sha256(raw[:-_TRAILER_LEN]).hexdigest().encode("ascii") == \
+        tail[len(_TRAILER_TAG):]
 
 
 def read_container(path, kind: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read and verify a file written by :func:`write_container`; raise :class:`FlowFileError` if it is bad."""
+    """Read and verify a file written by :func:`write_container`; raise :class:`FlowFileError` if it is bad.
+
+    Checks, in order, so the error says what changed: the zip archive can be read; the header is
+    an nf-ppl header of a readable version; the header's own digest; the arrays' digest; and the
+    digest of the whole file (anything else, e.g. zip metadata).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path!r}")
+    with open(path, "rb") as fh:
+        raw = fh.read()
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             names = list(npz.files)
             if "__header__" not in names:
                 raise FlowFileError(f"{path!r} is not an nf-ppl file (no __header__ entry)")
@@ -195,17 +276,30 @@ def read_container(path, kind: str | None = None) -> tuple[dict, dict[str, np.nd
             arrays = {n: np.asarray(npz[n]) for n in names if n != "__header__"}
     except FlowFileError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as err:
-        raise FlowFileError(f"{path!r} is truncated, corrupted or not an nf-ppl .npz file ({type(err).__name__}: {err})") from err
+    except Exception as err:  # zip, zlib, npy-format or JSON errors: all mean a damaged file
+        raise FlowFileError(f"{path!r} is truncated, corrupted or not an nf-ppl .npz file ({type(err).__name__}: "
+                            f"{err})") from err
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FlowFileError(f"{path!r} is not an nf-ppl file (header format {header.get('format') if isinstance(header, dict) else header!r})")
-    if header.get("version") != VERSION:
-        raise FlowFileError(f"{path!r} has format version {header.get('version')!r}; this nf-ppl reads version {VERSION}")
-    if kind is not None and header.get("kind") != kind:
-        raise FlowFileError(f"{path!r} holds a {header.get('kind')!r}, expected a {kind!r}")
+    version = header.get("version")
+    if version not in READABLE_VERSIONS:
+        raise FlowFileError(f"{path!r} has format version {version!r}; this nf-ppl reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version >= 3 and _header_digest(header) != header.get("header_sha256"):
+        raise FlowFileError(f"{path!r}: SHA-256 of the header (metadata, spec, structure) does not match its "
+                            "header_sha256; the header was edited or damaged after the file was written")
     if _digest(arrays) != header.get("sha256"):
         raise FlowFileError(f"{path!r}: SHA-256 of the stored arrays does not match the header; "
-                            "the file was modified or damaged after it was written")
+                            "the arrays were modified or damaged after the file was written")
+    if version >= 3 and not _sealed_ok(raw):
+        raise FlowFileError(f"{path!r}: SHA-256 of the whole file does not match the one sealed into it; the zip "
+                            "container was modified or damaged after the file was written")
+    if kind is not None and header.get("kind") != kind:
+        raise FlowFileError(f"{path!r} holds a {header.get('kind')!r}, expected a {kind!r}")
+    if version < 3:
+        warnings.warn(f"{path!r} has format version {version} (written before header and whole-file digests): its "
+                      "arrays are verified, its header (metadata, spec) is not; save it again to upgrade it",
+                      LegacyFileWarning, stacklevel=3)
     return header, arrays
 
 
@@ -213,32 +307,52 @@ def leaves_to_arrays(leaves, prefix: str = "leaf") -> dict[str, np.ndarray]:
     return {f"{prefix}_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
 
 
-def arrays_to_leaves(arrays: dict, template_leaves, prefix: str, path: str, what: str = "flow"):
-    """Check stored arrays against a template's leaves (count, shape, dtype) and return them as jax arrays."""
+def arrays_to_leaves(arrays: dict, template_leaves, prefix: str, path: str, what: str = "flow",
+                     cast_floats: bool = False):
+    """Check stored arrays against a template's leaves (count, shape, dtype) and return them as jax arrays.
+
+    With ``cast_floats`` a floating-point array stored at another precision than the template's
+    (a float32 file read by a float64 program, or the reverse) is cast to the template's dtype
+    and a ``PrecisionCastWarning`` says so once; otherwise any dtype difference is an error.
+    """
     names = sorted(n for n in arrays if n.startswith(prefix + "_"))
     if len(names) != len(template_leaves):
         raise FlowFileError(f"{path!r} stores {len(names)} {what} arrays but the {what} has {len(template_leaves)} leaves")
-    out = []
+    out, casts = [], set()
     for i, (name, ref) in enumerate(zip(names, template_leaves)):
-        a = arrays[name]
-        if tuple(a.shape) != tuple(np.shape(ref)) or a.dtype != np.asarray(ref).dtype:
+        a, ref_dtype = arrays[name], np.asarray(ref).dtype
+        if tuple(a.shape) == tuple(np.shape(ref)) and a.dtype != ref_dtype and cast_floats \
+                and np.issubdtype(a.dtype, np.floating) and np.issubdtype(ref_dtype, np.floating):
+            casts.add((a.dtype.name, ref_dtype.name))
+            a = a.astype(ref_dtype)
+        if tuple(a.shape) != tuple(np.shape(ref)) or a.dtype != ref_dtype:
             raise FlowFileError(f"{path!r}: {what} leaf {i} has shape {a.shape} and dtype {a.dtype}, "
-                                f"expected {tuple(np.shape(ref))} and {np.asarray(ref).dtype}")
+                                f"expected {tuple(np.shape(ref))} and {ref_dtype}")
         out.append(jnp.asarray(a))
+    for stored, running in sorted(casts):
+        warnings.warn(f"{path!r} was saved at {stored}; its parameters were cast to {running}, the precision "
+                      "of this program (jax_enable_x64 decides it)",
+                      PrecisionCastWarning, stacklevel=3)
     return out
+
+
+class PrecisionCastWarning(UserWarning):
+    """A loaded flow's parameters were cast to the running program's floating-point precision."""
 
 
 # -- public save / load -----------------------------------------------------------------------------
 
-def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None) -> str:
+def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, mkdir: bool = False) -> str:
     """Save a flow's parameters and how to rebuild it; atomic, no pickle.
 
     ``spec`` defaults to the one recorded by :func:`build_flow` for a flow of this structure;
     without any spec the file can still be loaded with ``load(path, like=template_flow)``.
-    Returns the path.
+    The folder must exist unless ``mkdir=True``.  A flow whose parameters hold NaN or inf is
+    refused (the error names the layer and parameter).  Returns the path.
     """
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"save expects an nf_ppl.Flow; got {type(flow).__name__}")
+    check_finite_params(flow, "flow to save")
     if flow.context is not None:
         flow = flow.replace(context=None)
     spec = spec if spec is not None else spec_of(flow)
@@ -248,7 +362,7 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None) 
     header = {"kind": "flow", "spec": spec, "treedef": str(treedef),
               "leaves": [[list(np.shape(l)), str(np.asarray(l).dtype)] for l in leaves],
               "metadata": _jsonable(metadata or {}, "metadata")}
-    write_container(path, leaves_to_arrays(leaves), header)
+    write_container(path, leaves_to_arrays(leaves), header, mkdir=mkdir)
     return os.fspath(path)
 
 
@@ -256,7 +370,9 @@ def load(path, *, like=None):
     """Load a flow saved by :func:`save`.
 
     The structure comes from ``like`` (a flow of the same structure) or else from the stored spec
-    (rebuilt by calling the builder); the stored arrays must match it leaf by leaf.
+    (rebuilt by calling the builder); the stored arrays must match it leaf by leaf.  A flow saved
+    at another floating-point precision than the running program's (float32 vs float64, see
+    ``jax_enable_x64``) is cast to the running precision with a :class:`PrecisionCastWarning`.
     """
     path = os.fspath(path)
     header, arrays = read_container(path, kind="flow")
@@ -271,8 +387,9 @@ def load(path, *, like=None):
     if str(treedef) != header.get("treedef"):
         raise FlowFileError(f"{path!r} stores a flow of a different structure:\n  stored: {header.get('treedef')}\n  "
                             f"expected: {treedef}")
-    new = arrays_to_leaves(arrays, leaves, "leaf", path)
+    new = arrays_to_leaves(arrays, leaves, "leaf", path, cast_floats=True)
     flow = jax.tree_util.tree_unflatten(treedef, new)
+    check_finite_params(flow, f"flow in {path!r}")
     if header.get("spec") is not None:
         _SPECS[treedef] = header["spec"]
     return flow

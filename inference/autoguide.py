@@ -30,10 +30,12 @@ given (bench/RESULTS.md, "Inference"):
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
@@ -43,6 +45,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
 import nf_ppl
+from nf_ppl._checks import check_finite_params, is_concrete
 from nf_ppl.layers import Chain, ElementwiseAffine, LULinear
 
 from ._io import builders, get_builder
@@ -167,10 +170,19 @@ class AutoFlow(AutoContinuous):
     # -- setup --------------------------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs):
         check_continuous(self.model, args, kwargs, owner=type(self).__name__)
-        super()._setup_prototype(*args, **kwargs)
+        try:
+            super()._setup_prototype(*args, **kwargs)
+        except RuntimeError as err:
+            if "valid initial parameters" not in str(err):
+                raise
+            raise ValueError(f"{type(self).__name__}: no initial point where the model's log-density and its gradient "
+                             "are finite (NumPyro tried init_loc_fn's values): pass init_loc_fn=numpyro.infer."
+                             "init_to_value(values={...}) with finite values inside each site's support, or check "
+                             "the model's log-density") from err
         key = jax.random.PRNGKey(0 if self._seed is None else self._seed)
         dtype = jnp.result_type(self._init_latent)
         self._template = self._make_flow(key, self.latent_dim, dtype)
+        check_finite_params(self._template, "AutoFlow's flow")
         self._treedef = jax.tree_util.tree_structure(self._template)
         self._start_scale = jnp.full(self.latent_dim, self._init_scale, dtype)
         self._start_lower = jnp.zeros((self.latent_dim,) * 2, dtype)
@@ -187,6 +199,11 @@ class AutoFlow(AutoContinuous):
 
         start = jax.jit(lambda z0: gaussian_path_start(log_density, z0, key, init_scale=self._init_scale))(
             self._init_latent)
+        if is_concrete(start.loc) and not all(np.all(np.isfinite(np.asarray(a))) for a in (start.loc, start.scale_tril)):
+            warnings.warn(f"{type(self).__name__}: the Pathfinder-style warm start gave a non-finite Gaussian (the "
+                          "model's log-density is NaN or inf along the L-BFGS path); starting from init_loc_fn's "
+                          "point instead", RuntimeWarning, stacklevel=2)
+            return
         lo, hi = self._scale_bounds
         if self._affine == "diag":  # marginal sds: the flow, acting on whitened coordinates, learns the rest
             scale = jnp.clip(jnp.sqrt(jnp.sum(start.scale_tril ** 2, -1)), lo, hi)

@@ -7,17 +7,19 @@ With guide ``q`` and model joint ``p(x, z)``, the log importance weights of guid
 * importance-weighted bound ``log (1/S) sum_s w_s`` (Burda et al.), a lower bound on
   ``log p(x)`` in expectation that tightens as ``S`` grows; with large ``S`` it is the usual
   importance-sampling estimate of the log marginal likelihood;
-* Pareto k-hat of the weights' upper tail (PSIS, Vehtari et al.; ``arviz.psislw``): k < 0.5
-  good, 0.5 <= k < 0.7 acceptable, k >= 0.7 the importance estimates (and the guide's tails)
-  are unreliable;
+* Pareto k-hat of the weights' upper tail (PSIS, Vehtari et al. 2024; computed in
+  :mod:`inference.psis`, no ArviZ needed): below ``min(1 - 1/log10(S), 0.7)`` the importance
+  estimates are reliable, above it the guide misses mass the posterior has;
 * importance-sampling ESS ``1 / sum_s wbar_s^2`` with normalised weights ``wbar``.
+
+ArviZ is used only to build ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (ArviZ 1.x) objects,
+through :func:`draws_to_inference_data`, which speaks both versions.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +28,13 @@ from jax.scipy.special import logsumexp
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
-__all__ = ["log_importance_weights", "iw_bound", "log_marginal_likelihood", "psis_khat", "importance_ess",
-           "diagnose", "to_inference_data", "compare", "posterior_errors", "KHAT_THRESHOLD"]
+from .psis import khat_threshold, psis_khat
 
-KHAT_THRESHOLD = 0.7
+__all__ = ["log_importance_weights", "iw_bound", "log_marginal_likelihood", "psis_khat", "importance_ess",
+           "diagnose", "to_inference_data", "draws_to_inference_data", "compare", "posterior_errors",
+           "KHAT_THRESHOLD", "khat_threshold"]
+
+KHAT_THRESHOLD = 0.7  # the cap of khat_threshold(S); with fewer than 2154 draws the threshold is lower
 
 
 def log_importance_weights(model, guide, params, *args, num_samples: int = 1000, seed: int = 0, **kwargs):
@@ -59,40 +64,54 @@ def importance_ess(log_w) -> float:
     return float(1.0 / np.sum(w ** 2))
 
 
-def psis_khat(log_w) -> float:
-    """Pareto k-hat of the importance weights (``arviz.psislw``); k < 0.7 means reliable."""
-    import arviz as az
-
-    log_w = np.asarray(log_w, np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, khat = az.psislw(log_w - log_w.max())
-    return float(np.asarray(khat))
-
-
 def log_marginal_likelihood(model, guide, params, *args, num_samples: int = 10000, seed: int = 0, **kwargs):
     """Importance-sampling estimate of ``log p(x)`` with the guide as proposal, and its k-hat.
 
-    Returns ``(estimate, khat)``; trust the estimate only when ``khat < 0.7``.
+    Returns ``(estimate, khat)``; trust the estimate only when ``khat < khat_threshold(num_samples)``.
     """
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
     return iw_bound(log_w), psis_khat(log_w)
 
 
+def _reading(khat: float, threshold: float, num_samples: int, elbo: float, iw: float) -> str:
+    """The diagnostics in words: whether the importance weights can be trusted, and what may be missing."""
+    if not math.isfinite(khat):
+        return (f"unreliable: too few finite importance weights for a k-hat ({num_samples} draws); "
+                "check the model's log-density where the guide puts mass")
+    if khat >= threshold:
+        words = (f"unreliable (k-hat {khat:.2f} >= {threshold:.2f}, the threshold for {num_samples} draws): "
+                 "the importance weights are heavy-tailed, so the guide misses mass the posterior has; "
+                 "train longer, use a heavier-tailed base or more flow layers, or refine with NeuTra NUTS")
+    elif khat >= 0.5:
+        words = (f"acceptable (k-hat {khat:.2f} < {threshold:.2f}, the threshold for {num_samples} draws), "
+                 "but the importance estimates converge slowly; the guide's tails are somewhat light")
+    else:
+        words = f"good (k-hat {khat:.2f} < 0.5; threshold {threshold:.2f} for {num_samples} draws)"
+    gap = iw - elbo
+    if math.isfinite(gap) and gap > 1.0:
+        words += (f"; the importance-weighted bound is {gap:.1f} nats above the ELBO, so the guide is "
+                  "narrower than the posterior or misses part of it")
+    return words
+
+
 def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0, **kwargs) -> dict:
-    """ELBO, importance-weighted bound, k-hat, IS-ESS of a trained guide, and the usual reading of k-hat."""
+    """ELBO, importance-weighted bound, k-hat against its sample-size threshold, IS-ESS, and a reading in words.
+
+    Keys: ``elbo``, ``iw_bound``, ``khat``, ``khat_threshold`` (``min(1 - 1/log10(S), 0.7)`` for
+    the ``S`` finite weights), ``reliable`` (``khat < khat_threshold``), ``reading`` (a sentence:
+    whether the importance weights can be trusted and what to try if not), ``is_ess``,
+    ``is_ess_fraction``, ``num_samples``, ``num_nonfinite``.
+    """
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
     finite = np.isfinite(log_w)
-    khat = psis_khat(log_w[finite]) if finite.sum() > 10 else math.inf
+    num_finite = int(finite.sum())
+    khat = psis_khat(log_w[finite]) if num_finite > 10 else math.inf
+    threshold = khat_threshold(max(num_finite, 2))
     ess = importance_ess(log_w[finite]) if finite.any() else 0.0
-    if khat < 0.5:
-        reading = "good (k < 0.5)"
-    elif khat < KHAT_THRESHOLD:
-        reading = "acceptable (0.5 <= k < 0.7)"
-    else:
-        reading = "unreliable (k >= 0.7): the guide misses mass the posterior has"
-    return {"elbo": float(np.mean(log_w)), "iw_bound": iw_bound(log_w), "khat": khat, "is_ess": ess,
-            "is_ess_fraction": ess / num_samples, "reliable": bool(khat < KHAT_THRESHOLD), "reading": reading,
+    elbo, iw = float(np.mean(log_w)), iw_bound(log_w)
+    return {"elbo": elbo, "iw_bound": iw, "khat": khat, "khat_threshold": threshold, "is_ess": ess,
+            "is_ess_fraction": ess / num_samples, "reliable": bool(khat < threshold),
+            "reading": _reading(khat, threshold, num_finite, elbo, iw),
             "num_samples": num_samples, "num_nonfinite": int((~finite).sum())}
 
 
@@ -110,11 +129,31 @@ def _latent_draws(guide, params, args, kwargs, num_samples, seed, sample_shape=N
 
 
 def to_inference_data(guide, params, *args, num_samples: int = 1000, num_chains: int = 1, seed: int = 0, **kwargs):
-    """Guide draws as an ``arviz.InferenceData`` (group ``posterior``, the model's site names), for ``az.summary``."""
+    """Guide draws as ArviZ data (group ``posterior``, the model's site names), for ``az.summary`` and plots.
+
+    Draws have shape ``(num_chains, num_samples, *site_shape)``; the result is what
+    :func:`draws_to_inference_data` returns for them.
+    """
+    draws = _latent_draws(guide, params, args, kwargs, None, seed, sample_shape=(num_chains, num_samples))
+    return draws_to_inference_data(draws)
+
+
+def draws_to_inference_data(posterior: dict):
+    """A dict of site -> draws ``(chain, draw, *shape)`` as ArviZ data with one ``posterior`` group.
+
+    An ``arviz.InferenceData`` under ArviZ 0.x and an ``xarray.DataTree`` under ArviZ 1.x; both
+    give ``data.posterior[name]`` and are accepted by ``arviz.summary`` and ArviZ's plots.
+    """
     import arviz as az
 
-    draws = _latent_draws(guide, params, args, kwargs, None, seed, sample_shape=(num_chains, num_samples))
-    return az.from_dict(posterior=draws)
+    posterior = {name: np.asarray(value) for name, value in posterior.items()}
+    if _arviz_major(az) >= 1:
+        return az.from_dict({"posterior": posterior})
+    return az.from_dict(posterior=posterior)
+
+
+def _arviz_major(az) -> int:
+    return int(str(az.__version__).split(".")[0])
 
 
 def posterior_errors(draws: dict, reference: dict) -> dict:
@@ -157,8 +196,8 @@ def compare(model, guides: dict, *args, reference: dict | None = None, nuts: boo
         samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
         if reference is None:
             reference = samples
-        ess = az.ess(az.from_dict(posterior={k: v[None] for k, v in samples.items()}))
-        min_ess = float(min(np.min(np.asarray(ess[k])) for k in ess.data_vars))
+        min_ess = min(float(az.ess(column[None])) for v in samples.values()
+                      for column in v.reshape(len(v), -1).T.astype(np.float64))
         row = {"seconds": secs, "nuts_min_ess": min_ess}
         if reference is not samples:
             row.update(posterior_errors(samples, reference))

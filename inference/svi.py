@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import warnings
+from functools import partial
 from typing import Sequence
 
 import jax
@@ -15,6 +17,7 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.reparam import NeuTraReparam
 
 import nf_ppl
+from nf_ppl._checks import check_finite_params
 from nf_ppl.nn import MLP
 
 from ._io import get_builder
@@ -37,18 +40,71 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
     return optax.apply_if_finite(inner, max_consecutive_errors=max_consecutive_nonfinite)
 
 
-def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=None, seed: int = 0,
-            progress_bar: bool = False, **kwargs):
-    """Run SVI (jitted, ``lax.scan`` inside NumPyro) and return ``(params, elbo_history, seconds)``.
+ON_NONFINITE = ("skip", "stop")
 
-    ``elbo_history`` is ``-loss`` per step (the ELBO estimate of each step).
+
+def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=None, seed: int = 0,
+            progress_bar: bool = False, on_nonfinite: str = "skip", **kwargs):
+    """Run SVI (jitted, ``lax.scan``) and return ``(params, elbo_history, seconds)``.
+
+    ``elbo_history`` is ``-loss`` per step (the ELBO estimate of each step).  A step whose loss
+    is NaN or inf never reaches the parameters (NumPyro's ``SVI.stable_update``): with
+    ``on_nonfinite="skip"`` (default) its update is dropped and training goes on; with
+    ``"stop"`` training stops there and the parameters from before that step are returned
+    (later entries of ``elbo_history`` are NaN).  Either way one warning after the run gives the
+    count and the first such step.  Initial parameters holding NaN or inf are refused with a
+    ``ValueError`` naming them.
     """
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
+    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int; got {num_steps!r}")
     optimizer = optimizer if optimizer is not None else suggest_optimizer(num_steps)
     svi = SVI(model, guide, optimizer, loss if loss is not None else Trace_ELBO())
     t0 = time.perf_counter()
-    result = svi.run(jax.random.PRNGKey(seed), num_steps, *args, progress_bar=progress_bar, **kwargs)
-    jax.block_until_ready(result.params)
-    return result.params, -np.asarray(result.losses), time.perf_counter() - t0
+    state = svi.init(jax.random.PRNGKey(seed), *args, **kwargs)
+    check_finite_params(svi.get_params(state), "SVI guide")
+    stop = on_nonfinite == "stop"
+
+    def one_step(carry, _):
+        state, halted = carry
+        new_state, step_loss = svi.stable_update(state, *args, **kwargs)
+        halt = halted | (stop & ~jnp.isfinite(step_loss))
+        state = jax.tree_util.tree_map(lambda new, old: jnp.where(halt, old, new), new_state, state)
+        return (state, halt), jnp.where(halted, jnp.nan, step_loss)
+
+    @partial(jax.jit, static_argnums=0)
+    def chunk(length, state, halted):
+        return jax.lax.scan(one_step, (state, halted), None, length=length)
+
+    lengths = [num_steps] if not progress_bar else [min(100, num_steps - i) for i in range(0, num_steps, 100)]
+    losses, carry = [], (state, jnp.asarray(False))
+    from tqdm import tqdm
+    with tqdm(total=num_steps, disable=not progress_bar, desc="svi", leave=False) as bar:
+        for length in lengths:
+            carry, chunk_losses = chunk(length, *carry)
+            losses.append(np.asarray(chunk_losses))
+            bar.update(length)
+    state = carry[0]
+    params = svi.get_params(state)
+    jax.block_until_ready(params)
+    elbo = -np.concatenate(losses)
+    _warn_nonfinite(elbo, stop)
+    return params, elbo, time.perf_counter() - t0
+
+
+def _warn_nonfinite(elbo: np.ndarray, stopped: bool) -> None:
+    bad = np.flatnonzero(~np.isfinite(elbo))
+    if stopped and bad.size:
+        warnings.warn(f"run_svi: the ELBO was NaN or inf at step {bad[0]} of {elbo.size}; stopped there "
+                      "(on_nonfinite='stop') and returned the parameters from before that step. The model's "
+                      "log-density is not finite somewhere the guide puts mass: check supports, constraints and "
+                      "priors, or lower the learning rate", RuntimeWarning, stacklevel=3)
+    elif bad.size:
+        warnings.warn(f"run_svi: the ELBO was NaN or inf at {bad.size} of {elbo.size} steps (first at step {bad[0]}); "
+                      "those updates were skipped. The model's log-density is not finite somewhere the guide puts "
+                      "mass: check supports, constraints and priors, or lower the learning rate",
+                      RuntimeWarning, stacklevel=3)
 
 
 def neutra_nuts(model, guide, params, *args, num_warmup: int = 500, num_samples: int = 1000, num_chains: int = 1,

@@ -89,3 +89,58 @@ def check_context(context, context_dim: int, owner: str) -> None:
         raise ValueError(f"{owner} is not conditional (context_dim=0) but a context was given")
     if context is not None:
         check_event_size(context, context_dim, name="context", what="context_dim")
+
+
+def named_leaves(tree, prefix: str = "") -> list[tuple[str, object]]:
+    """``(name, leaf)`` for every array leaf, named by the attributes that lead to it.
+
+    Layers name their children by ``param_names`` (plus ``context``) after their class name, a
+    ``Flow`` by its fields, the conditioner networks by theirs; lists and tuples add ``[i]``.
+    For example ``transform<Chain>.layers[2]<AffineCoupling>.net.weights[0]``.  A ``Stack`` stores its layers' parameters stacked
+    on a leading axis, so there the first index of an entry is the layer.
+    """
+    if tree is None:
+        return []
+    if isinstance(tree, (list, tuple)):
+        return [item for i, child in enumerate(tree) for item in named_leaves(child, f"{prefix}[{i}]")]
+    if isinstance(tree, dict):
+        return [item for k, child in tree.items() for item in named_leaves(child, f"{prefix}[{k!r}]")]
+    names = _child_names(tree)
+    if names is None:
+        return [(prefix or "<root>", tree)]
+    children = tree.tree_flatten()[0]
+    if hasattr(tree, "param_names"):  # a layer: say which kind
+        prefix = f"{prefix}<{type(tree).__name__}>"
+    sep = "." if prefix else ""
+    return [item for name, child in zip(names, children) for item in named_leaves(child, f"{prefix}{sep}{name}")]
+
+
+def _child_names(node):
+    if not hasattr(node, "tree_flatten"):
+        return None
+    if hasattr(node, "param_names"):
+        return tuple(node.param_names) + ("context",)
+    names = getattr(type(node), "child_names", None)
+    if names is not None:
+        return tuple(names)
+    return tuple(f"<{i}>" for i in range(len(node.tree_flatten()[0])))
+
+
+def check_finite_params(tree, what: str = "flow") -> None:
+    """Raise ValueError naming each parameter (layer and parameter name) that holds NaN or inf.
+
+    Runs outside jit on concrete values (a tracer is skipped), one reduction per leaf.
+    """
+    bad = []
+    for name, leaf in named_leaves(tree):
+        if not is_concrete(leaf) or not hasattr(leaf, "dtype") or not np.issubdtype(leaf.dtype, np.inexact):
+            continue
+        finite = np.isfinite(np.asarray(leaf))
+        if not finite.all():
+            first = tuple(int(i) for i in np.argwhere(~finite)[0])
+            bad.append(f"{name} (shape {tuple(np.shape(leaf))}: {int((~finite).sum())} of {finite.size} entries, "
+                       f"first at index {first})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"the {what}'s parameters contain NaN or inf: {shown}. Check the learning rate, the data "
+                         "scale and how the parameters were set; a trained flow saved earlier can be loaded instead")

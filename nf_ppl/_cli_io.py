@@ -9,7 +9,21 @@ import numpy as np
 
 
 class CLIError(Exception):
-    """An error the command line reports as one line (no traceback) with a non-zero exit."""
+    """An error the command line reports as one line (no traceback) with exit status ``code``.
+
+    2 (the default) for bad input or options, found before any work starts; 1 for a run that
+    finished but whose result is refused (e.g. a fit far worse than a Gaussian).
+    """
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def check_option(name: str, value, ok: bool, allowed: str) -> None:
+    """One-line error naming the option and its allowed range unless ``ok``."""
+    if not ok:
+        raise CLIError(f"{name} must be {allowed}; got {value!r}")
 
 
 def read_table(path: str) -> tuple[np.ndarray, list[str] | None]:
@@ -73,23 +87,44 @@ def handle_nonfinite(data: np.ndarray, path: str, drop: bool) -> np.ndarray:
 
 
 def check_writable(path: str, force: bool) -> None:
+    """Before any work: refuse an existing output (unless ``force``) or a folder that cannot be written.
+
+    A missing output folder is created, and the command says so.
+    """
+    from inference._io import check_folder
+
+    if os.path.isdir(path):
+        raise CLIError(f"--out {path} is a folder; give a file name")
     if os.path.exists(path) and not force:
         raise CLIError(f"output {path} exists; pass --force to overwrite it")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CLIError(f"output folder does not exist: {folder}")
+    created = not os.path.exists(folder)
+    try:
+        check_folder(path, mkdir=True, what="--out")
+    except OSError as err:
+        raise CLIError(str(err)) from None
+    if created:
+        print(f"created the output folder {folder}")
 
 
 def write_table(path: str, data: np.ndarray, header: list[str] | None) -> None:
-    """Write ``.npy`` or CSV (with the header, if any) atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Write ``.npy`` or CSV (with the header, if any) atomically: the file is whole or absent."""
+    import io
+
+    from inference._io import atomic_write_bytes
+
     if path.endswith(".npy"):
-        with open(tmp, "wb") as fh:
-            np.save(fh, data, allow_pickle=False)
+        buf = io.BytesIO()
+        np.save(buf, data, allow_pickle=False)
+        payload = buf.getvalue()
     else:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            if header:
-                writer.writerow(header)
-            writer.writerows([[repr(float(v)) for v in row] for row in np.atleast_2d(data)])
-    os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        if header:
+            writer.writerow(header)
+        writer.writerows([[repr(float(v)) for v in row] for row in np.atleast_2d(data)])
+        payload = text.getvalue().encode("utf-8")
+    try:
+        atomic_write_bytes(path, payload)
+    except OSError as err:
+        raise CLIError(f"cannot write {path}: {err}", code=1) from None

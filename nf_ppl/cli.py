@@ -6,7 +6,10 @@
 ``nf-ppl sample M -n N --out FILE``     draw from a fitted model
 ``nf-ppl logprob M DATA --out FILE``    log-density of each row under a fitted model
 
-Errors in input are reported as one line with exit status 2, never a traceback.  Sub-commands
+Errors in input or options are reported as one line with exit status 2 before any work starts
+(output paths are checked for writing first), never a traceback; a fit that finishes far below a
+single Gaussian on the held-out rows, or a result that cannot be written, exits 1 and leaves no
+file behind.  Sub-commands
 import what they need lazily, so ``import nf_ppl`` never imports SymPy.
 """
 
@@ -36,6 +39,41 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _check_fit_options(args) -> None:
+    """Every option of ``nf-ppl fit``, before any work: one line naming the option and its range."""
+    import math
+
+    from ._cli_io import check_option
+
+    check_option("--layers", args.layers, args.layers >= 1, "a positive int (number of flow layers)")
+    check_option("--steps", args.steps, args.steps >= 1, "a positive int (maximum optimiser steps)")
+    check_option("--batch-size", args.batch_size, args.batch_size >= 1, "a positive int")
+    check_option("--lr", args.lr, math.isfinite(args.lr) and 0 < args.lr <= 1, "a learning rate in (0, 1]")
+    check_option("--val-fraction", args.val_fraction, 0 < args.val_fraction < 1,
+                 "a fraction in (0, 1) (the held-out rows also check the fit against a Gaussian)")
+    check_option("--patience", args.patience, args.patience >= 1, "a positive int (evaluations)")
+
+
+def _split(z, fraction: float, seed: int):
+    import numpy as np
+
+    perm = np.random.default_rng(seed).permutation(len(z))
+    n_val = min(len(z) - 2, max(2, int(round(fraction * len(z)))))
+    return z[perm[n_val:]], z[perm[:n_val]]
+
+
+def _gaussian_log_likelihood(train, val) -> float:
+    """Mean held-out log-likelihood of one Gaussian (full covariance) fitted to the training rows."""
+    import numpy as np
+
+    mean = train.mean(0)
+    cov = np.atleast_2d(np.cov(train, rowvar=False)) + 1e-6 * np.eye(train.shape[1])
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol, (val - mean).T)
+    return float(np.mean(-0.5 * np.sum(white ** 2, 0)) - np.log(np.diag(chol)).sum()
+                 - 0.5 * train.shape[1] * np.log(2 * np.pi))
+
+
 def _fit(args) -> int:
     import numpy as np
 
@@ -43,28 +81,40 @@ def _fit(args) -> int:
 
     from ._cli_io import check_writable, handle_nonfinite, read_table
 
+    _check_fit_options(args)
+    if args.flow not in inference.builders():
+        raise CLIError(f"--flow {args.flow!r} is not a flow builder; choose one of {sorted(inference.builders())}")
     check_writable(args.out, args.force)
     data, header = read_table(args.data)
     data = handle_nonfinite(data, args.data, args.drop_nonfinite)
-    if len(data) < 4:
-        raise CLIError(f"{args.data}: need at least 4 rows to fit; got {len(data)}")
+    if len(data) < 10:
+        raise CLIError(f"{args.data}: need at least 10 rows to fit and check a model; got {len(data)}")
     mean, sd = data.mean(0), data.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    z = (data - mean) / sd
+    train, val = _split((data - mean) / sd, args.val_fraction, args.seed)
     options = {"num_layers": args.layers, "hidden_dims": list(args.hidden)}
-    if args.flow not in inference.builders():
-        raise CLIError(f"unknown flow {args.flow!r}; choose one of {sorted(inference.builders())}")
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
-    n_train = len(z) - int(round(args.val_fraction * len(z)))
-    flow, history = inference.fit(flow, z, max_steps=args.steps, batch_size=max(1, min(args.batch_size, n_train)),
-                                  learning_rate=args.lr, seed=args.seed, val_fraction=args.val_fraction,
-                                  patience=args.patience, progress=not args.quiet)
+    flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps,
+                                  batch_size=min(args.batch_size, len(train)), learning_rate=args.lr,
+                                  seed=args.seed, patience=args.patience, progress=not args.quiet)
     log_det = float(np.log(sd).sum())
+    best = _best_val(history, log_det)
+    gaussian = _gaussian_log_likelihood(train, val) - log_det
+    if best is None or best < gaussian - data.shape[1]:
+        shown = "not finite" if best is None else f"{best:.4f}"
+        raise CLIError(f"the fitted {args.flow} reaches a held-out mean log-likelihood of {shown}, far below a single "
+                       f"Gaussian's {gaussian:.4f} on the same rows (more than 1 nat per column): not saved. Try a "
+                       "smaller --lr, more --steps or another --flow", code=1)
     meta = {"standardize_mean": mean.tolist(), "standardize_sd": sd.tolist(), "columns": header,
-            "source": args.data, "best_val_log_likelihood": _best_val(history, log_det)}
-    inference.save(flow, args.out, metadata=meta)
-    best = meta["best_val_log_likelihood"]
-    print(f"saved {args.flow} model to {args.out}" + (f" (held-out mean log-likelihood {best:.4f})" if best is not None else ""))
+            "source": args.data, "best_val_log_likelihood": best, "gaussian_val_log_likelihood": gaussian,
+            "stop_reason": history.stop_reason}
+    try:
+        inference.save(flow, args.out, metadata=meta)
+    except OSError as err:
+        raise CLIError(f"cannot write {args.out}: {err}", code=1) from None
+    note = " (interrupted: the best parameters so far)" if history.stop_reason == "interrupted" else ""
+    print(f"saved {args.flow} model to {args.out}{note} (held-out mean log-likelihood {best:.4f}; "
+          f"a single Gaussian: {gaussian:.4f})")
     return 0
 
 
@@ -192,7 +242,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except CLIError as err:
         print(f"nf-ppl {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.code
     except KeyboardInterrupt:
         print(f"nf-ppl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ so ``jax.grad(lambda f: -f.log_prob(x).mean())(flow)`` trains it without NumPyro
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -38,6 +39,7 @@ class Flow(dist.TransformedDistribution):
 
     arg_constraints = {}
     pytree_data_fields = ()
+    child_names = ("transform", "base_loc", "base_log_scale", "context")  # pytree children, for messages
     pytree_aux_fields = ()
 
     def __init__(self, transform, event_shape, *, base_loc=None, base_log_scale=None,
@@ -64,6 +66,24 @@ class Flow(dist.TransformedDistribution):
         batch_shape = () if not _has_shape(obj.context) else tuple(jnp.shape(obj.context)[:-1])
         dist.Distribution.__init__(obj, batch_shape, obj.flow_event_shape, validate_args=False)
         return obj
+
+    def astype(self, dtype) -> "Flow":
+        """The same flow with every floating-point leaf (parameters, base, context) cast to ``dtype``.
+
+        Precision rule: a flow computes in JAX's promoted dtype of its parameters and its input,
+        so a float32 flow used under ``jax_enable_x64`` gives float64 results for float64 inputs
+        (and float64 draws, the base being float64 there) while its parameters keep float32
+        rounding.  ``flow.astype(jnp.float64)`` gives a float64 flow; a float64 ``dtype`` needs
+        ``jax_enable_x64``.
+        """
+        dtype = jnp.dtype(dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
+
+        def cast(leaf):
+            return leaf.astype(dtype) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) else leaf
+
+        return jax.tree_util.tree_map(cast, self)
 
     def replace(self, **changes) -> "Flow":
         names = ("transform", "base_loc", "base_log_scale", "context")

@@ -82,6 +82,8 @@ class MLP:
                 h = act(h)
         return h
 
+    child_names = ("weights", "biases")  # pytree children, for messages
+
     def tree_flatten(self):
         return (self.weights, self.biases), self.activation
 
@@ -209,6 +211,8 @@ class MADE:
             if i < n - 1:
                 h = act(h)
         return h.reshape(h.shape[:-1] + (self.num_params, self.dim))
+
+    child_names = ("weights", "biases", "context_weight")  # pytree children, for messages
 
     def tree_flatten(self):
         return (self.weights, self.biases, self.context_weight), (self.degrees, self.num_params, self.activation)

@@ -255,6 +255,11 @@ class SymbolicTransform(Transform):
             return all(a is b for a, b in zip(self.params, other.params))
         return all(bool(jnp.all(jnp.asarray(a) == jnp.asarray(b))) for a, b in zip(self.params, other.params))
 
+    def __eq__(self, other):  # NumPyro < 0.19 does not route == through eq()
+        return bool(self.eq(other, static=True))
+
+    __hash__ = None  # as NumPyro's own transforms: equal transforms need not share a hash
+
     def __repr__(self):
         label = self.spec.name or ", ".join(map(str, self.spec.forward))
         return f"SymbolicTransform({label})"

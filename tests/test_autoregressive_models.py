@@ -19,6 +19,8 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 import pytest
+
+from jax_compat import enable_x64, trapezoid
 from scipy import stats
 from scipy.special import logsumexp as np_logsumexp
 
@@ -175,7 +177,7 @@ def test_continuous_1d_integrates_to_one_and_matches_samples(family):
     s = np.asarray(m.sample(jax.random.PRNGKey(0), (20000,)))[:, 0]
     g = _grid_1d(s)
     dens = np.exp(np.asarray(m.log_prob(g[:, None])))
-    mass = np.trapezoid(dens, g)
+    mass = trapezoid(dens, g)
     assert abs(mass - 1) < 1e-2
     cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(g))]) / mass
     assert stats.kstest(s, lambda v: np.interp(v, g, cdf)).pvalue > 1e-3
@@ -193,12 +195,12 @@ def test_continuous_2d_integrates_to_one_and_matches_samples(family, ordering):
     gx, gy = np.linspace(lo[0] - w[0], hi[0] + w[0], 1201), np.linspace(lo[1] - w[1], hi[1] + w[1], 1201)
     pts = np.stack(np.meshgrid(gx, gy, indexing="ij"), -1)
     dens = np.exp(np.asarray(m.log_prob(pts)))
-    mass = np.trapezoid(np.trapezoid(dens, gy, axis=1), gx)
+    mass = trapezoid(trapezoid(dens, gy, axis=1), gx)
     assert abs(mass - 1) < 1e-2
-    for axis, (g, marg) in enumerate([(gx, np.trapezoid(dens, gy, axis=1)), (gy, np.trapezoid(dens, gx, axis=0))]):
+    for axis, (g, marg) in enumerate([(gx, trapezoid(dens, gy, axis=1)), (gy, trapezoid(dens, gx, axis=0))]):
         cdf = np.concatenate([[0.0], np.cumsum((marg[1:] + marg[:-1]) / 2 * np.diff(g))]) / mass
         assert stats.kstest(s[:, axis], lambda v: np.interp(v, g, cdf)).pvalue > 1e-3, axis
-    xy = np.trapezoid(np.trapezoid(dens * pts[..., 0] * pts[..., 1], gy, axis=1), gx) / mass
+    xy = trapezoid(trapezoid(dens * pts[..., 0] * pts[..., 1], gy, axis=1), gx) / mass
     emp = s[:, 0] * s[:, 1]
     assert abs(emp.mean() - xy) < 5 * emp.std() / np.sqrt(n)
 
@@ -249,10 +251,10 @@ def test_conditional_continuous_sample_moments(family):
         gx, gy = np.linspace(lo[0] - w[0], hi[0] + w[0], 301), np.linspace(lo[1] - w[1], hi[1] + w[1], 301)
         pts = np.stack(np.meshgrid(gx, gy, indexing="ij"), -1)
         dens = np.exp(np.asarray(m.condition(ctx[b]).log_prob(pts)))
-        mass = np.trapezoid(np.trapezoid(dens, gy, axis=1), gx)
+        mass = trapezoid(trapezoid(dens, gy, axis=1), gx)
         assert abs(mass - 1) < 1e-2
         for a in range(2):
-            mu = np.trapezoid(np.trapezoid(dens * pts[..., a], gy, axis=1), gx) / mass
+            mu = trapezoid(trapezoid(dens * pts[..., a], gy, axis=1), gx) / mass
             assert abs(sb[:, a].mean() - mu) < 5 * sb[:, a].std() / np.sqrt(len(sb))
 
 
@@ -504,7 +506,7 @@ def test_categorical_made_beats_per_pixel_baseline_on_digits():
     from sklearn.datasets import load_digits
 
     t0 = time.time()
-    with jax.enable_x64(False):
+    with enable_x64(False):
         X = load_digits().data.astype(np.int32)  # (1797, 64), levels 0..16
         perm = np.random.default_rng(0).permutation(len(X))
         train, test = X[perm[:1400]], X[perm[1400:]]

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from jax_compat import trapezoid
 from scipy import stats
 
 from layer_cases import BUILDERS, CONTEXT_DIM, make_flow, trainable
@@ -35,13 +37,13 @@ def test_density_integrates_to_one_and_matches_samples_1d(name):
     lo, hi = _grid_bounds(samples)
     grid = np.linspace(lo, hi, 8001)
     dens = np.exp(np.asarray(jax.jit(lambda f, g: f.log_prob(g))(flow, jnp.asarray(grid)[:, None])))
-    mass = np.trapezoid(dens, grid)
+    mass = trapezoid(dens, grid)
     assert abs(mass - 1) < 1e-2
     cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(grid))]) / mass
     ks = stats.kstest(samples, lambda v: np.interp(v, grid, cdf))
     assert ks.pvalue > 1e-3, ks
-    mean = np.trapezoid(grid * dens, grid) / mass
-    sd = np.sqrt(np.trapezoid((grid - mean) ** 2 * dens, grid) / mass)
+    mean = trapezoid(grid * dens, grid) / mass
+    sd = np.sqrt(trapezoid((grid - mean) ** 2 * dens, grid) / mass)
     assert abs(samples.mean() - mean) < 5 * sd / np.sqrt(N_SAMPLES)
 
 
@@ -53,15 +55,15 @@ def test_density_integrates_to_one_and_matches_samples_2d(name):
     gx, gy = np.linspace(lo[0], hi[0], 401), np.linspace(lo[1], hi[1], 401)
     pts = np.stack(np.meshgrid(gx, gy, indexing="ij"), -1)
     dens = np.exp(np.asarray(jax.jit(lambda f, g: f.log_prob(g))(flow, jnp.asarray(pts))))
-    mass = np.trapezoid(np.trapezoid(dens, gy, axis=1), gx)
+    mass = trapezoid(trapezoid(dens, gy, axis=1), gx)
     assert abs(mass - 1) < 1e-2
     # marginals of the grid density against the samples' marginals
-    for axis, (g, marg) in enumerate([(gx, np.trapezoid(dens, gy, axis=1)), (gy, np.trapezoid(dens, gx, axis=0))]):
+    for axis, (g, marg) in enumerate([(gx, trapezoid(dens, gy, axis=1)), (gy, trapezoid(dens, gx, axis=0))]):
         cdf = np.concatenate([[0.0], np.cumsum((marg[1:] + marg[:-1]) / 2 * np.diff(g))]) / mass
         ks = stats.kstest(samples[:, axis], lambda v: np.interp(v, g, cdf))
         assert ks.pvalue > 1e-3, (axis, ks)
     # the cross moment, which the marginals do not see
-    xy = np.trapezoid(np.trapezoid(dens * pts[..., 0] * pts[..., 1], gy, axis=1), gx) / mass
+    xy = trapezoid(trapezoid(dens * pts[..., 0] * pts[..., 1], gy, axis=1), gx) / mass
     emp = samples[:, 0] * samples[:, 1]
     assert abs(emp.mean() - xy) < 5 * emp.std() / np.sqrt(N_SAMPLES)
 

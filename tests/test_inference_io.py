@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jax_compat import enable_x64
+
 import inference
 import nf_ppl
 
@@ -85,3 +87,35 @@ def test_truncated_tampered_and_foreign_files_are_refused(tmp_path):
 def test_unknown_builder_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown flow 'glowy'; valid names are \[.*'iaf'.*'maf'.*'realnvp'"):
         inference.build_flow("glowy", 0, 2)
+
+
+@pytest.mark.smoke
+def test_float32_file_loads_in_float64_program_and_back(tmp_path):
+    """A flow saved at one precision loads at the running one, cast, with a PrecisionCastWarning."""
+    flow32 = _perturbed(inference.build_flow("maf", 0, 3, num_layers=2, hidden_dims=(6,)))
+    assert {l.dtype for l in jax.tree_util.tree_leaves(flow32)} == {jnp.dtype(jnp.float32)}
+    path32 = inference.save(flow32, tmp_path / "f32.npz")
+    with enable_x64(True):
+        with pytest.warns(inference.PrecisionCastWarning, match="saved at float32.*cast to float64"):
+            flow64 = inference.load(path32)
+        assert {l.dtype for l in jax.tree_util.tree_leaves(flow64)} == {jnp.dtype(jnp.float64)}
+        x64 = X.astype(np.float64)
+        lp64 = np.asarray(flow64.log_prob(x64))
+        assert lp64.dtype == np.float64
+        np.testing.assert_allclose(lp64, np.asarray(flow32.log_prob(X)), rtol=1e-5, atol=1e-5)
+        # a float32 flow under x64 computes in the promoted dtype: float64 results, float32-rounded parameters
+        lp_mixed = np.asarray(flow32.log_prob(x64))
+        assert lp_mixed.dtype == np.float64
+        np.testing.assert_allclose(lp_mixed, lp64, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(flow32.astype(jnp.float64).log_prob(x64)), lp64, rtol=1e-12)
+        path64 = inference.save(flow64, tmp_path / "f64.npz")
+    with pytest.warns(inference.PrecisionCastWarning, match="saved at float64.*cast to float32"):
+        back = inference.load(path64)
+    assert {l.dtype for l in jax.tree_util.tree_leaves(back)} == {jnp.dtype(jnp.float32)}
+    np.testing.assert_allclose(np.asarray(back.log_prob(X)), np.asarray(flow32.log_prob(X)), rtol=1e-6, atol=1e-6)
+
+
+def test_astype_refuses_integer_dtypes():
+    flow = inference.build_flow("maf", 0, 2, num_layers=1, hidden_dims=(4,))
+    with pytest.raises(TypeError, match="dtype must be a floating-point dtype; got int32"):
+        flow.astype(jnp.int32)

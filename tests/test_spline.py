@@ -10,6 +10,8 @@ import numpy as np
 import optax
 import pytest
 
+from jax_compat import enable_x64
+
 import nf_ppl
 from nf_ppl import expressive as E
 from nf_ppl.layers.spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling, _knots,
@@ -210,7 +212,7 @@ def _fit(flow, data, steps, lr):
 def test_nsf_beats_realnvp_on_two_moons():
     """400 full-batch Adam steps on 512 points; held-out log-likelihood on 1024 fresh points."""
     start = time.perf_counter()
-    with jax.enable_x64(False):  # float32: the speed a user gets
+    with enable_x64(False):  # float32: the speed a user gets
         train, test = _moons(0, 512), _moons(1, 1024)
         k1, k2 = jax.random.split(jax.random.PRNGKey(2))
         spline = E.nsf(k1, 2, num_layers=2, hidden_dims=(16, 16), num_bins=8, tail_bound=3.0)
