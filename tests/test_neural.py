@@ -155,7 +155,7 @@ def test_numerical_inverse_gradients_are_implicit_function_derivatives():
 
 
 def test_non_convergence_raises_eagerly_and_is_nan_under_jit():
-    layer = _perturb(BlockNeuralAutoregressive(jax.random.PRNGKey(0), 2, (3,), mode="iaf", max_iter=2))
+    layer = _perturb(BlockNeuralAutoregressive(jax.random.PRNGKey(0), 2, (3,), mode="iaf", max_iter=2), scale=1.0)
     y = jnp.array([[0.3, -0.2], [1.5, 0.7], [-2.0, 0.1]])
     with pytest.raises(NumericalInverseError, match="did not converge .* max_iter=2"):
         layer.inverse_and_log_det(y)

@@ -100,6 +100,11 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
     ``BlockNeuralAutoregressive(key, dim, hidden_dims=(8, 8), mode="maf", context_dim=0,
     slope=0.5, atol=None, rtol=None, max_iter=100, max_expand=64)``; ``hidden_dims`` are block
     sizes (units per coordinate).
+
+    Initialisation: on standard-normal inputs each hidden pre-activation starts with mean 0 and
+    sd 0.1 (the leaky tanh nearly linear) and ``N`` with mean 0 and sd 1, by rescaling each row's
+    norm and bias; so a flow of any depth and width starts close to its base (without it each
+    layer multiplied the slope by about ``sqrt(h)`` and deep flows started as point masses).
     """
 
     param_names = ("weights", "log_scales", "biases", "context_weight")
@@ -136,6 +141,35 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         if self.context_dim:
             self.context_weight = 0.1 * jax.random.normal(keys[-1], (self.dim * self.block_sizes[1],
                                                                      self.context_dim), dtype)
+        self._standardise_output(jax.random.fold_in(key, 1), dtype)
+
+    def _standardise_output(self, key, dtype, num_draws: int = 512, hidden_sd: float = 0.1):
+        """Start close to the identity: layer by layer, on standard-normal inputs, each hidden
+        pre-activation gets mean 0 and sd ``hidden_sd`` (where the leaky tanh is nearly linear) and
+        ``N``'s output mean 0 and sd 1.
+
+        Without this, each weight-normalised layer multiplies the slope of ``N`` by about
+        ``sqrt(h)`` (``h`` the block size), so a deep or wide flow starts as a near point mass.
+        Rescaling a row's weight norm ``exp(g)`` and its bias by positive factors keeps ``N``
+        strictly increasing.
+        """
+        h = jax.random.normal(key, (num_draws, self.dim), dtype)
+        ctx = jnp.zeros((num_draws, self.context_dim), dtype) if self.context_dim else None
+        n = len(self.weights)
+        for l in range(n):
+            w, _ = self._layer_weights(l)
+            pre = h @ w.T + self.biases[l]
+            if l == 0 and ctx is not None:
+                pre = pre + ctx @ self.context_weight.T
+            target = 1.0 if l == n - 1 else hidden_sd
+            mean, sd = jnp.mean(pre, 0), jnp.std(pre, 0)
+            factor = target / sd
+            self.log_scales[l] = self.log_scales[l] + jnp.log(factor)
+            self.biases[l] = (self.biases[l] - mean) * factor
+            if l == 0 and ctx is not None:
+                self.context_weight = self.context_weight * factor[:, None]
+            pre = (pre - mean) * factor
+            h = leaky_tanh(pre, self.slope) if l < n - 1 else pre
 
     @property
     def event_size(self):
@@ -293,6 +327,9 @@ class NeuralAutoregressive(_SolverOptions, _MaskedAutoregressive):
     A MADE gives, for coordinate ``i``, parameters ``theta_i(v_<i)`` of the increasing map
     ``tau(.; theta_i)`` of :func:`sigmoidal_map` (``3 * num_components`` numbers).
 
+    Initialisation: the offsets ``b_k`` are spread over ``[-1, 1]`` and the slopes start where
+    ``tau'(0) = 1``, so each layer starts close to the identity and a deep flow close to its base.
+
     ``mode="maf"`` (conditioner reads ``y``; ``tau`` maps data to noise; default):
         inverse:  ``x_i = tau(y_i; theta_i(y_<i))``            one pass (density)
         forward:  ``y_i = tau^{-1}(x_i; theta_i(y_<i))``       ``d`` sweeps of numerical root solves
@@ -323,11 +360,18 @@ class NeuralAutoregressive(_SolverOptions, _MaskedAutoregressive):
         self._set_solver(atol, rtol, max_iter, max_expand)
         made = MADE.init(key, dim, hidden_dims, self.num_params, ordering=ordering, context_dim=context_dim,
                          activation=activation, dtype=dtype)
-        # spread the initial offsets b_k over [-2, 2] so the components differ from the start
+        # spread the initial offsets b_k over [-1, 1] so the components differ from the start, and
+        # start the slopes at the a with tau'(0) = 1 (tau'(0) is proportional to a): each layer then
+        # starts close to the identity in scale, whatever the depth of the flow
         k = self.num_components
-        offsets = jnp.linspace(-2.0, 2.0, k, dtype=made.biases[-1].dtype) if k > 1 else jnp.zeros(1, made.biases[-1].dtype)
-        bias = made.biases[-1].reshape(3, k, dim).at[1].add(offsets[:, None]).reshape(-1)
-        made.biases[-1] = bias
+        dtype = made.biases[-1].dtype
+        offsets = jnp.linspace(-1.0, 1.0, k, dtype=dtype) if k > 1 else jnp.zeros(1, dtype)
+        zero = jnp.zeros(k, dtype)
+        log_slope0 = sigmoidal_map(jnp.zeros((), dtype), zero, offsets, zero)[1]
+        a = (_MIN_SLOPE + jax.nn.softplus(_SLOPE_SHIFT)) * jnp.exp(-log_slope0)
+        raw_slope = jnp.log(jnp.expm1(a - _MIN_SLOPE)) - _SLOPE_SHIFT
+        bias = made.biases[-1].reshape(3, k, dim).at[1].add(offsets[:, None]).at[0].add(raw_slope)
+        made.biases[-1] = bias.reshape(-1)
         self._set_made(made, mode)
 
     @property

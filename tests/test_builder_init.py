@@ -1,0 +1,37 @@
+"""Every builder starts well scaled: close to its standard-normal base, for any width and depth."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+import inference
+
+GRID = [(1, (8,)), (3, (16, 16)), (6, (32, 32))]
+DIM = 3
+
+
+MAF_RANDOM_START = pytest.mark.xfail(
+    strict=True, reason="MAF layers start from a random conditioner (out_scale=1.0, tuned for maximum-likelihood "
+                        "speed): deep or wide stacks start heavy-tailed; changing it needs the density ablation of "
+                        "issue 16")
+
+
+def _cases():
+    for name in sorted(inference.builders()):
+        for layers, hidden in GRID:
+            marks = [MAF_RANDOM_START] if name == "maf" and layers == 6 else []
+            yield pytest.param(name, layers, hidden, marks=marks, id=f"{name}-L{layers}-H{'x'.join(map(str, hidden))}")
+
+
+@pytest.mark.parametrize("name,layers,hidden", list(_cases()))
+def test_initial_flow_is_close_to_its_base(name, layers, hidden):
+    flow = inference.builders()[name](jax.random.PRNGKey(0), DIM, num_layers=layers, hidden_dims=hidden)
+    draws = np.asarray(flow.sample(jax.random.PRNGKey(1), (1000,)))
+    sd = draws.std(0)
+    assert np.all((0.5 <= sd) & (sd <= 2.0)), f"per-coordinate sd of the initial flow's draws: {sd}"
+    z = np.random.default_rng(2).normal(size=(1000, DIM))
+    gap = float(np.mean(np.asarray(flow.log_prob(z)) - stats.norm.logpdf(z).sum(-1))) / DIM
+    assert abs(gap) < 0.25, f"mean log-density at base draws differs from the base's by {gap:.3f} nats per dimension"
