@@ -53,6 +53,18 @@ class FitHistory:
     initial_val_loss: float = math.nan
     checkpoint_failures: list = dataclasses.field(default_factory=list)
 
+    event_size: int = 0
+
+    @property
+    def val_log_likelihood(self) -> list:
+        """Held-out mean log-likelihood per example, in nats, at each evaluation (``-val_loss``)."""
+        return [-v for v in self.val_loss]
+
+    @property
+    def val_bits_per_dim(self) -> list:
+        """Held-out negative log-likelihood in bits per dimension at each evaluation."""
+        return [v / (max(self.event_size, 1) * math.log(2)) for v in self.val_loss]
+
     @property
     def num_nonfinite(self) -> int:
         """How many steps had a non-finite loss or gradient (skipped, or the one that stopped the fit)."""
@@ -193,9 +205,12 @@ def _make_chunk(treedef, opt, batch_size, stop_on_nonfinite, batch_sharding):
     def one_step(train_y, train_c, base_key, carry, step):
         leaves, opt_state, halted = carry
         n_train = train_y.shape[0]
-        idx = jax.random.randint(jax.random.fold_in(base_key, step), (batch_size,), 0, n_train)
-        y = jnp.take(train_y, idx, axis=0)
-        c = None if train_c is None else jnp.take(train_c, idx, axis=0)
+        if batch_size == n_train:  # full batch
+            y, c = train_y, train_c
+        else:
+            idx = jax.random.randint(jax.random.fold_in(base_key, step), (batch_size,), 0, n_train)
+            y = jnp.take(train_y, idx, axis=0)
+            c = None if train_c is None else jnp.take(train_c, idx, axis=0)
         if batch_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, batch_sharding)
             if c is not None:
@@ -272,7 +287,8 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
         data: array ``(n,) + event_shape``; rows with NaN/inf are refused (the error lists them).
         context: array ``(n, context_dim)`` for a conditional flow ``p(y | x)``.
         max_steps, batch_size: number of optimiser steps and minibatch size (rows drawn with
-            replacement, reproducibly from ``seed``).
+            replacement, reproducibly from ``seed``).  A ``batch_size`` at or above the number of
+            training rows means full-batch training (with a warning when it is above).
         learning_rate, schedule, clip_norm, weight_decay: Adam settings (see
             :func:`make_optimizer`); ``optimizer`` (any optax transformation) overrides them.
         val_fraction / val_data (+ val_context): held-out rows; ``val_fraction`` of ``data`` is
@@ -339,10 +355,12 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
         train_c = None if context is None else context[train_idx]
         val_c = None if (context is None or not n_val) else context[val_idx]
     n_train = train_y.shape[0]
-    if batch_size > n_train:
-        held = f" ({n} rows minus {n - n_train} held out for validation)" if n_train != n else ""
-        raise ValueError(f"batch_size={batch_size} is larger than the {n_train} training rows{held}; "
-                         f"use batch_size <= {n_train}")
+    if batch_size >= n_train:  # full-batch training: every step sees every training row once
+        if batch_size > n_train:
+            held = f" ({n} rows minus {n - n_train} held out for validation)" if n_train != n else ""
+            warnings.warn(f"fit: batch_size={batch_size} is larger than the {n_train} training rows{held}; "
+                          "training full-batch (every step uses all of them)", UserWarning, stacklevel=2)
+        batch_size = n_train
     has_val = val_y is not None and len(val_y) > 0
 
     opt = optimizer if optimizer is not None else make_optimizer(
@@ -385,7 +403,7 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
         val_c_d = None if val_c is None else to_device(val_c.astype(dtype))
         evaluate = _cached(("eval", treedef, val_y.shape[0]), lambda: _make_eval(treedef, val_y.shape[0]))
 
-    history = FitHistory(num_devices=len(devices) if use_shard else 1)
+    history = FitHistory(num_devices=len(devices) if use_shard else 1, event_size=int(np.prod(flow.flow_event_shape)))
     best_leaves, bad_evals, step, stopping_best = leaves, 0, 0, math.inf
     fingerprint = _fingerprint(train_y, train_c, val_y, val_c)
     settings = {"seed": int(seed), "batch_size": int(batch_size), "eval_every": int(eval_every),
@@ -401,6 +419,7 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
         if use_shard:
             leaves, opt_state, best_leaves = jax.tree_util.tree_map(to_device, (leaves, opt_state, best_leaves))
         history.resumed_from = step
+        history.event_size = int(np.prod(flow.flow_event_shape))
     elif has_val:  # the start is the first "best": fit never returns parameters worse than it started with
         history.initial_val_loss = float(evaluate(leaves, val_y_d, val_c_d))
         if np.isfinite(history.initial_val_loss):
