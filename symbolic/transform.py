@@ -18,10 +18,14 @@ import functools
 import warnings
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import sympy as sp
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import Transform
+from numpyro.distributions.transforms import ComposeTransform, Transform, biject_to
+
+from nf_ppl._checks import is_concrete
 
 from .change_of_variables import ChangeOfVariables, InverseNotFoundWarning
 from .codegen import jax_function, vector_function
@@ -71,15 +75,19 @@ def _compile(spec: TransformSpec) -> _Compiled:
 class SymPyRegion(constraints.Constraint):
     """A constraint given by a SymPy condition on the outputs (e.g. the unit disc).
 
-    ``biject_to`` has no rule for it: it describes a codomain, not a space to
-    sample in unconstrained coordinates.
+    As the codomain of a :class:`SymbolicTransform` it remembers that transform (``image_of``),
+    and ``biject_to`` maps unconstrained space onto it through the transform's domain:
+    ``biject_to(region) = transform o biject_to(transform.domain)``.  So a
+    ``TransformedDistribution`` through a ``SymbolicTransform`` can be a NUTS latent.  A region
+    without a transform has no such rule (``biject_to`` says so).
     """
 
-    def __init__(self, condition, symbols, feasible_point):
+    def __init__(self, condition, symbols, feasible_point, image_of=None):
         self.condition = condition
         self.symbols = tuple(symbols)
         self.feasible_point = tuple(float(v) for v in feasible_point)
         self.event_dim = 1 if len(self.symbols) > 1 else 0
+        self.image_of = image_of
 
     def __call__(self, x):
         fn = _region_function(self.condition, self.symbols)
@@ -92,10 +100,21 @@ class SymPyRegion(constraints.Constraint):
 
     def tree_flatten(self):
         return (), ((), {"condition": self.condition, "symbols": self.symbols,
-                         "feasible_point": self.feasible_point, "event_dim": self.event_dim})
+                         "feasible_point": self.feasible_point, "event_dim": self.event_dim,
+                         "image_of": self.image_of})
 
     def __repr__(self):
         return f"SymPyRegion({self.condition})"
+
+
+@biject_to.register(SymPyRegion)
+def _biject_to_region(region):
+    if region.image_of is None:
+        raise NotImplementedError(
+            f"biject_to has no rule for {region!r}: it is not the codomain of a SymbolicTransform; describe the "
+            "space as the image of a SymbolicTransform (its codomain) or with NumPyro constraints")
+    transform = region.image_of
+    return ComposeTransform([biject_to(transform.domain), transform])
 
 
 @functools.lru_cache(maxsize=128)
@@ -217,7 +236,7 @@ class SymbolicTransform(Transform):
         feasible = [float(sp.N(e.subs(dict(zip(self.spec.inputs, inner))))) for e in self.spec.forward]
         if cod.free_symbols & set(self.spec.parameters):
             return constraints.real_vector
-        return SymPyRegion(cod, self.spec.outputs, feasible)
+        return SymPyRegion(cod, self.spec.outputs, feasible, image_of=self)
 
     def __call__(self, x):
         return self._fns.forward(x, self.params)
@@ -235,18 +254,35 @@ class SymbolicTransform(Transform):
 
     @property
     def sign(self):
+        """+1 for an increasing map, -1 for a decreasing one (one input; e.g. for ``cdf``).
+
+        SymPy decides it from the derivative on the domain where it can; otherwise, since the
+        map is invertible and continuous on an interval (hence strictly monotone), the sign of
+        its derivative at interior points, with the current parameter values, decides it (and
+        all of them must agree).
+        """
         if self.spec.dim != 1:
             raise NotImplementedError("sign is only defined for one-dimensional SymbolicTransforms")
         x = self.spec.inputs[0]
         deriv = sp.diff(self.spec.forward[0], x)
         iv = self.spec.domain[0]
-        positive = sp.ask(sp.Q.positive(deriv), _interval_assumptions(x, iv))
-        negative = sp.ask(sp.Q.negative(deriv), _interval_assumptions(x, iv))
-        if positive:
+        if not self.spec.parameters or not deriv.free_symbols & set(self.spec.parameters):
+            facts = _interval_assumptions(x, iv)
+            if sp.ask(sp.Q.positive(deriv), facts):
+                return 1.0
+            if sp.ask(sp.Q.negative(deriv), facts):
+                return -1.0
+        points = jnp.asarray(_interior_points(iv))
+        slopes = jax.vmap(jax.grad(lambda t: self(t)))(points)
+        if not all(is_concrete(p) for p in self.params):
+            raise NotImplementedError(f"the sign of {deriv} on {iv} depends on traced parameter values")
+        signs = set(np.sign(np.asarray(slopes)).tolist())
+        if signs == {1.0}:
             return 1.0
-        if negative:
+        if signs == {-1.0}:
             return -1.0
-        raise NotImplementedError(f"SymPy could not determine the sign of {deriv} on {iv}")
+        raise ValueError(f"{self!r} is not monotone on {iv}: its derivative {deriv} has signs {sorted(signs)} "
+                         "at interior points")
 
     def eq(self, other, static=False):
         if not isinstance(other, SymbolicTransform) or other.spec != self.spec:
@@ -263,6 +299,20 @@ class SymbolicTransform(Transform):
     def __repr__(self):
         label = self.spec.name or ", ".join(map(str, self.spec.forward))
         return f"SymbolicTransform({label})"
+
+
+def _interior_points(iv, count: int = 9) -> list[float]:
+    """Points strictly inside an interval, spread over it (log-spaced into infinite ends)."""
+    lo, hi = iv.inf, iv.sup
+    if lo.is_finite and hi.is_finite:
+        a, b = float(lo), float(hi)
+        return [a + (b - a) * (i + 1) / (count + 1) for i in range(count)]
+    offsets = [10.0 ** k for k in np.linspace(-2, 2, count)]
+    if lo.is_finite:
+        return [float(lo) + o for o in offsets]
+    if hi.is_finite:
+        return [float(hi) - o for o in offsets]
+    return [-o for o in offsets[::-2]] + [0.0] + offsets[1::2]
 
 
 def _interval_assumptions(x, iv):

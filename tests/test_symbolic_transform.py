@@ -129,3 +129,43 @@ def test_unsolvable_inverse_warns_and_inverse_raises():
     y = sp.Symbol("y")
     cube = SymbolicTransform(sp.sign(x) * sp.Abs(x) ** sp.Rational(1, 3), x, inverse=y**3, outputs=[y])
     assert float(cube.inv(jnp.asarray(-2.0))) == pytest.approx(-8.0)
+
+
+def test_sign_of_monotone_maps_on_their_support_and_cdf():
+    """-log x on (0, 1) is decreasing: Uniform(0, 1) pushed through it is Exponential(1), cdf included."""
+    u = sp.Symbol("u")
+    neg_log = SymbolicTransform(-sp.log(u), u, support={u: (0, 1)})
+    assert neg_log.sign == -1.0
+    d = dist.TransformedDistribution(dist.Uniform(0.0, 1.0), neg_log)
+    for v in (0.1, 1.0, 3.0):
+        assert float(d.cdf(v)) == pytest.approx(1 - np.exp(-v), rel=1e-5)
+    a = sp.Symbol("a")
+    assert SymbolicTransform(a * u + 1, u, params={a: -2.0}).sign == -1.0  # decided with the parameter's value
+    assert SymbolicTransform(a * u + 1, u, params={a: 0.5}).sign == 1.0
+    assert SymbolicTransform(sp.exp(u), u).sign == 1.0
+
+
+def test_codomain_of_a_symbolic_transform_is_a_nuts_latent():
+    """Uniform (r, t) on [0, 1] x [0, 2 pi] through polar coordinates, sampled by NUTS on the unit disc:
+    r is uniform, so E[|p|^2] = E[r^2] = 1/3 and E[p] = 0."""
+    from numpyro.distributions.transforms import biject_to
+
+    from symbolic.transform import SymPyRegion
+
+    r, t = sp.symbols("r t", positive=True)
+    polar = SymbolicTransform([r * sp.cos(t), r * sp.sin(t)], [r, t], support={r: (0, 1), t: (0, 2 * sp.pi)})
+    base = dist.Uniform(jnp.array([0.0, 0.0]), jnp.array([1.0, 2 * np.pi])).to_event(1)
+
+    def model():
+        numpyro.sample("p", dist.TransformedDistribution(base, polar))
+
+    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=2000, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0))
+    p = np.asarray(mcmc.get_samples()["p"])
+    r2 = (p ** 2).sum(-1)
+    assert np.all(r2 <= 1.0) and r2.mean() == pytest.approx(1 / 3, abs=0.03)
+    np.testing.assert_allclose(p.mean(0), 0.0, atol=0.06)
+    bare = SymPyRegion(polar.spec.codomain, polar.spec.outputs, (0.0, 0.0))
+    with pytest.raises(NotImplementedError, match="biject_to has no rule for SymPyRegion.*not the codomain of a "
+                                                  "SymbolicTransform"):
+        biject_to(bare)
