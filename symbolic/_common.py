@@ -7,6 +7,10 @@ expressions (the *reference* side of every numerical comparison).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -21,7 +25,54 @@ __all__ = [
     "sample_box",
     "numpy_function",
     "check_free_symbols",
+    "StepTimeout",
+    "time_limit",
+    "DEFAULT_TIME_LIMIT",
 ]
+
+DEFAULT_TIME_LIMIT = 5.0  # seconds for one SymPy step (solve, simplify, integrate, determinant)
+
+
+class StepTimeout(Exception):
+    """A SymPy step ran past its time limit (``step`` says which)."""
+
+    def __init__(self, step: str, seconds: float):
+        super().__init__(f"{step} gave up after {seconds:g} s")
+        self.step, self.seconds = step, seconds
+
+
+@contextlib.contextmanager
+def time_limit(seconds, step: str):
+    """Raise :class:`StepTimeout` in the body once ``seconds`` of wall time have passed.
+
+    SymPy cannot be interrupted cooperatively, so this uses ``SIGALRM`` (``setitimer``): it
+    works in the main thread of a POSIX process.  Elsewhere (other threads, Windows) and with
+    ``seconds=None`` the body runs without a limit.  Limits nest: an inner one never extends an
+    outer one.
+    """
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+    remaining_outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    if remaining_outer and remaining_outer < seconds:  # an outer limit fires first: leave it alone
+        yield
+        return
+
+    def expire(signum, frame):
+        raise StepTimeout(step, seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if remaining_outer:  # restore the outer limit's timer (its handler is back in place)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining_outer - (time.monotonic() - start), 1e-3))
 
 
 def as_exprs(forward, what: str = "forward") -> tuple[sp.Expr, ...]:
@@ -182,14 +233,15 @@ def sample_box(intervals, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(cols, axis=-1)
 
 
-def numpy_function(args, exprs, *, complex_ok: bool = False):
+def numpy_function(args, exprs, *, complex_ok: bool = False, functions: Mapping | None = None):
     """Compile SymPy expressions to a vectorised float64 (or complex128) NumPy function.
 
     The returned callable takes one array per argument and returns an array
-    of shape ``(len(exprs), *broadcast_shape)``.
+    of shape ``(len(exprs), *broadcast_shape)``.  ``functions`` maps the names of undefined
+    SymPy functions (``sp.Function("s")``) to NumPy callables implementing them.
     """
     exprs = list(exprs)
-    modules = ["scipy", "numpy"]
+    modules = ([dict(functions)] if functions else []) + ["scipy", "numpy"]
     if complex_ok:
         modules = [{"mod": _complex_mod, "arctan2": _complex_arctan2}] + modules
     fn = sp.lambdify(list(args), exprs, modules=modules)

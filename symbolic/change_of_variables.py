@@ -25,7 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from sympy.core.function import AppliedUndef
+
 from ._common import (
+    DEFAULT_TIME_LIMIT,
+    StepTimeout,
     as_exprs,
     as_symbols,
     check_free_symbols,
@@ -33,6 +37,7 @@ from ._common import (
     numpy_function,
     parse_support,
     sample_box,
+    time_limit,
 )
 
 __all__ = ["change_of_variables", "ChangeOfVariables", "InverseNotFoundWarning"]
@@ -147,6 +152,14 @@ def _drop_null_pieces(expr):
     return expr.replace(lambda e: isinstance(e, sp.Piecewise), fix)
 
 
+def _declared_real(function) -> bool:
+    """Whether an undefined SymPy function was declared real-valued (``real=True``, ``positive=True``...)."""
+    try:
+        return bool(function(sp.Dummy()).is_real)
+    except TypeError:  # a fixed number of arguments other than one
+        return bool(function(*sp.symbols(f"_a0:{min(function.nargs)}")).is_real)
+
+
 def _monotone_image(f, x, interval):
     """Image of an interval under an injective continuous (hence monotone) map: its end limits."""
     try:
@@ -187,12 +200,18 @@ class ChangeOfVariables:
     Attributes (all SymPy objects in the user's symbols): ``forward``,
     ``inputs``, ``outputs``, ``support`` (one interval per input),
     ``base_density``, ``jacobian``, ``det``, ``log_abs_det``, ``branches``,
-    ``inverse``, ``density``, ``output_support``, ``has_density``, ``reason``.
+    ``inverse``, ``density``, ``output_support``, ``has_density``, ``reason``;
+    and ``notes`` (the steps that ran out of time and what was done instead) and
+    ``numeric_checks`` (``"run"``, or why they were skipped).
     """
 
     def __init__(self, forward, inputs, base_density=None, support=None, *, outputs=None,
-                 parameters=(), inverse=None, check_normalization=True, name=None):
+                 parameters=(), inverse=None, check_normalization=True, name=None, functions=None,
+                 time_limit=DEFAULT_TIME_LIMIT, simplify=True):
         self.name = name
+        self.time_limit = time_limit
+        self.simplify = bool(simplify)
+        self.notes: list[str] = []
         self.forward = as_exprs(forward)
         self.inputs = as_symbols(inputs)
         self.parameters = as_symbols(parameters, "parameters") if parameters else ()
@@ -206,12 +225,14 @@ class ChangeOfVariables:
         self.support = parse_support(support, self.inputs)
         for s, iv in zip(self.inputs, self.support):
             check_free_symbols([iv.inf, iv.sup], set(self.parameters), f"the support of {s}")
+        self._setup_functions(functions)
 
         # internal symbols carry sign assumptions taken from the support
         self._xs = internal_symbols(self.inputs, self.support)
         self._to_internal = dict(zip(self.inputs, self._xs))
-        self._f = tuple(e.subs(self._to_internal) for e in self.forward)
-        self._p = None if self.base_density is None else self.base_density.subs(self._to_internal)
+        self._f = tuple(self._internal_functions(e.subs(self._to_internal)) for e in self.forward)
+        self._p = None if self.base_density is None else \
+            self._internal_functions(self.base_density.subs(self._to_internal))
         self._rng = np.random.default_rng(12345)
         self._pvals = _param_values(self.parameters)
         self._xsamples = sample_box(self._numeric_support(), _N_SAMPLES, self._rng)
@@ -240,6 +261,52 @@ class ChangeOfVariables:
 
     # ----------------------------------------------------------------- construction
 
+    def _setup_functions(self, functions):
+        """Undefined SymPy functions (conditioners ``s(x1)``, ``mu(x1)``...): real-valued inside, and
+        evaluated numerically only through user-given implementations (``functions={name: fn}``)."""
+        exprs = list(self.forward) + ([self.base_density] if self.base_density is not None else [])
+        undefined = sorted({f.func for e in exprs for f in e.atoms(AppliedUndef)}, key=str)
+        self.functions = dict(functions or {})
+        unknown = sorted(set(self.functions) - {str(f) for f in undefined})
+        if unknown:
+            raise ValueError(f"functions= names {unknown} that the map does not use; it uses "
+                             f"{[str(f) for f in undefined]}")
+        for name, fn in self.functions.items():
+            if not callable(fn):
+                raise TypeError(f"functions[{name!r}] must be callable (a NumPy function); got {type(fn).__name__}")
+        # conditioner outputs are real numbers: say so to SymPy (functions declared real or positive stay)
+        self._real_functions = {f: sp.Function(str(f), real=True) for f in undefined if not _declared_real(f)}
+        missing = [str(f) for f in undefined if str(f) not in self.functions]
+        self.numeric_checks = "run" if not missing else (
+            f"skipped: the map uses functions without an implementation ({', '.join(missing)}); pass "
+            f"functions={{{', '.join(repr(m) + ': callable' for m in missing)}}} to check numerically")
+        self._symbolic_only = bool(missing)
+
+    def _internal_functions(self, expr):
+        for f, real in self._real_functions.items():
+            expr = expr.replace(f, real)
+        return expr
+
+    def _numeric(self, args, exprs, **kw):
+        return numpy_function(args, exprs, functions=self.functions, **kw)
+
+    def _timed(self, step: str, compute, fallback=None, hint: str = ""):
+        """``compute()`` under the time limit; on expiry note it and return ``fallback()`` (or raise)."""
+        try:
+            with time_limit(self.time_limit, step):
+                return compute()
+        except StepTimeout as err:
+            self.notes.append(f"{err}{'; ' + hint if hint else ''}")
+            if fallback is None:
+                raise
+            return fallback()
+
+    def _simplified(self, expr, step: str):
+        if not self.simplify:
+            return expr
+        how = sp.simplify if isinstance(expr, sp.logic.boolalg.Boolean) else _simplify
+        return self._timed(step, lambda: how(expr), lambda: expr, "kept unsimplified (or pass simplify=False)")
+
     def _make_outputs(self, outputs, d_out):
         if outputs is None:
             names = ["y"] if d_out == 1 else [f"y{i + 1}" for i in range(d_out)]
@@ -266,17 +333,25 @@ class ChangeOfVariables:
     def _external(self, expr):
         back = {xi: x for xi, x in zip(self._xs, self.inputs)}
         back.update({yi: y for yi, y in zip(getattr(self, "_ys", ()), self.outputs)})
-        return expr.xreplace(back)
+        expr = expr.xreplace(back)
+        for f, real in self._real_functions.items():
+            expr = expr.replace(real, f)
+        return expr
 
     def _derive_determinant(self):
-        det = _drop_null_pieces(_simplify(self.jacobian_internal.det()))
+        try:
+            raw = self._timed("the Jacobian determinant", lambda: self.jacobian_internal.det(method="berkowitz"))
+        except StepTimeout as err:
+            raise ValueError(f"{err}: pass a larger time_limit, or derive this map in smaller pieces") from None
+        det = _drop_null_pieces(self._simplified(raw, "simplifying the determinant"))
         if det == 0 or self._numerically_zero(det):
             raise ValueError(
                 f"the Jacobian determinant of the map {self.forward} is identically zero: "
                 "the map is not invertible and has no density"
             )
         self._det = det
-        self._log_abs_det = log_abs(det)
+        self._log_abs_det = self._timed("log|det J|", lambda: log_abs(det) if self.simplify else
+                                        sp.log(sp.Abs(det)), lambda: sp.log(sp.Abs(det)))
         self.det = self._external(det)
         self.log_abs_det = self._external(self._log_abs_det)
 
@@ -286,7 +361,7 @@ class ChangeOfVariables:
         ):
             return False
         try:
-            vals = numpy_function(self._xs + self.parameters, [expr])(*self._xsamples.T, *self._pvals)
+            vals = self._numeric(self._xs + self.parameters, [expr])(*self._xsamples.T, *self._pvals)
         except (NameError, TypeError):  # a function NumPy cannot evaluate: trust SymPy
             return False
         return bool(np.all(np.abs(vals) < 1e-12))
@@ -294,8 +369,10 @@ class ChangeOfVariables:
     def _derive_output_symbols(self):
         if len(self._f) == 1:
             try:
-                self._image = _image_interval(self._f[0], self._xs[0], self.support[0])
-            except (_SolveFailure, NotImplementedError, ValueError):
+                self._image = self._timed("the image of the support",
+                                          lambda: _image_interval(self._f[0], self._xs[0], self.support[0]),
+                                          lambda: None)
+            except (_SolveFailure, NotImplementedError, ValueError, TypeError):
                 self._image = None
             lo = self._image.inf if self._image is not None else -sp.oo
             hi = self._image.sup if self._image is not None else sp.oo
@@ -309,14 +386,22 @@ class ChangeOfVariables:
             self._image = None
             self._ys = tuple(sp.Symbol(s.name, real=True) for s in self.outputs)
 
+    def _solve(self):
+        try:
+            return self._timed("sympy.solve (the inverse)", lambda: _sympy_solve(self._f, self._xs, self._ys))
+        except StepTimeout as err:
+            raise _SolveFailure(str(err)) from None
+
     def _derive_branches(self, inverse):
-        f_num = numpy_function(self._xs + self.parameters, self._f)
+        if self._symbolic_only:
+            return self._derive_branches_symbolically(inverse)
+        f_num = self._numeric(self._xs + self.parameters, self._f)
         self._ysamples = f_num(*self._xsamples.T, *self._pvals).T
         try:
             if inverse is not None:
                 candidates = [self._user_inverse(inverse)]
             else:
-                candidates = _sympy_solve(self._f, self._xs, self._ys)
+                candidates = self._solve()
             candidates, reduced = self._reduce_periodic(candidates)
             self._reduced = reduced
             valid = self._validate(candidates, f_num)
@@ -331,12 +416,29 @@ class ChangeOfVariables:
         self.branches = [tuple(self._external(e) for e in b.inverse) for b in self._branches]
         self._output_support = self._derive_output_support()
 
+    def _derive_branches_symbolically(self, inverse):
+        """Generic functions and no implementations: SymPy alone decides; one branch or none."""
+        self._reduced = set()
+        try:
+            candidates = [self._user_inverse(inverse)] if inverse is not None else self._solve()
+        except _SolveFailure as err:
+            self._fail(f"{err}; pass inverse=... to change_of_variables", InverseNotFoundWarning)
+            return
+        if len(candidates) != 1:
+            self._fail(f"SymPy found {len(candidates)} candidate inverse branches; which of them lands in the support "
+                       f"can only be checked numerically ({self.numeric_checks}), or pass inverse=...",
+                       InverseNotFoundWarning)
+            return
+        self._branches = [_Branch(tuple(candidates[0]), sp.true)]
+        self.branches = [tuple(self._external(e) for e in candidates[0])]
+        self._output_support = self._derive_output_support()
+
     def _user_inverse(self, inverse):
         exprs = as_exprs(inverse, "inverse")
         if len(exprs) != len(self._xs):
             raise ValueError(f"inverse has {len(exprs)} components, the map has {len(self._xs)} inputs")
         check_free_symbols(exprs, set(self.outputs) | set(self.parameters), "the inverse")
-        return tuple(e.subs(dict(zip(self.outputs, self._ys))) for e in exprs)
+        return tuple(self._internal_functions(e.subs(dict(zip(self.outputs, self._ys)))) for e in exprs)
 
     def _reduce_periodic(self, candidates):
         """Fold angle-like inputs into their support window when ``f`` is periodic.
@@ -346,7 +448,7 @@ class ChangeOfVariables:
         is the representative in the support.
         """
         reduced = set()
-        f_num = numpy_function(self._xs + self.parameters, self._f)
+        f_num = self._numeric(self._xs + self.parameters, self._f)
         base = f_num(*self._xsamples.T, *self._pvals)
         for i, iv in enumerate(self._numeric_support()):
             if not (iv.inf.is_finite and iv.sup.is_finite) or not self._f[0].has(sp.sin, sp.cos, sp.tan):
@@ -366,13 +468,13 @@ class ChangeOfVariables:
         """Replace a solved angle by ``lo + Mod(atan2(y_a, y_b) - lo, P)`` when they agree."""
         ys = self._ysamples
         args = self._ys + self.parameters
-        current = numpy_function(args, [expr], complex_ok=True)(*ys.T, *self._pvals)[0].real
+        current = self._numeric(args, [expr], complex_ok=True)(*ys.T, *self._pvals)[0].real
         for a in range(len(self._ys)):
             for b in range(len(self._ys)):
                 if a == b:
                     continue
                 cand = lo + sp.Mod(sp.atan2(self._ys[a], self._ys[b]) - lo, period)
-                val = numpy_function(args, [cand])(*ys.T, *self._pvals)[0]
+                val = self._numeric(args, [cand])(*ys.T, *self._pvals)[0]
                 diff = np.abs(val - current)
                 diff = np.minimum(diff, abs(float(period.subs(dict(zip(self.parameters, self._pvals))))) - diff)
                 if np.all(diff < 1e-8):
@@ -386,7 +488,7 @@ class ChangeOfVariables:
         lo = np.array([float(iv.inf) for iv in self._numeric_support()])
         hi = np.array([float(iv.sup) for iv in self._numeric_support()])
         for k, cand in enumerate(candidates):
-            g = numpy_function(self._ys + self.parameters, cand, complex_ok=True)(*ys.T, *self._pvals).T
+            g = self._numeric(self._ys + self.parameters, cand, complex_ok=True)(*ys.T, *self._pvals).T
             real = np.all(np.abs(g.imag) <= 1e-7 * (1 + np.abs(g.real)), axis=1)
             x = np.where(np.isfinite(g.real), g.real, np.nan)
             tol = 1e-7 * (1 + np.abs(x))
@@ -421,13 +523,18 @@ class ChangeOfVariables:
         terms = []
         for b in self._branches:
             at = dict(zip(self._xs, b.inverse))
-            term = _simplify(self._p.subs(at) / sp.Abs(self._det.subs(at)))
+            term = self._simplified(self._p.subs(at) / sp.Abs(self._det.subs(at)), "simplifying the density")
             terms.append(term if b.condition == sp.true else sp.Piecewise((term, b.condition), (0, True)))
-        self._density = _simplify(sp.Add(*terms))
+        self._density = self._simplified(sp.Add(*terms), "simplifying the density")
 
     def _derive_output_support(self):
         if len(self._ys) == 1 and self._image is None and len(self._branches) == 1:
-            self._image = _monotone_image(self._f[0], self._xs[0], self.support[0])
+            try:
+                self._image = self._timed("the image of the support (limits)",
+                                          lambda: _monotone_image(self._f[0], self._xs[0], self.support[0]),
+                                          lambda: None)
+            except (TypeError, AttributeError):
+                self._image = None
         if len(self._ys) == 1 and self._image is not None:
             return self._image
         conds = []
@@ -435,7 +542,7 @@ class ChangeOfVariables:
             parts = [iv.as_relational(g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
                      if i not in self._reduced]
             conds.append(sp.And(*parts))
-        return _tidy_condition(sp.simplify(sp.Or(*conds)))
+        return _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
 
     def _check_base_normalization(self):
         mass, how = self.base_mass()
@@ -480,7 +587,7 @@ class ChangeOfVariables:
 
     def base_mass(self) -> tuple[float, str]:
         r""":math:`\int_S p_X(x)\,dx` symbolically where SymPy can, else numerically."""
-        return _integrate_box(self._p, self._xs, self.support, self.parameters, self._pvals)
+        return _integrate_box(self._p, self._xs, self.support, self.parameters, self._pvals, self)
 
     def normalization(self) -> tuple[float, str]:
         r""":math:`\int p_Y(y)\,dy` over the output support, and how it was obtained.
@@ -490,13 +597,15 @@ class ChangeOfVariables:
         is pulled back to the input box, :math:`\int_S p_Y(f(x))\lvert\det J_f(x)\rvert dx`.
         """
         density = self._density_internal()
+        if self._symbolic_only:
+            return float("nan"), f"unavailable: numeric checks {self.numeric_checks}"
         if len(self._ys) == 1:
-            return _integrate_box(density, self._ys, [self._output_support], self.parameters, self._pvals)
+            return _integrate_box(density, self._ys, [self._output_support], self.parameters, self._pvals, self)
         if len(self._branches) != 1:
             return float("nan"), "unavailable (several branches in several dimensions)"
         pulled = density.subs(dict(zip(self._ys, self._f))) * sp.Abs(self._det)
-        pulled = sp.simplify(pulled)
-        return _integrate_box(pulled, self._xs, self.support, self.parameters, self._pvals)
+        pulled = self._simplified(pulled, "simplifying the pulled-back density")
+        return _integrate_box(pulled, self._xs, self.support, self.parameters, self._pvals, self)
 
     def _density_internal(self):
         self._require_density()
@@ -517,27 +626,28 @@ class ChangeOfVariables:
                 f"has_density={self.has_density})")
 
 
-def _integrate_box(expr, xs, intervals, parameters, pvals):
-    """Integrate over a box: SymPy first, SciPy quadrature when SymPy gives up."""
+def _integrate_box(expr, xs, intervals, parameters, pvals, owner):
+    """Integrate over a box: SymPy first (under ``owner``'s time limit), SciPy quadrature when SymPy gives up."""
     subs = dict(zip(parameters, pvals))
     expr = expr.subs(subs)
     limits = [(x, iv.inf.subs(subs), iv.sup.subs(subs)) for x, iv in zip(xs, intervals)]
-    if not expr.has(sp.Piecewise, sp.Mod):
+    if not expr.has(sp.Piecewise, sp.Mod, AppliedUndef):
         try:
-            value = sp.integrate(expr, *limits)
-            if not value.has(sp.Integral) and value.is_number:
+            value = owner._timed("sympy.integrate", lambda: sp.integrate(expr, *limits), lambda: None,
+                                 "fell back to numerical quadrature")
+            if value is not None and not value.has(sp.Integral) and value.is_number:
                 value = complex(sp.N(value))
                 if abs(value.imag) < 1e-12 and math.isfinite(value.real):
                     return float(value.real), "symbolic"
         except (NotImplementedError, TypeError, ValueError):
             pass
-    return _quadrature(expr, xs, limits), "numerical quadrature"
+    return _quadrature(expr, xs, limits, owner.functions), "numerical quadrature"
 
 
-def _quadrature(expr, xs, limits):
+def _quadrature(expr, xs, limits, functions=None):
     from scipy import integrate
 
-    fn = sp.lambdify(list(xs), expr, modules=["scipy", "numpy"])
+    fn = sp.lambdify(list(xs), expr, modules=([dict(functions)] if functions else []) + ["scipy", "numpy"])
     bounds = [(float(lo), float(hi)) for _, lo, hi in limits]
 
     def integrand(*args):
@@ -574,6 +684,21 @@ def change_of_variables(forward, inputs, base_density=None, support=None, **kwar
         ``sympy.solve``; it is checked numerically.
     check_normalization:
         Warn if the base density does not integrate to 1 (default True).
+    functions:
+        ``{name: callable}``: NumPy implementations of undefined SymPy functions in the map
+        (conditioners such as ``s = sp.Function("s")``).  Without them the derivation is purely
+        symbolic (Jacobian, determinant, log|det|, and where SymPy can solve it the inverse and
+        density in terms of those functions; undefined functions are taken as real-valued) and
+        ``numeric_checks`` says the numerical checks were skipped; with them every numerical
+        check runs.
+    time_limit:
+        Seconds allowed for each SymPy step (solve, simplify, determinant, image, integrate;
+        default 5, ``None`` for no limit).  A step that runs out is noted in ``notes``: a
+        simplification keeps the unsimplified expression, an integral falls back to quadrature,
+        and a solve gives ``has_density=False`` with a ``reason`` that names the step and
+        suggests ``inverse=``.  (The limit uses ``SIGALRM``: main thread, POSIX.)
+    simplify:
+        ``False`` skips the simplifications (faster on large maps; results stay correct).
 
     Returns a :class:`ChangeOfVariables`. A non-square Jacobian or an inverse
     SymPy cannot find gives ``has_density=False`` (with a warning and a

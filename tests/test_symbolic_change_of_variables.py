@@ -189,3 +189,78 @@ def test_summary_formats():
     assert c.summary("markdown").startswith("- map: $")
     with pytest.raises(ValueError, match="unknown format"):
         c.summary("html")
+
+
+# -- generic conditioner functions and time limits -------------------------------------------------------
+
+_x1, _x2, _x3, _y1, _y2 = sp.symbols("x1 x2 x3 y1 y2", real=True)
+_phi2 = sp.exp(-(_x1 ** 2 + _x2 ** 2) / 2) / (2 * sp.pi)
+
+
+def _std_normal_2d(a, b):
+    return np.exp(-(a ** 2 + b ** 2) / 2) / (2 * np.pi)
+
+
+def test_coupling_layer_with_generic_s_and_t():
+    """The notes' affine coupling (x1, x2 exp(s(x1)) + t(x1)): everything in terms of s and t."""
+    s, t = sp.Function("s"), sp.Function("t")
+    c = change_of_variables([_x1, _x2 * sp.exp(s(_x1)) + t(_x1)], [_x1, _x2], _phi2, outputs=[_y1, _y2])
+    assert c.det == sp.exp(s(_x1)) and c.log_abs_det == s(_x1)
+    assert c.inverse == (_y1, (_y2 - t(_y1)) * sp.exp(-s(_y1)))
+    by_hand = _phi2.subs({_x1: _y1, _x2: (_y2 - t(_y1)) * sp.exp(-s(_y1))}) * sp.exp(-s(_y1))
+    assert sp.simplify(c.density - by_hand) == 0
+    assert c.numeric_checks.startswith("skipped") and "functions={'s': callable, 't': callable}" in c.numeric_checks
+    assert math.isnan(c.normalization()[0])
+    # with implementations every numerical check runs, and the density integrates to one
+    c = change_of_variables([_x1, _x2 * sp.exp(s(_x1)) + t(_x1)], [_x1, _x2], _phi2, outputs=[_y1, _y2],
+                            functions={"s": np.tanh, "t": np.sin})
+    assert c.numeric_checks == "run" and c.normalization()[0] == pytest.approx(1.0, abs=1e-6)
+    density = sp.lambdify([_y1, _y2], c.density, modules=[{"s": np.tanh, "t": np.sin}, "numpy"])
+    for a, b in [(0.3, -1.2), (-1.5, 2.0)]:
+        x2 = (b - np.sin(a)) * np.exp(-np.tanh(a))
+        assert density(a, b) == pytest.approx(_std_normal_2d(a, x2) * np.exp(-np.tanh(a)), rel=1e-12)
+
+
+def test_maf_step_triangular_map_and_planar_flow_with_generic_functions():
+    mu, sigma, f, h = (sp.Function(n) for n in ("mu", "sigma", "f", "h"))
+    maf = change_of_variables([_x1, mu(_x1) + sigma(_x1) * _x2], [_x1, _x2], _phi2, outputs=[_y1, _y2])
+    assert maf.log_abs_det == sp.log(sp.Abs(sigma(_x1))) and maf.inverse == (_y1, (_y2 - mu(_y1)) / sigma(_y1))
+    positive = sp.Function("sigma", positive=True)  # declared positive: no absolute value
+    assert change_of_variables([_x1, mu(_x1) + positive(_x1) * _x2], [_x1, _x2]).log_abs_det == sp.log(positive(_x1))
+    tri = change_of_variables([_x1, _x2 + f(_x1), _x3 * sp.exp(h(_x1, _x2))], [_x1, _x2, _x3])
+    assert tri.det == sp.exp(h(_x1, _x2)) and tri.log_abs_det == h(_x1, _x2)
+    u1, u2, w1, w2, b = sp.symbols("u1 u2 w1 w2 b", real=True)
+    arg = w1 * _x1 + w2 * _x2 + b
+    with pytest.warns(UserWarning, match="could not solve"):
+        planar = change_of_variables([_x1 + u1 * h(arg), _x2 + u2 * h(arg)], [_x1, _x2], _phi2,
+                                     parameters=[u1, u2, w1, w2, b])
+    assert not planar.has_density and "inverse=" in planar.reason
+    # det = 1 + h'(w.x + b) u.w (matrix determinant lemma), checked with h = tanh
+    lemma = 1 + (u1 * w1 + u2 * w2) * (1 - sp.tanh(arg) ** 2)
+    assert sp.simplify(planar.det.subs(h, sp.tanh).doit() - lemma) == 0
+
+
+def test_every_sympy_step_runs_under_a_time_limit():
+    """The notes' 'linear + elementwise' flow tanh(A x + b): sympy.solve alone ran for minutes."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="gave up after 1 s"):
+        c = change_of_variables([sp.tanh(2 * _x1 + _x2 / 2 + 1), sp.tanh(_x1 / 3 + _x2 - 1)], [_x1, _x2], _phi2,
+                                time_limit=1.0)
+    assert time.perf_counter() - start < 10
+    assert not c.has_density and c.reason.startswith("sympy.solve (the inverse) gave up after 1 s")
+    assert "inverse=" in c.reason and any(n.startswith("sympy.solve") for n in c.notes)
+    # the determinant is still there, and right: prod_i a_ii-ish terms times sech^2 factors
+    det = 2 * 1 * (1 - sp.tanh(2 * _x1 + _x2 / 2 + 1) ** 2) * (1 - sp.tanh(_x1 / 3 + _x2 - 1) ** 2) \
+        - sp.Rational(1, 2) * sp.Rational(1, 3) * (1 - sp.tanh(2 * _x1 + _x2 / 2 + 1) ** 2) * (1 - sp.tanh(_x1 / 3 + _x2 - 1) ** 2)
+    point = {_x1: 0.3, _x2: -0.7}
+    assert float(c.det.subs(point)) == pytest.approx(float(det.subs(point)), rel=1e-12)
+
+
+def test_functions_argument_is_checked():
+    s = sp.Function("s")
+    with pytest.raises(ValueError, match=r"functions= names \['q'\] that the map does not use; it uses \['s'\]"):
+        change_of_variables([_x1, _x2 + s(_x1)], [_x1, _x2], functions={"q": np.sin})
+    with pytest.raises(TypeError, match=r"functions\['s'\] must be callable"):
+        change_of_variables([_x1, _x2 + s(_x1)], [_x1, _x2], functions={"s": 3.0})
