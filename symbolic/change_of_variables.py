@@ -253,11 +253,15 @@ class ChangeOfVariables:
             return
         self._derive_determinant()
         self._derive_output_symbols()
-        self._derive_branches(inverse)
-        if self.has_density and self._p is not None:
-            self._derive_density()
-            if check_normalization:
-                self._check_base_normalization()
+        pieces = self._piecewise_pieces() if inverse is None else None
+        if pieces:
+            self._derive_piecewise(pieces)
+        else:
+            self._derive_branches(inverse)
+            if self.has_density and self._p is not None:
+                self._derive_density()
+        if self.has_density and self._p is not None and check_normalization:
+            self._check_base_normalization()
 
     # ----------------------------------------------------------------- construction
 
@@ -432,6 +436,69 @@ class ChangeOfVariables:
         self._branches = [_Branch(tuple(candidates[0]), sp.true)]
         self.branches = [tuple(self._external(e) for e in candidates[0])]
         self._output_support = self._derive_output_support()
+
+    # ----------------------------------------------------------------- piecewise maps of one input
+
+    def _piecewise_pieces(self):
+        """``[(f_k, I_k)]`` for a one-input ``Piecewise`` map: each piece and the part of the support it covers."""
+        if len(self.forward) != 1 or not isinstance(self.forward[0], sp.Piecewise):
+            return None
+        pieces = []
+        for expr, where in self.forward[0].as_expr_set_pairs(self.support[0]):
+            where = where.intersect(self.support[0])
+            if isinstance(where, sp.Interval) and where.measure > 0:
+                pieces.append((expr, where))
+            elif not (where.is_empty or getattr(where, "measure", 1) == 0):
+                return None  # a piece on a set that is not one interval: the general path
+        return pieces or None
+
+    def _derive_piecewise(self, pieces):
+        r"""Each piece ``f_k`` on its interval ``I_k`` is a change of variables of its own; then
+
+        ``p_Y(y) = sum_k 1[y in f_k(I_k)] p_X(g_k(y)) / |f_k'(g_k(y))|``, with ``g_k`` the
+        inverse of piece ``k``; when the images ``f_k(I_k)`` do not overlap the map is injective
+        and its inverse is ``Piecewise((g_k(y), y in f_k(I_k)), ...)``.
+        """
+        x, y = self.inputs[0], self.outputs[0]
+        base = self.base_density
+        parts = []
+        for expr, where in pieces:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                part = ChangeOfVariables(expr, [x], base, {x: where}, outputs=[y], parameters=self.parameters,
+                                         check_normalization=False, functions=self.functions,
+                                         time_limit=self.time_limit, simplify=self.simplify)
+            if not part.has_density:
+                self._fail(f"the piece {expr} on {where}: {part.reason}", InverseNotFoundWarning)
+                return
+            image = part.output_support
+            if not isinstance(image, sp.Interval):
+                self._fail(f"the image of the piece {expr} on {where} is not an interval ({image})")
+                return
+            parts.append((expr, where, part, image))
+            self.notes.extend(part.notes)
+        self._log_abs_det = self._internal_functions(sp.Piecewise(
+            *[(part.log_abs_det, where.as_relational(x)) for _, where, part, _ in parts]).subs(self._to_internal))
+        self.log_abs_det = self._external(self._log_abs_det)
+        images = [image for *_, image in parts]
+        injective = all(a.intersect(b).measure == 0 for i, a in enumerate(images) for b in images[i + 1:])
+        if injective and all(len(part.branches) == 1 for _, _, part, _ in parts):
+            inverse = sp.Piecewise(*[(part.branches[0][0], image.as_relational(y)) for *_, part, image in parts])
+            self.branches = [(inverse,)]
+        else:
+            self.branches = [b for _, _, part, _ in parts for b in part.branches]
+        to_internal = {y: self._ys[0]}
+        self._branches = [_Branch(tuple(self._internal_functions(e.xreplace(to_internal)) for e in b), sp.true)
+                          for b in self.branches]
+        self._reduced = set()
+        union = sp.Union(*images)
+        self._output_support = union
+        self._image = union if isinstance(union, sp.Interval) else None
+        if base is not None:
+            terms = [sp.Piecewise((part.density, image.as_relational(y)), (0, True)) for *_, part, image in parts]
+            density = sp.Piecewise(*[(part.density, image.as_relational(y)) for *_, part, image in parts],
+                                   (0, True)) if injective else sp.Add(*terms)
+            self._density = self._internal_functions(density.xreplace(to_internal))
 
     def _user_inverse(self, inverse):
         exprs = as_exprs(inverse, "inverse")

@@ -264,3 +264,42 @@ def test_functions_argument_is_checked():
         change_of_variables([_x1, _x2 + s(_x1)], [_x1, _x2], functions={"q": np.sin})
     with pytest.raises(TypeError, match=r"functions\['s'\] must be callable"):
         change_of_variables([_x1, _x2 + s(_x1)], [_x1, _x2], functions={"s": 3.0})
+
+
+# -- piecewise maps ---------------------------------------------------------------------------------------
+
+_xr, _yr = sp.symbols("x y", real=True)
+_phi1 = sp.exp(-_xr ** 2 / 2) / sp.sqrt(2 * sp.pi)
+
+
+def _normal_pdf(v):
+    return math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+
+
+def test_leaky_relu_and_elu_get_piecewise_inverse_log_det_and_density():
+    leaky = change_of_variables(sp.Piecewise((_xr, _xr >= 0), (_xr / 5, True)), _xr, _phi1, outputs=[_yr])
+    assert leaky.log_abs_det == sp.Piecewise((0, _xr >= 0), (-sp.log(5), True))
+    inverse = leaky.inverse[0]
+    assert float(inverse.subs(_yr, 0.7)) == pytest.approx(0.7) and float(inverse.subs(_yr, -0.3)) == pytest.approx(-1.5)
+    for v in (-0.4, 0.8):
+        ref = _normal_pdf(v) if v >= 0 else 5 * _normal_pdf(5 * v)
+        assert float(leaky.density.subs(_yr, v)) == pytest.approx(ref, rel=1e-12)
+    assert leaky.normalization()[0] == pytest.approx(1.0, abs=1e-6)
+    elu = change_of_variables(sp.Piecewise((_xr, _xr > 0), (sp.exp(_xr) - 1, True)), _xr, _phi1, outputs=[_yr])
+    assert elu.output_support == sp.Interval.open(-1, sp.oo)
+    for v in (-0.6, 1.3):  # y = e^x - 1 for x <= 0: x = log(1 + y), |dx/dy| = 1 / (1 + y)
+        ref = _normal_pdf(v) if v > 0 else _normal_pdf(math.log1p(v)) / (1 + v)
+        assert float(elu.density.subs(_yr, v)) == pytest.approx(ref, rel=1e-12)
+    assert elu.normalization()[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_piecewise_linear_cdf_map_of_a_uniform():
+    """A monotone piecewise-linear map of [0, 1] onto [0, 1]: the density is 1/slope on each image piece."""
+    knots = [(0, 0), (sp.Rational(1, 2), sp.Rational(1, 5)), (sp.Rational(3, 4), sp.Rational(7, 10)), (1, 1)]
+    pieces = []
+    for (a, fa), (b, fb) in zip(knots, knots[1:]):
+        pieces.append((fa + (fb - fa) / (b - a) * (_xr - a), _xr <= b))
+    c = change_of_variables(sp.Piecewise(*pieces), _xr, sp.S.One, {_xr: (0, 1)}, outputs=[_yr])
+    for v, slope in ((0.1, sp.Rational(2, 5)), (0.5, 2), (0.9, sp.Rational(6, 5))):
+        assert float(c.density.subs(_yr, v)) == pytest.approx(float(1 / slope))
+    assert c.output_support == sp.Interval(0, 1) and c.normalization()[0] == pytest.approx(1.0)
