@@ -76,3 +76,89 @@ def test_bad_input():
         check_transform(T.ExpTransform(), x * sp.exp(s(x)), [x], log_abs_det=0)
     with pytest.raises(TypeError, match="inputs"):
         check_transform(T.ExpTransform(), sp.exp(x))
+
+
+# -- check_transform for anyone's transform ---------------------------------------------------------------
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+from numpyro.distributions import constraints  # noqa: E402
+
+
+class Sinh(T.Transform):
+    """y = sinh(x), written as a student would: a plain Transform subclass, not a pytree.
+
+    Faults on purpose: ``inverse_offset`` (a wrong inverse), ``flip`` and ``offset`` of the log-det,
+    ``at_output`` (log-det evaluated at y instead of x), ``tail`` (forward wrong only for |x| > 4).
+    """
+
+    domain = codomain = constraints.real
+
+    def __init__(self, inverse_offset=0.0, flip=1.0, offset=0.0, at_output=False, tail=0.0):
+        self.inverse_offset, self.flip, self.offset, self.at_output, self.tail = \
+            inverse_offset, flip, offset, at_output, tail
+
+    def __call__(self, x):
+        return jnp.sinh(x) + self.tail * jnp.where(jnp.abs(x) > 4, x, 0.0)
+
+    def _inverse(self, y):
+        return jnp.arcsinh(y) + self.inverse_offset
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        at = y if self.at_output else x
+        return self.flip * jnp.log(jnp.cosh(at)) + self.offset
+
+
+def test_check_transform_works_for_a_non_pytree_transform():
+    report = check_transform(Sinh(), sp.sinh(x), [x])
+    assert report.passed and report.inverse_abs_err < 1e-5, str(report)
+    assert "round trip max abs" in str(report)
+
+
+@pytest.mark.parametrize("fault,what", [
+    (dict(flip=-1.0), "log_det"), (dict(offset=0.5), "log_det"), (dict(at_output=True), "log_det"),
+    (dict(inverse_offset=0.5), "inverse"), (dict(tail=0.01), "forward")])
+def test_check_transform_catches_every_kind_of_fault(fault, what):
+    report = check_transform(Sinh(**fault), sp.sinh(x), [x])
+    assert not report.passed, str(report)
+    errors = {"log_det": report.log_det_abs_err, "inverse": report.inverse_abs_err, "forward": report.forward_abs_err}
+    assert errors[what] > 1e-3 and all(v < 1e-3 for k, v in errors.items() if k != what), str(report)
+
+
+def test_a_tail_error_is_invisible_in_the_bulk_alone():
+    bulk = jax.random.normal(jax.random.PRNGKey(3), (64,))
+    bulk = bulk[jnp.abs(bulk) < 3.5]
+    assert check_transform(Sinh(tail=0.01), sp.sinh(x), [x], points=bulk).passed
+    assert not check_transform(Sinh(tail=0.01), sp.sinh(x), [x]).passed
+
+
+def test_elementwise_transform_on_vectors_is_compared_per_coordinate():
+    x1, x2 = sp.symbols("x1 x2", real=True)
+    report = check_transform(T.ExpTransform(), [sp.exp(x1), sp.exp(x2)], [x1, x2])
+    assert report.passed and "per coordinate" in str(report)
+    assert report.log_det_abs_err < 1e-5  # each coordinate's log|d exp(x_i)/dx_i| = x_i, compared one by one
+    with pytest.raises(ValueError, match=r"elementwise \(event_dim=0\) but the symbolic map is not"):
+        check_transform(T.ExpTransform(), [sp.exp(x1), sp.exp(x2) * x1], [x1, x2])
+
+
+def test_non_square_transform_checks_forward_and_round_trip_and_says_log_det_does_not_apply():
+    """Stick-breaking of one coordinate: x -> (sigmoid(x), 1 - sigmoid(x)) on the 1-simplex."""
+    sig = 1 / (1 + sp.exp(-x))
+    report = check_transform(T.StickBreakingTransform(), [sig, 1 - sig], [x],
+                             points=jnp.linspace(-3.0, 3.0, 16)[:, None])
+    assert report.passed and not report.log_det_checked, str(report)
+    assert "log|det J| not applicable (non-square map)" in str(report)
+    assert not check_transform(T.StickBreakingTransform(), [sig, sig], [x],
+                               points=jnp.linspace(-3.0, 3.0, 16)[:, None]).passed
+
+
+def test_wrong_input_sizes_name_the_argument():
+    x1, x2 = sp.symbols("x1 x2", real=True)
+    with pytest.raises(ValueError, match=r"points must have shape \(n, 2\).*got shape \(5, 3\)"):
+        check_transform(T.ExpTransform(), [sp.exp(x1), sp.exp(x2)], [x1, x2], points=np.ones((5, 3)))
+    import nf_ppl
+    layer = nf_ppl.layers.LULinear.init(jax.random.PRNGKey(0), 3)
+    with pytest.raises(ValueError, match=r"LULinear could not be applied to points of shape \(64, 2\) \(the symbolic "
+                                         r"map has 2 inputs\)"):
+        check_transform(layer, [x1 + x2, x2], [x1, x2])
