@@ -222,6 +222,7 @@ class ChangeOfVariables:
         check_free_symbols(self.forward, allowed, "the forward map")
         if self.base_density is not None:
             check_free_symbols(self.base_density, allowed, "the base density")
+        self._support_given = support is not None
         self.support = parse_support(support, self.inputs)
         for s, iv in zip(self.inputs, self.support):
             check_free_symbols([iv.inf, iv.sup], set(self.parameters), f"the support of {s}")
@@ -245,7 +246,11 @@ class ChangeOfVariables:
         self.has_density = True
         self.reason = ""
         self._branches: list[_Branch] = []
+        self.marginalised = ()
         if not self.is_square:
+            if d_out < d_in:
+                self._marginalise()
+                return
             self._fail(
                 f"the Jacobian is not square ({d_out} outputs, {d_in} inputs): the pushforward "
                 f"lives on a {d_in}-dimensional subset of R^{d_out} and has no density there"
@@ -405,7 +410,7 @@ class ChangeOfVariables:
             if inverse is not None:
                 candidates = [self._user_inverse(inverse)]
             else:
-                candidates = self._solve()
+                candidates = self._real_forms(self._solve())
             candidates, reduced = self._reduce_periodic(candidates)
             self._reduced = reduced
             valid = self._validate(candidates, f_num)
@@ -419,6 +424,22 @@ class ChangeOfVariables:
                           for c in kept]
         self.branches = [tuple(self._external(e) for e in b.inverse) for b in self._branches]
         self._output_support = self._derive_output_support()
+
+    def _real_forms(self, candidates):
+        """One input: replace solutions written with ``I`` (cube roots as ``y**(1/3)*(-1 + sqrt(3)*I)/2``) by
+        ``solveset``'s real forms (``Abs(y)**(1/3)*sign(y)``) when it finds finitely many."""
+        if len(self._xs) != 1 or not any(e.has(sp.I) for c in candidates for e in c):
+            return candidates
+        try:
+            found = self._timed("sympy.solveset (real inverse)", lambda: sp.solveset(
+                self._f[0] - self._ys[0], self._xs[0], sp.S.Reals), lambda: None)
+        except (NotImplementedError, ValueError, TypeError):
+            return candidates
+        if isinstance(found, sp.Intersection):
+            found = next((a for a in found.args if isinstance(a, sp.FiniteSet)), None)
+        if not isinstance(found, sp.FiniteSet) or any(e.has(sp.I) for e in found):
+            return candidates
+        return [(_simplest(e),) for e in found]
 
     def _derive_branches_symbolically(self, inverse):
         """Generic functions and no implementations: SymPy alone decides; one branch or none."""
@@ -436,6 +457,77 @@ class ChangeOfVariables:
         self._branches = [_Branch(tuple(candidates[0]), sp.true)]
         self.branches = [tuple(self._external(e) for e in candidates[0])]
         self._output_support = self._derive_output_support()
+
+    # ----------------------------------------------------------------- more inputs than outputs
+
+    def _marginalise(self):
+        r"""Fewer outputs than inputs: augment to a bijection, then integrate the extra outputs out.
+
+        With ``z = (x_i)_{i in E}`` for a set ``E`` of inputs that makes ``(f(x), z)`` invertible,
+        ``p_Y(y) = \int p_{Y,Z}(y, z) dz`` over the support of ``z`` (e.g. ``x1 + x2`` of two
+        standard normals gives ``N(0, 2)``).  An integral SymPy cannot do in time stays an
+        unevaluated ``Integral`` (still exact), with a note.
+        """
+        from itertools import combinations
+
+        d_in, d_out = len(self.inputs), len(self.forward)
+        self._ys = self.outputs
+        choice = None
+        for extra in reversed(list(combinations(range(d_in), d_in - d_out))):  # prefer the last inputs
+            aug = sp.Matrix(list(self._f) + [self._xs[i] for i in extra]).jacobian(self._xs)
+            if not self._timed("the augmented Jacobian", lambda: sp.simplify(aug.det()) == 0, lambda: True):
+                choice = extra
+                break
+        if choice is None:
+            self._fail(f"the map has {d_out} outputs and {d_in} inputs, and no choice of {d_in - d_out} inputs "
+                       "completes it to an invertible map: its pushforward has no density")
+            return
+        aux = tuple(sp.Symbol(f"{self.inputs[i].name}_", real=True) for i in choice)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            joint = ChangeOfVariables(list(self.forward) + [self.inputs[i] for i in choice], self.inputs,
+                                      self.base_density, dict(zip(self.inputs, self.support)),
+                                      outputs=self.outputs + aux, parameters=self.parameters, check_normalization=False,
+                                      functions=self.functions, time_limit=self.time_limit, simplify=self.simplify)
+        self.notes.extend(joint.notes)
+        if not joint.has_density:
+            self._fail(f"augmented to a bijection by keeping {[str(self.inputs[i]) for i in choice]}, but: {joint.reason}")
+            return
+        self.marginalised = tuple(self.inputs[i] for i in choice)
+        self.notes.append(f"{d_out} outputs of {d_in} inputs: augmented with {[str(a) for a in aux]} "
+                          f"(= {[str(self.inputs[i]) for i in choice]}) and integrated them out")
+        self._reduced, self._branches, self.branches = set(), [], []
+        self._output_support = self._marginal_support()
+        if self._p is None:
+            return
+        region = joint.output_support
+        integrand = joint.density
+        if not (region == sp.true or (isinstance(region, sp.Set) and region == sp.Interval(-sp.oo, sp.oo))):
+            cond = region.as_relational(self.outputs[0]) if isinstance(region, sp.Set) else region
+            integrand = sp.Piecewise((integrand, cond), (0, True))
+        limits = [(a, self.support[i].inf, self.support[i].sup) for a, i in zip(aux, choice)]
+        density = self._timed("sympy.integrate (the marginal density)", lambda: sp.integrate(integrand, *limits),
+                              lambda: sp.Integral(integrand, *limits), "left as an integral")
+        if density.has(sp.Integral):
+            self.notes.append("SymPy left the marginal density as an integral; it is exact, evaluate it numerically")
+        self._density = self._simplified(density, "simplifying the density") if not density.has(sp.Integral) \
+            else density
+
+    def _marginal_support(self):
+        """The image of the support box (one output: interval arithmetic; several: all of R^m)."""
+        if len(self.forward) != 1:
+            return sp.true
+        bounds = {x: sp.AccumBounds(iv.inf, iv.sup) for x, iv in zip(self.inputs, self.support)
+                  if not (iv.inf == -sp.oo and iv.sup == sp.oo)}
+        if not bounds:
+            return sp.Interval(-sp.oo, sp.oo)
+        try:
+            image = self.forward[0].subs(bounds)
+        except (TypeError, ValueError):
+            image = None
+        if isinstance(image, sp.AccumBounds):
+            return sp.Interval(image.min, image.max)
+        return sp.Interval(-sp.oo, sp.oo)
 
     # ----------------------------------------------------------------- piecewise maps of one input
 
@@ -611,9 +703,34 @@ class ChangeOfVariables:
             conds.append(sp.And(*parts))
         return _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
 
+    def _check_base_density(self):
+        """A density is non-negative on the support: checked at the sample points (when it can be evaluated)."""
+        if self._symbolic_only:
+            return
+        try:
+            values = self._numeric(self._xs + self.parameters, [self._p])(*self._xsamples.T, *self._pvals)[0]
+        except (NameError, TypeError):
+            return
+        if np.any(values < -1e-12):
+            j = int(np.argmin(values))
+            point = ", ".join(f"{v:.4g}" for v in self._xsamples[j])
+            raise ValueError(f"base_density is negative at ({point}) in the support ({values[j]:.4g}): it is not a "
+                             "density there; check its formula and the support")
+
     def _check_base_normalization(self):
+        self._check_base_density()
+        if self._symbolic_only:
+            return
         mass, how = self.base_mass()
-        if not math.isfinite(mass) or abs(mass - 1.0) > 1e-6:
+        if not self._support_given and not (math.isfinite(mass) and abs(mass - 1.0) <= 1e-6):
+            raise ValueError(
+                f"support is missing: over all of R^{len(self.inputs)} the base density "
+                f"{'integrates to ' + format(mass, '.6g') if math.isfinite(mass) or math.isinf(mass) else 'could not be integrated'}"
+                f" ({how}), so it is not a density there; pass support={{symbol: (low, high)}}")
+        if math.isnan(mass):
+            warnings.warn(f"could not check that the base density integrates to 1 over the support: {how}",
+                          UserWarning, stacklevel=4)
+        elif not math.isfinite(mass) or abs(mass - 1.0) > 1e-6:
             warnings.warn(
                 f"the base density integrates to {mass:.6g} over the support ({how}), not 1",
                 UserWarning,
@@ -626,6 +743,9 @@ class ChangeOfVariables:
     def inverse(self) -> tuple:
         """The inverse map (a tuple of expressions in ``outputs``); needs injectivity."""
         self._require_density()
+        if self.marginalised:
+            raise ValueError(f"the map has fewer outputs than inputs ({[str(x) for x in self.marginalised]} were "
+                             "integrated out): it has a density but no inverse")
         if len(self.branches) != 1:
             raise ValueError(
                 f"the map is not injective on the support: the inverse has {len(self.branches)} "
@@ -702,13 +822,16 @@ def _integrate_box(expr, xs, intervals, parameters, pvals, owner):
         try:
             value = owner._timed("sympy.integrate", lambda: sp.integrate(expr, *limits), lambda: None,
                                  "fell back to numerical quadrature")
+            if value is not None and value in (sp.oo, -sp.oo):
+                return float(value), "symbolic"
             if value is not None and not value.has(sp.Integral) and value.is_number:
                 value = complex(sp.N(value))
                 if abs(value.imag) < 1e-12 and math.isfinite(value.real):
                     return float(value.real), "symbolic"
         except (NotImplementedError, TypeError, ValueError):
             pass
-    return _quadrature(expr, xs, limits, owner.functions), "numerical quadrature"
+    value, failure = _quadrature(expr, xs, limits, owner.functions)
+    return value, "numerical quadrature" + (f" failed ({failure})" if failure else "")
 
 
 def _quadrature(expr, xs, limits, functions=None):
@@ -722,10 +845,23 @@ def _quadrature(expr, xs, limits, functions=None):
             val = float(np.real(fn(*args)))
         return val if math.isfinite(val) else 0.0
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value, _ = integrate.nquad(integrand, bounds, opts={"limit": 200})
-    return float(value)
+    if len(bounds) == 1 and bounds[0][0] < 0 < bounds[0][1]:
+        bounds_1d = [(bounds[0][0], 0.0), (0.0, bounds[0][1])]  # split at 0, where maps like x^3 are singular
+    else:
+        bounds_1d = None
+    with warnings.catch_warnings():  # a quadrature that warns has failed: say so, never return its number
+        warnings.simplefilter("error", integrate.IntegrationWarning)
+        try:
+            if bounds_1d:
+                parts = [integrate.quad(integrand, lo, hi, limit=200) for lo, hi in bounds_1d]
+                value, error = sum(p[0] for p in parts), sum(p[1] for p in parts)
+            else:
+                value, error = integrate.nquad(integrand, bounds, opts={"limit": 200})
+        except integrate.IntegrationWarning as err:
+            return float("nan"), str(err).strip().splitlines()[0]
+    if not (math.isfinite(value) and error <= 1e-6 * max(1.0, abs(value))):
+        return float("nan"), f"error estimate {error:.2g} for the value {value:.6g}"
+    return float(value), ""
 
 
 def change_of_variables(forward, inputs, base_density=None, support=None, **kwargs) -> ChangeOfVariables:

@@ -303,3 +303,46 @@ def test_piecewise_linear_cdf_map_of_a_uniform():
     for v, slope in ((0.1, sp.Rational(2, 5)), (0.5, 2), (0.9, sp.Rational(6, 5))):
         assert float(c.density.subs(_yr, v)) == pytest.approx(float(1 / slope))
     assert c.output_support == sp.Interval(0, 1) and c.normalization()[0] == pytest.approx(1.0)
+
+
+# -- honest words: marginals, validated densities, real inverses ------------------------------------------
+
+def test_sum_of_two_inputs_has_a_density_by_marginalisation():
+    """x1 + x2 of two standard normals is N(0, 2); of two uniforms on [0, 1] the triangle density."""
+    c = change_of_variables(_x1 + _x2, [_x1, _x2], _phi2, outputs=[_y1])
+    assert c.has_density and c.marginalised == (_x2,)
+    assert sp.simplify(c.density - sp.exp(-_y1 ** 2 / 4) / sp.sqrt(4 * sp.pi)) == 0
+    assert c.normalization()[0] == pytest.approx(1.0) and any("integrated them out" in n for n in c.notes)
+    tri = change_of_variables(_x1 + _x2, [_x1, _x2], sp.S.One, {_x1: (0, 1), _x2: (0, 1)}, outputs=[_y1])
+    assert tri.output_support == sp.Interval(0, 2)
+    for v, ref in ((0.25, 0.25), (1.0, 1.0), (1.5, 0.5)):
+        assert float(tri.density.subs(_y1, v)) == pytest.approx(ref)
+    with pytest.raises(ValueError, match="has a density but no inverse"):
+        tri.inverse
+
+
+def test_base_density_must_be_a_density_and_a_missing_support_is_named():
+    with pytest.raises(ValueError, match=r"base_density is negative at \(-?\d.*\) in the support"):
+        change_of_variables(2 * _xr, _xr, _xr, {_xr: (-1, 1)})
+    with pytest.raises(ValueError, match=r"support is missing: over all of R\^1 the base density integrates to inf"):
+        change_of_variables(2 * _xr, _xr, sp.S.One)
+
+
+def test_a_failed_quadrature_is_reported_as_failed_never_as_a_number():
+    from symbolic.change_of_variables import _quadrature
+
+    value, failure = _quadrature(1 / sp.Abs(_xr), [_xr], [(_xr, -1, 1)])
+    assert math.isnan(value) and failure
+    value, failure = _quadrature(sp.exp(-_xr ** 2 / 2) / sp.sqrt(2 * sp.pi), [_xr], [(_xr, -sp.oo, sp.oo)])
+    assert value == pytest.approx(1.0) and failure == ""
+
+
+def test_cube_gets_the_real_inverse_on_the_whole_line():
+    """y = x^3 of a standard normal: x = sign(y)|y|^(1/3), density phi(x) / (3 x^2)."""
+    c = change_of_variables(_xr ** 3, _xr, _phi1, outputs=[_yr])
+    assert len(c.branches) == 1 and not c.inverse[0].has(sp.I)
+    for v in (-2.0, -0.3, 0.7):
+        root = math.copysign(abs(v) ** (1 / 3), v)
+        assert float(c.inverse[0].subs(_yr, v)) == pytest.approx(root)
+        assert complex(c.density.subs(_yr, v)).real == pytest.approx(_normal_pdf(root) / (3 * root ** 2))
+    assert c.normalization()[0] == pytest.approx(1.0, abs=1e-6)
