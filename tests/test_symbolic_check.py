@@ -162,3 +162,20 @@ def test_wrong_input_sizes_name_the_argument():
     with pytest.raises(ValueError, match=r"LULinear could not be applied to points of shape \(64, 2\) \(the symbolic "
                                          r"map has 2 inputs\)"):
         check_transform(layer, [x1 + x2, x2], [x1, x2])
+
+
+def test_check_transform_never_simplifies_a_log_det_it_does_not_need(x64):
+    """A 3-D planar layer with float coefficients: simplifying its log-det ran for minutes."""
+    import time
+
+    import nf_ppl
+
+    layer = nf_ppl.layers.Planar(jnp.array([0.5, -0.4, 0.2]), jnp.array([0.3, -0.2, 0.7]), jnp.array(0.1))
+    u_hat = [float(v) for v in layer.u_hat()]
+    xs = sp.symbols("x1:4", real=True)
+    a = 0.3 * xs[0] - 0.2 * xs[1] + 0.7 * xs[2] + 0.1
+    forward = [xi + ui * sp.tanh(a) for xi, ui in zip(xs, u_hat)]
+    start = time.perf_counter()
+    report = check_transform(layer, forward, list(xs))
+    assert time.perf_counter() - start < 20 and report.passed, str(report)
+    assert report.log_det_abs_err < 1e-10 and report.inverse_abs_err < 1e-8
