@@ -191,6 +191,37 @@ def _sympy_solve(forward, xs, ys):
     return sols
 
 
+def _stepwise(eqs, unknowns):
+    """Solutions ``{x: expr}`` of equations ``lhs(x) = rhs`` taken one unknown at a time (see ``_solve_stepwise``)."""
+    if not unknowns:
+        return [{}]
+    single = [(f, y) for f, y in eqs if len(f.free_symbols & set(unknowns)) == 1]
+    if not single:
+        return []
+    for (fa, ya), (fb, yb) in ((a, b) for a in single for b in single if a is not b):
+        (u,) = fa.free_symbols & set(unknowns)
+        if fb.free_symbols & set(unknowns) != {u}:
+            continue
+        amp_a, amp_b = sp.simplify(fa / sp.cos(u)), sp.simplify(fb / sp.sin(u))
+        if not amp_a.has(u) and sp.simplify(amp_a - amp_b) == 0:
+            rest = [e for e in eqs if e[0] is not fa and e[0] is not fb]
+            return _continue(rest, unknowns, u, [sp.atan2(yb, ya), sp.atan2(-yb, -ya)])
+    f, y = single[0]
+    (u,) = f.free_symbols & set(unknowns)
+    return _continue([e for e in eqs if e[0] is not f], unknowns, u, sp.solve(f - y, u))
+
+
+def _continue(rest, unknowns, u, values):
+    out = []
+    for value in values:
+        others = [v for v in unknowns if v != u]
+        for tail in _stepwise([(f.subs(u, value), y) for f, y in rest], others):
+            sol = {u: value}
+            sol.update({k: v.subs(u, value) for k, v in tail.items()})
+            out.append(sol)
+    return out
+
+
 # ------------------------------------------------------------------------- result type
 
 
@@ -398,8 +429,31 @@ class ChangeOfVariables:
     def _solve(self):
         try:
             return self._timed("sympy.solve (the inverse)", lambda: _sympy_solve(self._f, self._xs, self._ys))
-        except StepTimeout as err:
-            raise _SolveFailure(str(err)) from None
+        except (StepTimeout, _SolveFailure) as err:
+            if len(self._xs) < 2:
+                raise _SolveFailure(str(err)) from None
+            try:
+                found = self._timed("solving one coordinate at a time", self._solve_stepwise)
+            except (StepTimeout, NotImplementedError, ValueError, TypeError):
+                found = []
+            if not found:
+                raise _SolveFailure(str(err)) from None
+            self.notes.append("solved one coordinate at a time instead")
+            return found
+
+    def _solve_stepwise(self):
+        """Coordinate maps that defeat ``sympy.solve`` (spherical coordinates...): solve one input at a time.
+
+        Adds ``sum_i f_i^2 = sum_i y_i^2`` when the left side depends on one input only (a radius);
+        then repeatedly takes an equation with one unknown left, except that a pair
+        ``y_a = A cos(u)``, ``y_b = A sin(u)`` gives ``u = atan2(y_b, y_a)`` (and ``atan2(-y_b, -y_a)``
+        for ``A < 0``).  Every combination is a candidate; ``_validate`` keeps the right ones.
+        """
+        eqs = [(f, y) for f, y in zip(self._f, self._ys)]
+        radius = sp.simplify(sum(f ** 2 for f in self._f))
+        if len(radius.free_symbols & set(self._xs)) == 1:
+            eqs.append((radius, sum(y ** 2 for y in self._ys)))
+        return [tuple(sol[x] for x in self._xs) for sol in _stepwise(eqs, list(self._xs))]
 
     def _derive_branches(self, inverse):
         if self._symbolic_only:

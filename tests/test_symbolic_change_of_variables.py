@@ -346,3 +346,26 @@ def test_cube_gets_the_real_inverse_on_the_whole_line():
         assert float(c.inverse[0].subs(_yr, v)) == pytest.approx(root)
         assert complex(c.density.subs(_yr, v)).real == pytest.approx(_normal_pdf(root) / (3 * root ** 2))
     assert c.normalization()[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_spherical_coordinates_give_one_real_branch_in_seconds():
+    """Uniform on the unit ball in (r, theta, phi): density 3/(4 pi) on the ball, one inverse branch."""
+    import time
+
+    r, th, ph = sp.symbols("r theta phi", real=True)
+    y1, y2, y3 = sp.symbols("y1 y2 y3", real=True)
+    start = time.perf_counter()
+    c = change_of_variables([r * sp.sin(th) * sp.cos(ph), r * sp.sin(th) * sp.sin(ph), r * sp.cos(th)], [r, th, ph],
+                            3 * r ** 2 * sp.sin(th) / (4 * sp.pi), {r: (0, 1), th: (0, sp.pi), ph: (0, 2 * sp.pi)},
+                            outputs=[y1, y2, y3])
+    assert time.perf_counter() - start < 30
+    assert c.has_density and len(c.branches) == 1 and not any(e.has(sp.I) for e in c.inverse)
+    assert sp.simplify(c.density - 3 / (4 * sp.pi)) == 0
+    rng = np.random.default_rng(0)
+    inverse = sp.lambdify([y1, y2, y3], c.inverse, "numpy")
+    for point in rng.normal(size=(5, 3)) * 0.4:
+        rr, tt, pp = inverse(*point)
+        back = [rr * math.sin(tt) * math.cos(pp), rr * math.sin(tt) * math.sin(pp), rr * math.cos(tt)]
+        np.testing.assert_allclose(back, point, atol=1e-12)
+        assert 0 <= tt <= math.pi and 0 <= pp <= 2 * math.pi
+    assert c.normalization()[0] == pytest.approx(1.0)
