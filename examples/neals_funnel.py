@@ -55,7 +55,7 @@ def _run(args, out) -> int:
     quick = args.quick
     dim = 3 if quick else 10
     svi_steps = 300 if quick else 5000
-    warmup, draws_n = (100, 100) if quick else (1000, 2000)
+    warmup, draws_n = (100, 250) if quick else (1000, 2000)
     model = C.funnel_model(dim)
     metrics = {"dim": dim, "v_sd": {"truth": 3.0}, "v_mean": {"truth": 0.0}}
     samples = {}
