@@ -152,6 +152,25 @@ def _drop_null_pieces(expr):
     return expr.replace(lambda e: isinstance(e, sp.Piecewise), fix)
 
 
+def _from_random_variables(base, inputs, support):
+    """A ``sympy.stats`` random variable (or one per input) as base: its density in the inputs, and its
+    support where none was given."""
+    from sympy.stats.rv import RandomSymbol
+
+    rvs = base if isinstance(base, (list, tuple)) else [base]
+    if not rvs or not all(isinstance(rv, RandomSymbol) for rv in rvs):
+        return base, support
+    if len(rvs) != len(inputs):
+        raise ValueError(f"base_density gives {len(rvs)} sympy.stats random variables for {len(inputs)} inputs; "
+                         "give one (independent) random variable per input")
+    from sympy import stats
+
+    density = sp.Mul(*[stats.density(rv)(x) for rv, x in zip(rvs, inputs)])
+    if support is None:
+        support = {x: rv.pspace.domain.set for rv, x in zip(rvs, inputs)}
+    return density, support
+
+
 def _declared_real(function) -> bool:
     """Whether an undefined SymPy function was declared real-valued (``real=True``, ``positive=True``...)."""
     try:
@@ -246,6 +265,7 @@ class ChangeOfVariables:
         self.forward = as_exprs(forward)
         self.inputs = as_symbols(inputs)
         self.parameters = as_symbols(parameters, "parameters") if parameters else ()
+        base_density, support = _from_random_variables(base_density, self.inputs, support)
         self.base_density = None if base_density is None else as_exprs(base_density, "base_density")[0]
         d_in, d_out = len(self.inputs), len(self.forward)
         self.outputs = self._make_outputs(outputs, d_out)
@@ -854,6 +874,19 @@ class ChangeOfVariables:
             raise ValueError("no base density was given to change_of_variables")
         return self._density
 
+    def to_stats(self, name: str | None = None):
+        """The pushforward as a ``sympy.stats`` random variable (one output; ``ContinuousRV``)."""
+        from sympy import stats
+
+        if len(self.outputs) != 1:
+            raise ValueError(f"to_stats needs a map with one output; this one has {len(self.outputs)}")
+        support = self.output_support
+        if not isinstance(support, sp.Interval):
+            raise ValueError(f"to_stats needs an interval as output support; got {support}")
+        y = self.outputs[0]
+        return stats.ContinuousRV(y, self.density, set=support) if name is None else \
+            stats.ContinuousRV(sp.Symbol(name, real=True), self.density.subs(y, sp.Symbol(name, real=True)), set=support)
+
     # ----------------------------------------------------------------- reporting
 
     def summary(self, fmt: str = "pretty") -> str:
@@ -928,7 +961,10 @@ def change_of_variables(forward, inputs, base_density=None, support=None, **kwar
     inputs:
         The input symbols :math:`x_1, \dots, x_d`, in order.
     base_density:
-        :math:`p_X(x)` as an expression of the inputs, valid on ``support``.
+        :math:`p_X(x)` as an expression of the inputs, valid on ``support``; or a
+        ``sympy.stats`` random variable (one per input, independent), whose density and
+        support are used.  ``result.to_stats()`` turns a one-output result back into a
+        ``sympy.stats`` random variable.
     support:
         ``None`` (the whole space), an Interval (one input), a sequence of
         intervals / ``(low, high)`` pairs, or ``{symbol: interval}``.

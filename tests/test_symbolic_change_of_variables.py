@@ -369,3 +369,17 @@ def test_spherical_coordinates_give_one_real_branch_in_seconds():
         np.testing.assert_allclose(back, point, atol=1e-12)
         assert 0 <= tt <= math.pi and 0 <= pp <= 2 * math.pi
     assert c.normalization()[0] == pytest.approx(1.0)
+
+
+def test_sympy_stats_random_variables_as_base_and_results_as_sympy_stats():
+    c = change_of_variables(_xr ** 2, _xr, stats.Normal("X", 0, 1), outputs=[_yr])
+    chi2 = stats.density(stats.ChiSquared("C", 1))(_yr)
+    assert sp.simplify(c.density - chi2) == 0 and c.output_support == sp.Interval(0, sp.oo)
+    result = c.to_stats()
+    assert stats.E(result) == 1 and stats.variance(result) == 2
+    # exp(-E) with E ~ Exponential(2): density 2y on (0, 1], a Beta(2, 1)
+    c = change_of_variables(sp.exp(-_xr), _xr, stats.Exponential("E", 2), outputs=[_yr])
+    assert sp.simplify(c.density - stats.density(stats.Beta("B", 2, 1))(_yr)) == 0
+    assert stats.E(c.to_stats("Z")) == sp.Rational(2, 3)
+    with pytest.raises(ValueError, match="gives 1 sympy.stats random variables for 2 inputs"):
+        change_of_variables([_x1, _x2], [_x1, _x2], stats.Normal("X", 0, 1))
