@@ -157,10 +157,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         ctx = jnp.zeros((num_draws, self.context_dim), dtype) if self.context_dim else None
         n = len(self.weights)
         for l in range(n):
-            w, _ = self._layer_weights(l)
-            pre = h @ w.T + self.biases[l]
-            if l == 0 and ctx is not None:
-                pre = pre + ctx @ self.context_weight.T
+            pre, _ = self._pre_activation(l, h, ctx)
             target = 1.0 if l == n - 1 else hidden_sd
             mean, sd = jnp.mean(pre, 0), jnp.std(pre, 0)
             factor = target / sd
@@ -189,6 +186,14 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         log_diag = (v + log_row[:, None]).reshape(self.dim, b_out, self.dim, b_in)[idx, :, idx, :]
         return w, log_diag  # (d b_out, d b_in), (d, b_out, b_in)
 
+    def _pre_activation(self, l, h, ctx):
+        """``W_l h + b_l`` (plus the context term in the first layer) and ``log`` of ``W_l``'s diagonal blocks."""
+        w, log_diag = self._layer_weights(l)
+        pre = h @ w.T + self.biases[l]
+        if l == 0 and ctx is not None:
+            pre = pre + ctx @ self.context_weight.T
+        return pre, log_diag
+
     def network(self, x):
         """``(N(x), log dN_i/dx_i)`` with shapes ``(..., d)`` each (one pass)."""
         ctx = self._context() if self.context_dim else None
@@ -199,10 +204,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         log_d = jnp.zeros(x.shape + (1,), x.dtype)  # (..., d, b): log dh_{block i}/dx_i
         n = len(self.weights)
         for l in range(n):
-            w, log_diag = self._layer_weights(l)
-            pre = h @ w.T + self.biases[l]
-            if l == 0 and ctx is not None:
-                pre = pre + ctx @ self.context_weight.T
+            pre, log_diag = self._pre_activation(l, h, ctx)
             log_d = jax.nn.logsumexp(log_diag + log_d[..., None, :], axis=-1)
             if l < n - 1:
                 log_d = log_d + log_leaky_tanh_derivative(pre, self.slope).reshape(log_d.shape)
