@@ -24,9 +24,7 @@ import numpy as np
 import optax
 
 import nf_ppl
-from nf_ppl._checks import check_finite
-
-from nf_ppl._checks import check_finite_params
+from nf_ppl._checks import check_finite, check_finite_params
 
 from ._io import (FlowFileError, arrays_to_leaves, check_folder, leaves_to_arrays, read_container, spec_of,
                   write_container)
@@ -52,7 +50,6 @@ class FitHistory:
     resumed_from: int | None = None
     initial_val_loss: float = math.nan
     checkpoint_failures: list = dataclasses.field(default_factory=list)
-
     event_size: int = 0
 
     @property
@@ -310,16 +307,16 @@ def fit(flow, data, *, context=None, max_steps: int = 2000, batch_size: int = 25
             A checkpoint that cannot be written later (disk full, folder removed) is reported
             by a warning and in ``history.checkpoint_failures``; training goes on and the best
             parameters are returned as usual.
+        shard: ``"auto"`` shards each minibatch over all local devices (``jax.sharding``) when
+            there are several and ``batch_size`` divides evenly; ``True`` requires it; ``False`` never.
 
     Guarantees: a flow whose parameters hold NaN or inf is refused up front (the error names the
     layer and parameter); with held-out data the returned parameters are never worse on it than
     the ones passed in (the start is the first "best"; if no evaluation beats it, it is returned,
-    with a warning); and when no step at all has a
-    finite loss and gradient, ``fit`` stops after the first chunk with a ``ValueError`` that says
-    what to check instead of returning an untrained flow.  ``history.summary()`` says why the fit
-    stopped, and counts non-finite steps and failed checkpoints.
-        shard: ``"auto"`` shards each minibatch over all local devices (``jax.sharding``) when
-            there are several and ``batch_size`` divides evenly; ``True`` requires it; ``False`` never.
+    with a warning); and when no step at all has a finite loss and gradient, ``fit`` stops after
+    the first chunk with a ``ValueError`` that says what to check instead of returning an
+    untrained flow.  ``history.summary()`` says why the fit stopped, and counts non-finite steps
+    and failed checkpoints.
     """
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"fit expects an nf_ppl.Flow as flow; got {type(flow).__name__}")
