@@ -15,8 +15,8 @@ File format (``.npz``, readable with ``np.load(path, allow_pickle=False)``; no p
 So one chain of digests covers everything that is read back: a truncated, edited or foreign
 file is refused with a :class:`FlowFileError` (a ``ValueError``) that says which part changed
 (the arrays, or the header: metadata, spec, structure).  Files of format version 2 (written
-before the header and whole-file digests) still load, with a :class:`LegacyFileWarning` that their header is
-unverified.
+before the header and whole-file digests) still load, with a :class:`LegacyFileWarning` that
+their header is unverified.
 
 A flow does not remember how it was built, so ``load`` needs a *spec*: a JSON dict
 ``{"builder": name, "seed": int, "dim": int, "options": {...}}``.  :func:`build_flow` builds a
@@ -46,7 +46,7 @@ from nf_ppl._checks import check_finite_params
 
 FORMAT = "nf-ppl"
 VERSION = 3  # 2: MAF layers compute the density direction as g(y) = y * scale + shift (softplus scale)
-#              3: the header carries a digest of itself (header_sha256)
+#              3: a digest of the header (header_sha256) and of the whole file (in the zip comment)
 READABLE_VERSIONS = (2, 3)
 
 __all__ = ["FlowFileError", "PrecisionCastWarning", "build", "build_flow", "builders", "load", "register_builder", "save",
@@ -151,12 +151,12 @@ def spec_of(flow) -> dict | None:
 
 # -- low-level file handling -----------------------------------------------------------------------
 
-def check_folder(path, mkdir: bool = False, what: str = "path") -> str:
+def check_folder(path, mkdir: bool = False, what: str = "path", probe: bool = True) -> str:
     """The folder that will hold ``path``; refuse (before any work) one that is missing or not writable.
 
     A missing folder is created only with ``mkdir=True`` (a typo in a folder name should not
-    silently create a new tree).  Writability is tested by creating and removing a temporary
-    file there, which also catches read-only file systems.
+    silently create a new tree).  With ``probe`` writability is tested by creating and removing
+    a temporary file there, which also catches read-only file systems.
     """
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
@@ -166,10 +166,12 @@ def check_folder(path, mkdir: bool = False, what: str = "path") -> str:
             raise FileNotFoundError(f"{what} {os.fspath(path)!r}: the folder {folder!r} does not exist "
                                     "(pass mkdir=True to create it)")
         os.makedirs(folder, exist_ok=True)
+    if not probe:
+        return folder
     try:
-        fd, probe = tempfile.mkstemp(prefix=".nf-ppl-write-test-", dir=folder)
+        fd, test_file = tempfile.mkstemp(prefix=".nf-ppl-write-test-", dir=folder)
         os.close(fd)
-        os.unlink(probe)
+        os.unlink(test_file)
     except OSError as err:
         raise PermissionError(f"{what} {os.fspath(path)!r}: cannot write into {folder!r} ({err.strerror or err})") from None
     return folder
@@ -182,7 +184,7 @@ def atomic_write_bytes(path, data: bytes, mkdir: bool = False) -> None:
     or the new one, never a mix (the temporary file is removed on errors).
     """
     path = os.fspath(path)
-    folder = check_folder(path, mkdir)
+    folder = check_folder(path, mkdir, probe=False)  # writing the temporary file is the probe
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
