@@ -20,6 +20,7 @@ import nf_ppl
 from nf_ppl._checks import check_finite_params
 from nf_ppl.nn import MLP
 
+from ._fit import ON_NONFINITE
 from ._io import get_builder
 
 __all__ = ["suggest_optimizer", "run_svi", "neutra_nuts", "AmortizedFlowGuide"]
@@ -38,9 +39,6 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
     schedule = optax.cosine_decay_schedule(learning_rate, max(1, num_steps), alpha=0.1)
     inner = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
     return optax.apply_if_finite(inner, max_consecutive_errors=max_consecutive_nonfinite)
-
-
-ON_NONFINITE = ("skip", "stop")
 
 
 def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=None, seed: int = 0,

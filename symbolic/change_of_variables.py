@@ -661,9 +661,9 @@ class ChangeOfVariables:
         self._output_support = union
         self._image = union if isinstance(union, sp.Interval) else None
         if base is not None:
-            terms = [sp.Piecewise((part.density, image.as_relational(y)), (0, True)) for *_, part, image in parts]
-            density = sp.Piecewise(*[(part.density, image.as_relational(y)) for *_, part, image in parts],
-                                   (0, True)) if injective else sp.Add(*terms)
+            pieces = [(part.density, image.as_relational(y)) for *_, part, image in parts]
+            density = sp.Piecewise(*pieces, (0, True)) if injective else \
+                sp.Add(*[sp.Piecewise(piece, (0, True)) for piece in pieces])
             self._density = self._internal_functions(density.xreplace(to_internal))
 
     def _user_inverse(self, inverse):
