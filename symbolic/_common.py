@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_TIME_LIMIT",
 ]
 
+RETRY_INTERVAL = 0.05  # seconds between re-raises once a limit has expired
 DEFAULT_TIME_LIMIT = 5.0  # seconds for one SymPy step (solve, simplify, integrate, determinant)
 
 
@@ -55,24 +56,32 @@ def time_limit(seconds, step: str):
     if not usable:
         yield
         return
-    remaining_outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    remaining_outer, outer_interval = signal.getitimer(signal.ITIMER_REAL)
     if remaining_outer and remaining_outer < seconds:  # an outer limit fires first: leave it alone
         yield
         return
 
+    state = {"active": True}
+
     def expire(signum, frame):
-        raise StepTimeout(step, seconds)
+        if state["active"]:
+            raise StepTimeout(step, seconds)
 
     previous = signal.signal(signal.SIGALRM, expire)
     start = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # The timer repeats every RETRY_INTERVAL after the first expiry: a signal that lands in code
+    # which swallows exceptions (a garbage-collection callback, a ``__del__``) is raised again
+    # a moment later instead of letting the step run on without a limit.
+    signal.setitimer(signal.ITIMER_REAL, seconds, RETRY_INTERVAL)
     try:
         yield
     finally:
+        state["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if remaining_outer:  # restore the outer limit's timer (its handler is back in place)
-            signal.setitimer(signal.ITIMER_REAL, max(remaining_outer - (time.monotonic() - start), 1e-3))
+            signal.setitimer(signal.ITIMER_REAL, max(remaining_outer - (time.monotonic() - start), 1e-3),
+                             outer_interval)
 
 
 def as_exprs(forward, what: str = "forward") -> tuple[sp.Expr, ...]:

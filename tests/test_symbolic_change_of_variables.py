@@ -240,6 +240,28 @@ def test_maf_step_triangular_map_and_planar_flow_with_generic_functions():
     assert sp.simplify(planar.det.subs(h, sp.tanh).doit() - lemma) == 0
 
 
+def test_time_limit_fires_again_when_code_swallows_the_first_expiry():
+    """A SIGALRM that lands in a garbage-collection callback or ``__del__`` is swallowed there
+    (CI saw it in JAX's GC callback); the limit re-raises a moment later instead of lapsing."""
+    import time
+
+    from symbolic._common import StepTimeout, time_limit
+
+    swallowed = 0
+    start = time.perf_counter()
+    with pytest.raises(StepTimeout, match="busy step gave up after 0.2 s"):
+        with time_limit(0.2, "busy step"):
+            while True:
+                try:
+                    while True:
+                        pass
+                except StepTimeout:
+                    if swallowed >= 2:
+                        raise
+                    swallowed += 1  # what an exception-swallowing callback does
+    assert swallowed == 2 and time.perf_counter() - start < 5
+
+
 def test_every_sympy_step_runs_under_a_time_limit():
     """The notes' 'linear + elementwise' flow tanh(A x + b): sympy.solve alone ran for minutes."""
     import time
@@ -248,7 +270,7 @@ def test_every_sympy_step_runs_under_a_time_limit():
     with pytest.warns(UserWarning, match="gave up after 1 s"):
         c = change_of_variables([sp.tanh(2 * _x1 + _x2 / 2 + 1), sp.tanh(_x1 / 3 + _x2 - 1)], [_x1, _x2], _phi2,
                                 time_limit=1.0)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 30  # each step gives up after ~1 s; unlimited, solve runs minutes
     assert not c.has_density and c.reason.startswith("sympy.solve (the inverse) gave up after 1 s")
     assert "inverse=" in c.reason and any(n.startswith("sympy.solve") for n in c.notes)
     # the determinant is still there, and right: prod_i a_ii-ish terms times sech^2 factors
