@@ -33,6 +33,7 @@ BENCHMARKS = {
     "expressive": ("bench_expressive.py", "Spline and neural flows (issue 3)", True),
     "autoregressive": ("bench_autoregressive.py", "Autoregressive models and the CRF (issue 4)", True),
     "symbolic": ("bench_symbolic.py", "Symbolic package (issue 5)", True),
+    "density": ("bench_density.py", "Flows as density models: defaults and ablation vs flowjax (issue 16)", True),
     "inference": ("bench_inference.py", "Inference: flow guides, posteriordb accuracy, fitting (issue 6)", True),
 }
 

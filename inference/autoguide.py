@@ -31,8 +31,6 @@ given (bench/RESULTS.md, "Inference"):
 from __future__ import annotations
 
 import warnings
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,7 +109,8 @@ class AutoFlow(AutoContinuous):
         flow: builder name (``"iaf"`` default, ``"maf"``, ``"realnvp"``, any name in
             ``nf_ppl.BUILDERS`` or registered with ``inference.register_builder``), a callable
             ``builder(key, dim, **options) -> Flow``, or a ready ``nf_ppl.Flow`` of event size ``D``.
-        prefix: prefix of the param sites (``{prefix}_flow$params``, ``{prefix}_loc``, ``{prefix}_scale``).
+        prefix: prefix of the param sites (``{prefix}_flow$params``, ``{prefix}_loc_shift``,
+            ``{prefix}_scale``, ``{prefix}_lower``).
         init_loc_fn: NumPyro init strategy for ``loc`` (default ``init_to_uniform``, NumPyro's default).
         init_scale: initial ``scale`` of every latent coordinate (default 0.1, as ``AutoNormal``).
         scale_bounds: ``(low, high)`` the scale is clipped to (numerical safety).
@@ -185,6 +184,7 @@ class AutoFlow(AutoContinuous):
         check_finite_params(self._template, "AutoFlow's flow")
         self._treedef = jax.tree_util.tree_structure(self._template)
         self._start_scale = jnp.full(self.latent_dim, self._init_scale, dtype)
+        self._loc_unit = jnp.ones(self.latent_dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
         self._start_lower = jnp.zeros((self.latent_dim,) * 2, dtype)
         if self._warm_start and self._affine and self.latent_dim <= self.warm_start_max_dim:
             self._start_from_path(key)
@@ -211,6 +211,7 @@ class AutoFlow(AutoContinuous):
             scale = jnp.clip(jnp.diagonal(start.scale_tril), lo, hi)
         self._init_latent = start.loc
         self._start_scale = scale.astype(self._start_scale.dtype)
+        self._loc_unit = self._start_scale  # loc moves in units of the warm start's posterior scale
         self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1)
         self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration}
 
@@ -258,7 +259,8 @@ class AutoFlow(AutoContinuous):
         loc = scale = lower = None
         if self._affine:
             dtype = jnp.result_type(self._init_latent)
-            loc = numpyro.param(f"{self.prefix}_loc", self._init_latent)
+            shift = numpyro.param(f"{self.prefix}_loc_shift", jnp.zeros_like(self._init_latent))
+            loc = self._init_latent + self._loc_unit * shift
             scale = numpyro.param(f"{self.prefix}_scale", self._start_scale, constraint=constraints.softplus_positive)
             if self._affine == "tril":  # only the strict lower triangle is used
                 lower = numpyro.param(f"{self.prefix}_lower", self._start_lower)

@@ -99,7 +99,8 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
 
     Keys: ``elbo``, ``iw_bound``, ``khat``, ``khat_threshold`` (``min(1 - 1/log10(S), 0.7)`` for
     the ``S`` finite weights), ``reliable`` (``khat < khat_threshold``), ``reading`` (a sentence:
-    whether the importance weights can be trusted and what to try if not), ``is_ess``,
+    whether the importance weights can be trusted and what to try if not, and, for a guide with a
+    warm start such as ``AutoFlow``, whether training left it below its warm start's ELBO), ``is_ess``,
     ``is_ess_fraction``, ``num_samples``, ``num_nonfinite``.
     """
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
@@ -109,9 +110,21 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
     threshold = khat_threshold(max(num_finite, 2))
     ess = importance_ess(log_w[finite]) if finite.any() else 0.0
     elbo, iw = float(np.mean(log_w)), iw_bound(log_w)
+    reading = _reading(khat, threshold, num_finite, elbo, iw)
+    start = getattr(guide, "warm_start_info", None)
+    if start is not None:
+        start_elbo = float(start["elbo"])
+        kept = log_w[finite]  # a robust standard error (median absolute deviation): one extreme weight must not hide it
+        se = float(1.4826 * np.median(np.abs(kept - np.median(kept))) / np.sqrt(num_finite)) if num_finite > 1 else math.inf
+        worse = not math.isfinite(elbo) or start_elbo - elbo > max(1.0, 3 * se)
+        if math.isfinite(start_elbo) and worse:
+            reading += (f"; the trained guide's ELBO ({elbo:.2f}) is below its warm start's ({start_elbo:.2f}): "
+                        "training made it worse. inference.run_svi keeps the better of the two, and "
+                        "inference.suggest_optimizer(num_steps, guide=guide) scales the step size to the "
+                        "latent dimension")
     return {"elbo": elbo, "iw_bound": iw, "khat": khat, "khat_threshold": threshold, "is_ess": ess,
             "is_ess_fraction": ess / num_samples, "reliable": bool(khat < threshold),
-            "reading": _reading(khat, threshold, num_finite, elbo, iw),
+            "reading": reading,
             "num_samples": num_samples, "num_nonfinite": int((~finite).sum())}
 
 

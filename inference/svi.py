@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 import warnings
 from functools import partial
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 import optax
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.reparam import NeuTraReparam
@@ -23,11 +24,46 @@ from nf_ppl.nn import MLP
 from ._fit import ON_NONFINITE
 from ._io import get_builder
 
-__all__ = ["suggest_optimizer", "run_svi", "neutra_nuts", "AmortizedFlowGuide"]
+__all__ = ["suggest_optimizer", "learning_rate_factor", "run_svi", "neutra_nuts", "AmortizedFlowGuide"]
+
+
+DIMENSION_KNEE = 30  # latent dimensions up to which the default learning rate is used unscaled
+
+
+def learning_rate_factor(latent_dim) -> float:
+    """``min(1, 30 / D)``: the factor on the default step size for a ``D``-dimensional flow guide.
+
+    Adam moves every parameter by about the learning rate per step whatever its gradient, so the
+    noise a guide with ``O(D^2)`` parameters picks up per step grows with ``D``: on a 100-dimensional
+    Gaussian regression, 1000 steps at 1e-2 left a warm-started ``AutoFlow`` at mean errors of 0.6
+    posterior sds (start: 0.07) while 3e-3 kept it at its start; at D = 200, 1.5e-3 did and 3.9e-3
+    did not (bench/RESULTS.md).  ``None`` (unknown) gives 1.
+    """
+    if latent_dim is None:
+        return 1.0
+    return float(min(1.0, DIMENSION_KNEE / max(int(latent_dim), 1)))
+
+
+class _DimensionScaleState(NamedTuple):
+    factor: jnp.ndarray
+
+
+def _scale_by_latent_dim(guide, latent_dim):
+    """Multiply updates by :func:`learning_rate_factor` of the guide's latent dimension, read at ``init``
+    (SVI sets the guide up before it initialises the optimiser, so ``guide.latent_dim`` is known then)."""
+
+    def init(params):
+        dim = latent_dim if latent_dim is not None else getattr(guide, "latent_dim", None)
+        return _DimensionScaleState(jnp.asarray(learning_rate_factor(dim)))
+
+    def update(updates, state, params=None):
+        return jax.tree_util.tree_map(lambda u: u * state.factor.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
 
 
 def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: float = 10.0,
-                      max_consecutive_nonfinite: int = 50):
+                      max_consecutive_nonfinite: int = 50, *, guide=None, latent_dim: int | None = None):
     """Adam with global-norm clipping and a cosine decay to ``learning_rate / 10`` over ``num_steps``.
 
     A safe default for flow guides: a step whose ELBO gradient is not finite (one extreme guide
@@ -35,14 +71,22 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
     step's loss still shows as NaN/inf in the history, and after ``max_consecutive_nonfinite``
     such steps in a row the update goes through so the failure becomes visible); clipping stops
     one bad draw from throwing the parameters far away; the decay lowers the final noise.
+
+    With ``guide=`` (an ``AutoFlow`` or any autoguide with ``latent_dim``) or ``latent_dim=``, the
+    step size is multiplied by ``min(1, 30 / D)`` (:func:`learning_rate_factor`): large latent
+    spaces get smaller steps, so training does not undo a good warm start.  ``run_svi`` passes
+    its guide when it picks this optimiser itself.
     """
     schedule = optax.cosine_decay_schedule(learning_rate, max(1, num_steps), alpha=0.1)
-    inner = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule))
-    return optax.apply_if_finite(inner, max_consecutive_errors=max_consecutive_nonfinite)
+    parts = [optax.clip_by_global_norm(clip_norm), optax.adam(schedule)]
+    if guide is not None or latent_dim is not None:
+        parts.append(_scale_by_latent_dim(guide, latent_dim))
+    return optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=max_consecutive_nonfinite)
 
 
 def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=None, seed: int = 0,
-            progress_bar: bool = False, on_nonfinite: str = "skip", **kwargs):
+            progress_bar: bool = False, on_nonfinite: str = "skip", keep_best: bool = True,
+            num_check_draws: int = 256, **kwargs):
     """Run SVI (jitted, ``lax.scan``) and return ``(params, elbo_history, seconds)``.
 
     ``elbo_history`` is ``-loss`` per step (the ELBO estimate of each step).  A step whose loss
@@ -51,17 +95,25 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     ``"stop"`` training stops there and the parameters from before that step are returned
     (later entries of ``elbo_history`` are NaN).  Either way one warning after the run gives the
     count and the first such step.  Initial parameters holding NaN or inf are refused with a
-    ``ValueError`` naming them.
+    ``ValueError`` naming them.  Without ``optimizer``, ``suggest_optimizer(num_steps, guide=guide)``.
+
+    ``keep_best`` (default): training never returns a guide worse than its start without saying
+    so.  Steps run in spans of ``max(50, num_steps // 20)``; the parameters at the end of the span
+    with the best mean ELBO are kept, and at the end the start (e.g. ``AutoFlow``'s warm start),
+    that best span and the final parameters are scored by the same ``num_check_draws``-draw ELBO
+    estimate.  The final parameters are returned unless another candidate beats them by more
+    than two standard errors; when the start wins, a warning gives both numbers.
     """
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
     if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int; got {num_steps!r}")
-    optimizer = optimizer if optimizer is not None else suggest_optimizer(num_steps)
+    optimizer = optimizer if optimizer is not None else suggest_optimizer(num_steps, guide=guide)
     svi = SVI(model, guide, optimizer, loss if loss is not None else Trace_ELBO())
     t0 = time.perf_counter()
     state = svi.init(jax.random.PRNGKey(seed), *args, **kwargs)
-    check_finite_params(svi.get_params(state), "SVI guide")
+    start_params = svi.get_params(state)
+    check_finite_params(start_params, "SVI guide")
     stop = on_nonfinite == "stop"
 
     def one_step(carry, _):
@@ -75,20 +127,63 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     def chunk(length, state, halted):
         return jax.lax.scan(one_step, (state, halted), None, length=length)
 
-    lengths = [num_steps] if not progress_bar else [min(100, num_steps - i) for i in range(0, num_steps, 100)]
-    losses, carry = [], (state, jnp.asarray(False))
+    span = max(50, num_steps // 20) if keep_best else (100 if progress_bar else num_steps)
+    lengths = [min(span, num_steps - i) for i in range(0, num_steps, span)]
+    losses, carry, best = [], (state, jnp.asarray(False)), (-np.inf, None)
     from tqdm import tqdm
     with tqdm(total=num_steps, disable=not progress_bar, desc="svi", leave=False) as bar:
         for length in lengths:
             carry, chunk_losses = chunk(length, *carry)
-            losses.append(np.asarray(chunk_losses))
+            chunk_losses = np.asarray(chunk_losses)
+            losses.append(chunk_losses)
+            finite = chunk_losses[np.isfinite(chunk_losses)]
+            if keep_best and finite.size and -finite.mean() > best[0]:
+                best = (-float(finite.mean()), carry[0])
             bar.update(length)
-    state = carry[0]
-    params = svi.get_params(state)
+    params = svi.get_params(carry[0])
+    if keep_best:
+        params = _better_of(model, guide, args, kwargs, seed, num_check_draws, start_params, params,
+                            None if best[1] is None else svi.get_params(best[1]))
     jax.block_until_ready(params)
     elbo = -np.concatenate(losses)
     _warn_nonfinite(elbo, stop)
     return params, elbo, time.perf_counter() - t0
+
+
+def _better_of(model, guide, args, kwargs, seed, num_draws, start, final, best):
+    """The final parameters unless the start or the best span beats them by more than two standard errors.
+
+    Every candidate is scored by the same ``num_draws`` single-draw ELBO estimates (same keys)."""
+    elbo = Trace_ELBO()
+    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7), num_draws)
+    draws = jax.jit(jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0)))
+
+    def estimate(params):
+        with handlers.block():
+            values = np.asarray(draws(params, keys))
+        values = values[np.isfinite(values)]
+        if values.size < max(2, num_draws // 2):
+            return -np.inf, np.inf
+        return float(values.mean()), float(values.std() / np.sqrt(values.size))
+
+    final_mean, final_se = estimate(final)
+    scored = []
+    for name, p in (("start", start), ("best span", best)):
+        if p is None:
+            continue
+        mean, se = estimate(p)
+        margin = 2 * np.hypot(se, final_se) if np.isfinite(final_se) else 0.0
+        if mean > final_mean + margin:
+            scored.append((mean, name, p))
+    if not scored:
+        return final
+    mean, name, p = max(scored, key=lambda t: t[0])
+    if name == "start":
+        warnings.warn(f"run_svi: training ended below its start (ELBO estimate {final_mean:.2f} after "
+                      f"training vs {mean:.2f} at the start, {num_draws} draws each); returning the start "
+                      "parameters. Try a smaller learning rate (suggest_optimizer(num_steps, guide=guide) "
+                      "scales it by the latent dimension) or fewer steps", RuntimeWarning, stacklevel=3)
+    return p
 
 
 def _warn_nonfinite(elbo: np.ndarray, stopped: bool) -> None:

@@ -46,12 +46,17 @@ def _check_fit_options(args) -> None:
     from ._cli_io import check_option
 
     check_option("--layers", args.layers, args.layers >= 1, "a positive int (number of flow layers)")
-    check_option("--steps", args.steps, args.steps >= 1, "a positive int (maximum optimiser steps)")
+    for name, value in (("--steps", args.steps), ("--epochs", args.epochs)):
+        if value is not None:
+            check_option(name, value, value >= 1, f"a positive int (maximum optimiser {name[2:]})")
+    if args.time_budget is not None:
+        check_option("--time-budget", args.time_budget, math.isfinite(args.time_budget) and args.time_budget > 0,
+                     "a positive number of seconds")
     check_option("--batch-size", args.batch_size, args.batch_size >= 1, "a positive int")
     check_option("--lr", args.lr, math.isfinite(args.lr) and 0 < args.lr <= 1, "a learning rate in (0, 1]")
     check_option("--val-fraction", args.val_fraction, 0 < args.val_fraction < 1,
                  "a fraction in (0, 1) (the held-out rows also check the fit against a Gaussian)")
-    check_option("--patience", args.patience, args.patience >= 1, "a positive int (evaluations)")
+    check_option("--patience", args.patience, args.patience >= 1, "a positive int (epochs)")
 
 
 def _split(z, fraction: float, seed: int):
@@ -94,9 +99,10 @@ def _fit(args) -> int:
     train, val = _split((data - mean) / sd, args.val_fraction, args.seed)
     options = {"num_layers": args.layers, "hidden_dims": list(args.hidden)}
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
-    flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps,
-                                  batch_size=min(args.batch_size, len(train)), learning_rate=args.lr,
-                                  seed=args.seed, patience=args.patience, progress=not args.quiet)
+    flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
+                                  time_budget=args.time_budget, batch_size=min(args.batch_size, len(train)),
+                                  learning_rate=args.lr, seed=args.seed, patience=args.patience,
+                                  progress=not args.quiet)
     log_det = float(np.log(sd).sum())
     best = _best_val(history, log_det)
     gaussian = _gaussian_log_likelihood(train, val) - log_det
@@ -104,15 +110,16 @@ def _fit(args) -> int:
         shown = "not finite" if best is None else f"{best:.4f}"
         raise CLIError(f"the fitted {args.flow} reaches a held-out mean log-likelihood of {shown}, far below a single "
                        f"Gaussian's {gaussian:.4f} on the same rows (more than 1 nat per column): not saved. Try a "
-                       "smaller --lr, more --steps or another --flow", code=1)
+                       "smaller --lr, more --epochs or another --flow", code=1)
     meta = {"standardize_mean": mean.tolist(), "standardize_sd": sd.tolist(), "columns": header,
             "source": args.data, "best_val_log_likelihood": best, "gaussian_val_log_likelihood": gaussian,
-            "stop_reason": history.stop_reason}
+            "stop_reason": history.stop_reason, "epochs": history.epochs[-1] if history.epochs else 0}
     try:
         inference.save(flow, args.out, metadata=meta)
     except OSError as err:
         raise CLIError(f"cannot write {args.out}: {err}", code=1) from None
-    note = " (interrupted: the best parameters so far)" if history.stop_reason == "interrupted" else ""
+    note = {"interrupted": " (interrupted: the best parameters so far)",
+            "time_budget": " (stopped by --time-budget: the best parameters so far)"}.get(history.stop_reason, "")
     print(f"saved {args.flow} model to {args.out}{note} (held-out mean log-likelihood {best:.4f}; "
           f"a single Gaussian: {gaussian:.4f})")
     return 0
@@ -197,11 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="model file to write (.npz)")
     fit.add_argument("--layers", type=int, default=5, help="number of flow layers (default 5)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
-    fit.add_argument("--steps", type=int, default=2000, help="maximum optimiser steps (default 2000)")
+    fit.add_argument("--epochs", type=int, default=None,
+                     help="maximum epochs (passes over the training rows; default: fit's, 500)")
+    fit.add_argument("--steps", type=int, default=None, help="maximum optimiser steps (default: no cap besides --epochs)")
+    fit.add_argument("--time-budget", type=float, default=600.0,
+                     help="seconds of training at most (default 600); the best parameters so far are kept")
     fit.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
     fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     fit.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction for early stopping (default 0.1)")
-    fit.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping")
+    fit.add_argument("--patience", type=int, default=20, help="epochs without improvement before stopping (default 20)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN or inf instead of refusing")
     fit.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -28,8 +28,14 @@ def two_moons(seed: int, n: int) -> np.ndarray:
     upper = rng.uniform(size=n) < 0.5
     x = np.where(upper, np.cos(t), 1 - np.cos(t))
     y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
-    data = np.stack([x, y], -1) + 0.08 * rng.normal(size=(n, 2))
+    data = np.stack([x, y], -1) + 0.05 * rng.normal(size=(n, 2))  # scikit-learn's make_moons(noise=0.05)
     return (data - data.mean(0)) / data.std(0)
+
+
+# Pass line of the density part: bench/bench_density.py's defaults reach about -1.25 (maf) and
+# -1.19 (nsf) on 7000 make_moons(noise=0.05) rows; with the demo's 2400 training rows a good fit
+# scores about -1.3, a fit that fills the gap between the moons (as before 2026-12) -1.6 to -2.
+PASS_LOG_LIKELIHOOD = -1.45
 
 
 class Report:
@@ -113,23 +119,23 @@ def density_part(report: Report, quick: bool, seed: int, plt) -> None:
     report.say("## 2. Density estimation on two moons (maximum likelihood)")
     data = two_moons(seed, 3000)
     train, test = data[:2400], data[2400:]
-    steps = 150 if quick else 2500
-    size = dict(num_layers=2, hidden_dims=(16, 16)) if quick else dict(num_layers=5, hidden_dims=(64, 64))
-    makers = {"MAF": lambda k: nf_ppl.maf(k, 2, **size)}
-    if hasattr(nf_ppl, "nsf"):
-        makers["spline flow (NSF)"] = lambda k: nf_ppl.nsf(k, 2, **size)
-    fitted = {}
-    for i, (name, make) in enumerate(makers.items()):
+    names = {"MAF": "maf", "spline flow (NSF)": "nsf"}
+    size = dict(num_layers=2, hidden_dims=(16, 16)) if quick else {}  # the full run: the builders' defaults
+    fitted, scores = {}, {}
+    for i, (name, builder) in enumerate(names.items()):
         start = time.perf_counter()
-        flow, history = inference.fit(make(jax.random.PRNGKey(seed + i)), train, max_steps=steps, batch_size=256,
-                                      learning_rate=3e-3, seed=seed, eval_every=50 if quick else 250, progress=True)
-        held_out = float(np.mean(np.asarray(flow.log_prob(test))))
+        flow = inference.build_flow(builder, seed + i, 2, **size)
+        flow, history = inference.fit(flow, train, seed=seed, progress=True, **({"max_epochs": 10} if quick else {}))
+        scores[name] = float(np.mean(np.asarray(flow.log_prob(test))))
         fitted[name] = flow
-        report.say(f"- {name}: held-out mean log-likelihood {held_out:.3f} nats "
-                   f"({time.perf_counter() - start:.1f} s, {history.steps[-1] if history.steps else steps} steps)")
+        report.say(f"- {name}: held-out mean log-likelihood {scores[name]:.3f} nats "
+                   f"({time.perf_counter() - start:.1f} s; {history.stop_reason} after "
+                   f"{history.epochs[-1]:.0f} epochs)")
     if not quick:
-        best = max(float(np.mean(np.asarray(f.log_prob(test)))) for f in fitted.values())
-        report.check(best > -2.2, "best held-out log-likelihood above -2.2 nats (a single Gaussian scores about -2.84)")
+        worst = min(scores, key=scores.get)
+        report.check(scores[worst] > PASS_LOG_LIKELIHOOD,
+                     f"both flows above {PASS_LOG_LIKELIHOOD} nats held out (worst: {worst}, {scores[worst]:.3f}; "
+                     "a fit that smears mass across the gap between the moons scores below it)")
     if plt is not None:
         grid = np.linspace(-2.5, 2.5, 160)
         gx, gy = np.meshgrid(grid, grid)

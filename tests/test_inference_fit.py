@@ -53,10 +53,69 @@ def test_fit_improves_likelihood_keeps_best_and_is_reproducible():
 
 def test_early_stopping_and_validation_split():
     flow = nf_ppl.maf(KEY, 2, **SMALL)
-    _, hist = inference.fit(flow, _data(), val_fraction=0.2, patience=1, min_delta=1e9, **FIT)
-    assert hist.stop_reason == "early_stopping" and hist.steps == [50, 100]
+    # 512 rows, 20% held out: 410 training rows, 7 steps an epoch; min_delta=1e9 means no evaluation
+    # counts as an improvement, so the fit stops at the first evaluation at least `patience` epochs in
+    _, hist = inference.fit(flow, _data(), val_fraction=0.2, patience=8, min_delta=1e9, **dict(FIT, max_steps=400))
+    assert hist.steps_per_epoch == 7 and hist.converged
+    assert hist.stop_reason == "converged" and hist.steps == [50, 100]  # 50 < 8 * 7 <= 100
     # min_delta only decides when to stop; the parameters returned are the best seen
     assert hist.best_step == hist.steps[int(np.argmin(hist.val_loss))] and hist.best_val_loss == min(hist.val_loss)
+    assert "converged" in hist.summary() and f"at step {hist.best_step}" in hist.summary()
+
+
+def test_epochs_are_the_unit_of_budget_evaluation_and_patience():
+    data, val = _data(1000), _data(256, seed=1)
+    flow = nf_ppl.maf(KEY, 2, **SMALL)
+    kw = dict(batch_size=100, learning_rate=1e-2, progress=False, val_data=val)
+    _, hist = inference.fit(flow, data, max_epochs=12, **kw)  # 10 steps an epoch; evaluations every 5 epochs
+    assert hist.steps_per_epoch == 10 and hist.steps == [50, 100, 120] and hist.epochs == [5.0, 10.0, 12.0]
+    assert hist.stop_reason == "max_epochs" and "epoch budget" in hist.summary()
+    _, hist = inference.fit(flow, data, max_epochs=12, max_steps=30, **kw)  # whichever budget comes first
+    assert hist.steps == [30] and hist.stop_reason == "max_steps"
+    _, hist = inference.fit(flow, data, max_epochs=12, eval_every=10, **kw)  # one evaluation per epoch
+    assert hist.steps == list(range(10, 121, 10))
+    # patience counts epochs: 12 epochs without an improvement of min_delta, evaluations every 5 epochs
+    _, hist = inference.fit(flow, data, patience=12, min_delta=1e9, **kw)
+    assert hist.stop_reason == "converged" and hist.steps == [50, 100, 150]
+    # with many steps per epoch, evaluations come once an epoch
+    _, hist = inference.fit(flow, data, batch_size=8, max_epochs=2, learning_rate=1e-3, progress=False, val_data=val)
+    assert hist.steps_per_epoch == 125 and hist.steps == [125, 250]
+
+
+def test_default_budget_is_bounded_in_epochs_and_wall_time():
+    data = _data(300)
+    flow = nf_ppl.maf(KEY, 2, **SMALL)
+    with pytest.warns(RuntimeWarning, match=r"stopped by time_budget=1e-06 s at step 51 \(epoch 17\)"):
+        _, hist = inference.fit(flow, data, batch_size=128, time_budget=1e-6, progress=False)
+    assert hist.stop_reason == "time_budget" and hist.steps == [51] and "wall-time budget" in hist.summary()
+    import inspect
+    defaults = {k: p.default for k, p in inspect.signature(inference.fit).parameters.items()}
+    assert defaults["max_epochs"] is None and defaults["max_steps"] is None  # -> DEFAULT_MAX_EPOCHS
+    assert defaults["time_budget"] == inference._fit.DEFAULT_TIME_BUDGET > 0
+    assert defaults["patience"] == inference._fit.DEFAULT_PATIENCE
+    for name, value in (("max_epochs", 0), ("patience", 1.5), ("time_budget", 0), ("sampling", "bootstrap")):
+        with pytest.raises(ValueError, match=name):
+            inference.fit(flow, data, **{name: value})
+
+
+def test_shuffled_epochs_visit_every_training_row_once():
+    """sampling='shuffle': the minibatches of one epoch are a permutation of the training rows."""
+    from inference._fit_kernels import epoch_order, shuffled_indices
+
+    key, n, batch = jax.random.PRNGKey(3), 23, 5  # 5 steps an epoch; the last minibatch wraps around
+    spe = -(-n // batch)
+    for epoch in (0, 1):
+        order = epoch_order(key, epoch * spe, spe, n)
+        rows = np.concatenate([np.asarray(shuffled_indices(order, epoch * spe + s, batch, spe, n)) for s in range(spe)])
+        assert sorted(rows[:n].tolist()) == list(range(n))  # every row once ...
+        assert rows[n:].tolist() == np.asarray(order)[:spe * batch - n].tolist()  # ... topped up from the start
+    assert not np.array_equal(epoch_order(key, 0, spe, n), epoch_order(key, spe, spe, n))
+    # with replacement the rows of an epoch repeat and miss some (the other sampling, same API)
+    data, val = _data(1000), _data(256, seed=1)
+    flow = nf_ppl.maf(KEY, 2, **SMALL)
+    a, _ = inference.fit(flow, data, val_data=val, sampling="replacement", **FIT)
+    b, _ = inference.fit(flow, data, val_data=val, sampling="shuffle", **FIT)
+    assert not all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
 
 
 def test_conditional_fit_p_y_given_x():
@@ -78,9 +137,10 @@ def test_nonfinite_steps_are_reported_and_skipped_or_stop():
     with pytest.warns(RuntimeWarning, match=r"not finite at step\(s\) \[\d+"):
         fitted, hist = inference.fit(flow, data, val_fraction=0.0, **dict(FIT, batch_size=16, max_steps=100))
     assert hist.nonfinite_steps and hist.stop_reason == "max_steps"
+    assert len(hist.nonfinite_steps) == 25  # shuffled epochs: the bad row is in one of the 4 minibatches of each epoch
     assert all(np.all(np.isfinite(l)) for l in _leaves(fitted))
     with pytest.warns(RuntimeWarning, match=r"not finite at step \d+; stopping"):
-        fitted, hist = inference.fit(flow, data, val_fraction=0.0, on_nonfinite="stop",
+        fitted, hist = inference.fit(flow, data, val_fraction=0.0, on_nonfinite="stop", sampling="replacement",
                                      **dict(FIT, batch_size=16, max_steps=100))
     assert hist.stop_reason == "nonfinite" and hist.steps[-1] == hist.nonfinite_steps[0]
     assert all(np.all(np.isfinite(l)) for l in _leaves(fitted))

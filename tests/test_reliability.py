@@ -113,7 +113,7 @@ def test_fit_counts_skipped_nonfinite_steps_in_history_and_summary():
     assert hist.num_nonfinite == len(hist.nonfinite_steps) > 0
     assert f"{hist.num_nonfinite} step(s) had a non-finite loss or gradient (first at step " \
            f"{hist.nonfinite_steps[0]}) and were skipped" in hist.summary()
-    assert hist.summary().startswith("stopped after step 100: the step budget (max_steps) was used up")
+    assert hist.summary().startswith("stopped after step 100 (epoch 25): the step budget (max_steps) was used up")
 
 
 def test_fit_never_returns_parameters_worse_than_its_start():
@@ -338,6 +338,7 @@ def _csv(path, data):
     ("--val-fraction", "1.5", "--val-fraction must be a fraction in (0, 1)"),
     ("--lr", "-0.01", "--lr must be a learning rate in (0, 1]"), ("--batch-size", "0", "--batch-size must be"),
     ("--patience", "0", "--patience must be a positive int"), ("--flow", "glowy", "--flow 'glowy' is not a flow"),
+    ("--epochs", "0", "--epochs must be a positive int"), ("--time-budget", "-1", "--time-budget must be a positive"),
 ])
 def test_cli_refuses_bad_options_in_one_line_before_work(tmp_path, capsys, option, value, words):
     data = _csv(tmp_path / "d.csv", _data(100))
