@@ -32,12 +32,15 @@ from ._checkpoint import read_checkpoint, write_checkpoint
 from ._io import check_folder, spec_of
 from .fit_history import FitHistory
 
-__all__ = ["FitHistory", "fit", "make_optimizer", "DEFAULT_MAX_EPOCHS", "DEFAULT_PATIENCE", "DEFAULT_TIME_BUDGET"]
+__all__ = ["FitHistory", "fit", "make_optimizer", "DEFAULT_MAX_EPOCHS", "DEFAULT_MIN_STEPS", "DEFAULT_PATIENCE",
+           "DEFAULT_TIME_BUDGET", "MIN_PATIENCE_STEPS"]
 
 ON_NONFINITE = ("skip", "stop")
 SAMPLING = ("shuffle", "replacement")
-DEFAULT_MAX_EPOCHS = 500  # the epoch budget when neither max_epochs nor max_steps is given
-DEFAULT_PATIENCE = 20  # epochs without improvement of the held-out loss before stopping
+DEFAULT_MAX_EPOCHS = 500  # the epoch budget when neither max_epochs nor max_steps is given ...
+DEFAULT_MIN_STEPS = 10_000  # ... but never fewer steps than this (small data sets have few steps an epoch)
+DEFAULT_PATIENCE = 20  # patience="auto": epochs without improvement of the held-out loss before stopping ...
+MIN_PATIENCE_STEPS = 1000  # ... but never fewer steps than this
 DEFAULT_TIME_BUDGET = 600.0  # seconds of wall time per call
 MIN_EVAL_STEPS = 50  # default evaluations are a whole number of epochs and at least this many steps apart
 
@@ -135,7 +138,7 @@ class _Plan:
     def __init__(self, n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget):
         self.steps_per_epoch = -(-n_train // batch_size)
         if max_epochs is None and max_steps is None:
-            max_epochs = DEFAULT_MAX_EPOCHS
+            max_epochs = max(DEFAULT_MAX_EPOCHS, -(-DEFAULT_MIN_STEPS // self.steps_per_epoch))
         by_epochs = math.inf if max_epochs is None else max_epochs * self.steps_per_epoch
         by_steps = math.inf if max_steps is None else max_steps
         self.total_steps = int(min(by_epochs, by_steps))
@@ -143,7 +146,10 @@ class _Plan:
         if eval_every is None:  # whole epochs, and at least MIN_EVAL_STEPS steps between evaluations
             eval_every = self.steps_per_epoch * -(-MIN_EVAL_STEPS // self.steps_per_epoch)
         self.eval_every = int(eval_every)
-        self.patience_steps = None if patience is None else patience * self.steps_per_epoch
+        if patience == "auto":
+            self.patience_steps = max(DEFAULT_PATIENCE * self.steps_per_epoch, MIN_PATIENCE_STEPS)
+        else:
+            self.patience_steps = None if patience is None else patience * self.steps_per_epoch
         self.time_budget = time_budget
 
 
@@ -195,7 +201,7 @@ class _Devices:
 def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: int | None = None,
         time_budget: float | None = DEFAULT_TIME_BUDGET, batch_size: int = 256, learning_rate: float = 1e-3,
         optimizer=None, schedule=None, clip_norm: float | None = None, weight_decay: float = 0.0,
-        val_fraction: float = 0.1, val_data=None, val_context=None, patience: int | None = DEFAULT_PATIENCE,
+        val_fraction: float = 0.1, val_data=None, val_context=None, patience: int | str | None = "auto",
         min_delta: float = 0.0, eval_every: int | None = None, sampling: str = "shuffle", seed: int = 0,
         on_nonfinite: str = "skip", progress: bool = True, callback: Callable | None = None,
         checkpoint_path=None, checkpoint_every: int | None = None, resume: bool = False, shard: bool | str = "auto"):
@@ -212,7 +218,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         context: array ``(n, context_dim)`` for a conditional flow ``p(y | x)``.
         max_epochs, max_steps: the budget in epochs (one epoch is ``ceil(n_train / batch_size)``
             steps, one pass over the training rows) and/or optimiser steps; training stops at
-            whichever comes first.  With neither, ``max_epochs=DEFAULT_MAX_EPOCHS`` (500).
+            whichever comes first.  With neither: 500 epochs, or 10,000 steps where that is more
+            (a data set of a few thousand rows has only a few steps an epoch).
         time_budget: seconds of wall time for this call (default 600; ``None`` for no limit),
             checked between evaluations; a fit stopped by it warns (it is not reproducible).
         batch_size: minibatch size.  A ``batch_size`` at or above the number of training rows
@@ -224,9 +231,9 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
             ``optimizer`` (any optax transformation) overrides them.
         val_fraction / val_data (+ val_context): held-out rows; ``val_fraction`` of ``data`` is
             split off at random unless ``val_data`` is given.
-        patience, min_delta: stop after ``patience`` epochs (default 20) in which the held-out
-            loss did not improve by more than ``min_delta`` on its best (the start counts);
-            ``None`` never stops early.  ``min_delta`` only decides when to stop: the parameters
+        patience, min_delta: stop after ``patience`` epochs in which the held-out loss did not
+            improve by more than ``min_delta`` on its best (the start counts); ``"auto"``
+            (default): 20 epochs, or 1000 steps where that is more; ``None`` never stops early.  ``min_delta`` only decides when to stop: the parameters
             returned are the best seen.
         eval_every: steps between evaluations (validation, progress bar, callback, checkpoints),
             each span one jitted ``lax.scan``; default: a whole number of epochs, at least 50 steps.
@@ -262,7 +269,7 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         raise ValueError(f"sampling must be one of {SAMPLING}; got {sampling!r}")
     _positive_int("batch_size", batch_size)
     for name, v in (("max_epochs", max_epochs), ("max_steps", max_steps), ("eval_every", eval_every),
-                    ("patience", patience), ("checkpoint_every", checkpoint_every)):
+                    ("patience", None if patience == "auto" else patience), ("checkpoint_every", checkpoint_every)):
         _positive_int(name, v, allow_none=True)
     if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
         raise ValueError(f"time_budget must be a positive number of seconds or None; got {time_budget!r}")

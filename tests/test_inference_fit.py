@@ -92,7 +92,15 @@ def test_default_budget_is_bounded_in_epochs_and_wall_time():
     defaults = {k: p.default for k, p in inspect.signature(inference.fit).parameters.items()}
     assert defaults["max_epochs"] is None and defaults["max_steps"] is None  # -> DEFAULT_MAX_EPOCHS
     assert defaults["time_budget"] == inference._fit.DEFAULT_TIME_BUDGET > 0
-    assert defaults["patience"] == inference._fit.DEFAULT_PATIENCE
+    assert defaults["patience"] == "auto"
+    # "auto" patience: 20 epochs, but never fewer than 1000 steps (270 rows are 3 steps an epoch);
+    # with min_delta=1e9 no evaluation improves, so the fit stops at the first evaluation past 1000 steps
+    _, hist = inference.fit(flow, data, batch_size=128, min_delta=1e9, time_budget=None, progress=False)
+    assert hist.stop_reason == "converged" and hist.steps[-1] == 1020 and hist.steps[:2] == [51, 102]
+    from inference._fit import _Plan
+    plan = _Plan(270, 128, None, None, None, "auto", None)  # the default budget: 500 epochs or 10,000 steps
+    assert plan.total_steps == 10_002 and plan.budget_reason == "max_epochs"
+    assert _Plan(100_000, 100, None, None, None, "auto", None).total_steps == 500 * 1000
     for name, value in (("max_epochs", 0), ("patience", 1.5), ("time_budget", 0), ("sampling", "bootstrap")):
         with pytest.raises(ValueError, match=name):
             inference.fit(flow, data, **{name: value})
