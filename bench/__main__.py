@@ -34,6 +34,7 @@ BENCHMARKS = {
     "autoregressive": ("bench_autoregressive.py", "Autoregressive models and the CRF (issue 4)", True),
     "symbolic": ("bench_symbolic.py", "Symbolic package (issue 5)", True),
     "density": ("bench_density.py", "Flows as density models: defaults and ablation vs flowjax (issue 16)", True),
+    "svi_dimension": ("bench_svi_dimension.py", "SVI keeps a warm start as the latent dimension grows (issue 21)", True),
     "inference": ("bench_inference.py", "Inference: flow guides, posteriordb accuracy, fitting (issue 6)", True),
 }
 
