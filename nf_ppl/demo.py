@@ -114,7 +114,6 @@ def density_part(report: Report, quick: bool, seed: int, plt) -> None:
     import jax
 
     import inference
-    import nf_ppl
 
     report.say("## 2. Density estimation on two moons (maximum likelihood)")
     data = two_moons(seed, 3000)

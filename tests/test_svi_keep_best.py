@@ -9,8 +9,6 @@ import warnings
 
 import jax
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import optax
 import pytest
 
@@ -19,16 +17,9 @@ from inference.svi import learning_rate_factor
 
 
 def _regression(dim, n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, dim))
-    y = x @ rng.normal(size=dim) + rng.normal(size=n)
-
-    def model(x, y=None):
-        b = numpyro.sample("b", dist.Normal(0, 1).expand([dim]).to_event(1))
-        numpyro.sample("y", dist.Normal(x @ b, 1.0), obs=y)
-
-    cov = np.linalg.inv(x.T @ x + np.eye(dim))
-    return model, x, y, cov @ x.T @ y, np.sqrt(np.diag(cov))
+    """The bench's model (bench/bench_svi_dimension.py): ``(model, x, y, exact mean, exact sds)``."""
+    from bench.bench_svi_dimension import regression
+    return regression(dim, n, seed)
 
 
 def _start_params(model, guide, x, y, seed=0):
