@@ -31,6 +31,7 @@ given (bench/RESULTS.md, "Inference"):
 from __future__ import annotations
 
 import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -35,9 +35,9 @@ def learning_rate_factor(latent_dim) -> float:
 
     Adam moves every parameter by about the learning rate per step whatever its gradient, so the
     noise a guide with ``O(D^2)`` parameters picks up per step grows with ``D``: on a 100-dimensional
-    Gaussian regression, 1000 steps at 1e-2 left a warm-started ``AutoFlow`` at mean errors of 0.6
-    posterior sds (start: 0.07) while 3e-3 kept it at its start; at D = 200, 1.5e-3 did and 3.9e-3
-    did not (bench/RESULTS.md).  ``None`` (unknown) gives 1.
+    Gaussian regression, 1000 steps at 1e-2 left a warm-started ``AutoFlow`` at mean errors of 0.76
+    posterior sds (start: 0.066) while the scaled 3e-3 kept it at 0.082 (bench/RESULTS.md,
+    ``bench/bench_svi_dimension.py``).  ``None`` (unknown) gives 1.
     """
     if latent_dim is None:
         return 1.0
