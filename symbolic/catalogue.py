@@ -278,12 +278,29 @@ def _symbolic_polar_checks(tr):
     return [(rep.details(), rep.passed), ("inverse recovers (r, t)", np.allclose(back, np.asarray(pts), atol=1e-4))]
 
 
+def _delta_affine():
+    return change_of_variables(2 * _x + 1, _x, sp.DiracDelta(_x - 17), name="delta_affine")
+
+
+def _delta_affine_checks(c):
+    r"""The notes' pushforward of a point mass: :math:`f_\# \delta_{17} = \delta_{35}` for :math:`f(x) = 2x + 1`,
+    i.e. :math:`\int h\, d(f_\#\pi) = h(f(17))` for every test function :math:`h`."""
+    (y,) = c.outputs
+    h = sp.exp(-y**2 / 100) * sp.cos(y)
+    return [("density is delta(y - 35)", same(c.density, sp.DiracDelta(y - 35))),
+            ("E[h(Y)] = h(35) for h(y) = exp(-y^2/100) cos(y)",
+             same(sp.integrate(h * c.density, (y, -sp.oo, sp.oo)), h.subs(y, 35))),
+            _mass_is_one(c)]
+
+
 def catalogue(numeric: bool = True) -> list[Example]:
     """All examples: the notes' changes of variables, the layer families and (optionally) numeric twins."""
     examples = [
         Example("uniform_scale", "Uniform[0, 1] under x -> 2x", _uniform_scale, _uniform_scale_checks),
         Example("uniform_affine", "Uniform[0, 1] under x -> 2x + 1", _uniform_affine, _uniform_affine_checks),
         Example("normal_affine", "N(0, 1) under x -> 2x + 1", _normal_affine, _normal_affine_checks),
+        Example("delta_affine", "point mass at 17 under x -> 2x + 1 (the notes' pushforward of a Dirac measure)",
+                _delta_affine, _delta_affine_checks),
         Example("halfnormal_square", "half-normal under x -> x^2 (chi-square, 1 dof)", _halfnormal_square,
                 _square_checks),
         Example("normal_square", "N(0, 1) under x -> x^2: two branches", _normal_square, _normal_square_checks),

@@ -39,6 +39,7 @@ from ._common import (
     sample_box,
     time_limit,
 )
+from .numerical_inverse import build_numerical_inverse
 
 __all__ = ["change_of_variables", "ChangeOfVariables", "InverseNotFoundWarning"]
 
@@ -298,6 +299,8 @@ class ChangeOfVariables:
         self.reason = ""
         self._branches: list[_Branch] = []
         self.marginalised = ()
+        self.numerical = None
+        self.numerical_reason = ""
         if not self.is_square:
             if d_out < d_in:
                 self._marginalise()
@@ -491,13 +494,41 @@ class ChangeOfVariables:
         except _SolveFailure as err:
             if inverse is not None:
                 raise ValueError(f"the given inverse is not valid: {err}") from None
-            self._fail(f"{err}; pass inverse=... to change_of_variables", InverseNotFoundWarning)
+            self._offer_numerical(str(err))
             return
         kept = [c for c, ok in zip(candidates, valid.T) if ok.any()]
         self._branches = [_Branch(c, self._branch_condition(c, reduced, len(kept)))
                           for c in kept]
         self.branches = [tuple(self._external(e) for e in b.inverse) for b in self._branches]
         self._output_support = self._derive_output_support()
+
+    def _offer_numerical(self, failure):
+        """No closed-form inverse: a monotone triangular map still gets a numerical inverse and density."""
+        solver, why = build_numerical_inverse(self)
+        if solver is None:
+            self.numerical_reason = why
+            self._fail(f"{failure}; pass inverse=... to change_of_variables", InverseNotFoundWarning)
+            return
+        self.numerical = solver
+        self._fail(f"{failure}.  No closed-form inverse, but the map is monotone and triangular ({solver.how}): a "
+                   "NUMERICAL inverse and density are offered, .numerical_inverse(y) and .numerical_density(y) "
+                   "(bisection; pass inverse=... for a closed form)", InverseNotFoundWarning)
+
+    def numerical_inverse(self, y):
+        """``x = f^{-1}(y)`` computed numerically (rows of ``y``; NaN outside the image), offered when SymPy found
+        no closed-form inverse of a monotone triangular map (see :mod:`symbolic.numerical_inverse`)."""
+        return self._numerical_solver()(y)
+
+    def numerical_density(self, y):
+        """``p_Y(y) = p_X(g(y)) / |det J_f(g(y))|`` with the numerical inverse ``g`` (0 outside the image)."""
+        return self._numerical_solver().density(y)
+
+    def _numerical_solver(self):
+        if self.numerical is None:
+            raise ValueError("no numerical inverse is offered for this map: "
+                             + (self.numerical_reason or ("it has a closed-form inverse; use .inverse and .density"
+                                                          if self.has_density else self.reason)))
+        return self.numerical
 
     def _real_forms(self, candidates):
         """One input: replace solutions written with ``I`` (cube roots as ``y**(1/3)*(-1 + sqrt(3)*I)/2``) by
@@ -643,6 +674,8 @@ class ChangeOfVariables:
                 return
             parts.append((expr, where, part, image))
             self.notes.extend(part.notes)
+        self._piece_steps = [(f"piece {expr} on {where}: {label}", value)
+                             for expr, where, part, _ in parts for label, value in part.derivation]
         self._log_abs_det = self._internal_functions(sp.Piecewise(
             *[(part.log_abs_det, where.as_relational(x)) for _, where, part, _ in parts]).subs(self._to_internal))
         self.log_abs_det = self._external(self._log_abs_det)
@@ -753,12 +786,32 @@ class ChangeOfVariables:
         return sp.true if self._image.is_subset(where) else cond
 
     def _derive_density(self):
-        terms = []
+        r"""``p_Y(y) = sum_k p_X(g_k(y)) / |det J_f(g_k(y))|``, recording the steps for the report:
+        substitute the inverse into the base density, take ``|det J_f|`` there, divide and simplify."""
+        terms, self._steps = [], []
         for b in self._branches:
             at = dict(zip(self._xs, b.inverse))
-            term = self._simplified(self._p.subs(at) / sp.Abs(self._det.subs(at)), "simplifying the density")
+            p_at, det_at = self._p.subs(at), sp.Abs(self._det.subs(at))
+            term = self._simplified(p_at / det_at, "simplifying the density")
+            self._steps.append((p_at, det_at, term))
             terms.append(term if b.condition == sp.true else sp.Piecewise((term, b.condition), (0, True)))
-        self._density = self._simplified(sp.Add(*terms), "simplifying the density")
+        density = self._simplified(sp.Add(*terms), "simplifying the density")
+        if density.has(sp.DiracDelta) and len(self._ys) == 1:  # delta(y/2 - 35/2)/2 -> delta(y - 35)
+            density = density.expand(diracdelta=True, wrt=self._ys[0])
+        self._density = density
+
+    @property
+    def derivation(self) -> list:
+        """The density's derivation as ``[(label, expression)]`` in the user's symbols: per inverse branch,
+        the base density at the inverse, ``|det J_f|`` at the inverse, and their simplified ratio."""
+        steps = []
+        many = len(getattr(self, "_steps", ())) > 1
+        for k, (p_at, det_at, term) in enumerate(getattr(self, "_steps", ())):
+            tag = f" (branch {k + 1})" if many else ""
+            steps += [(f"substitute the inverse into the base density, p_X(g(y)){tag}", self._external(p_at)),
+                      (f"take |det J_f| at the inverse, |det J_f(g(y))|{tag}", self._external(det_at)),
+                      (f"divide and simplify, p_X(g(y)) / |det J_f(g(y))|{tag}", self._external(term))]
+        return steps + list(getattr(self, "_piece_steps", ()))
 
     def _derive_output_support(self):
         if len(self._ys) == 1 and self._image is None and len(self._branches) == 1:

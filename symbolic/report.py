@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["render", "render_change_of_variables", "render_layer", "FORMATS"]
+__all__ = ["render", "render_change_of_variables", "render_layer", "tex_text", "FORMATS"]
 
 FORMATS = ("pretty", "latex", "markdown")
 
@@ -14,13 +14,25 @@ def _check_format(fmt):
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "^": r"\^{}", "#": r"\#",
+                "%": r"\%", "&": r"\&", "$": r"\$", "~": r"\~{}", "|": r"\textbar{}", "<": r"\textless{}",
+                ">": r"\textgreater{}"}
+
+
+def tex_text(text: str) -> str:
+    """Plain text made safe for LaTeX's text mode (every special character escaped)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
 def render(label: str, value, fmt: str) -> str:
     """One labelled item: ``label`` followed by ``value`` (a SymPy object or plain text)."""
     _check_format(fmt)
+    if fmt == "latex":
+        if isinstance(value, str):
+            return f"\\noindent {tex_text(label)}: {tex_text(value)}\\par"
+        return f"\\noindent {tex_text(label)}:\n\\[ {sp.latex(value)} \\]"
     if isinstance(value, str):
         return f"- {label}: {value}" if fmt == "markdown" else f"{label}: {value}"
-    if fmt == "latex":
-        return f"% {label}\n\\[ {sp.latex(value)} \\]"
     if fmt == "markdown":
         return f"- {label}: ${sp.latex(value)}$"
     art = sp.pretty(value, use_unicode=False)
@@ -50,6 +62,7 @@ def render_change_of_variables(cov, fmt: str = "pretty") -> str:
             label = "inverse" if len(cov.branches) == 1 else f"inverse branch {k + 1}"
             items.append((label, _map_equation(cov.inputs, branch)))
         if cov.base_density is not None:
+            items += cov.derivation
             items += [("pushforward density", cov.density), ("on", cov.output_support)]
     else:
         items.append(("no density", cov.reason))
@@ -64,12 +77,13 @@ def render_layer(layer, fmt: str = "pretty") -> str:
     if fmt == "markdown":
         pattern_text = "\n```\n" + pattern + "\n```"
     elif fmt == "latex":
-        pattern_text = "\n% " + pattern.replace("\n", "\n% ")
+        pattern_text = None
     else:
         pattern_text = "\n    " + pattern.replace("\n", "\n    ")
     items = [
         render("map", _map_equation(outputs, layer.forward), fmt),
-        render(f"Jacobian zero pattern ({layer.structure})", pattern_text, fmt),
+        (f"\\noindent Jacobian zero pattern ({tex_text(layer.structure)}):\n\\begin{{verbatim}}\n{pattern}\n"
+         "\\end{verbatim}") if fmt == "latex" else render(f"Jacobian zero pattern ({layer.structure})", pattern_text, fmt),
         render("det J", layer.det, fmt),
         render("log|det J|", layer.log_abs_det, fmt),
     ]

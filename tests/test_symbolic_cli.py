@@ -1,5 +1,7 @@
 """nf-ppl verify (symbolic.cli.main) and the catalogue."""
 
+import re
+import shutil
 import subprocess
 import sys
 
@@ -31,8 +33,48 @@ def test_verify_symbolic_part_passes(capsys):
 def test_output_formats(capsys, flag, marker):
     argv = ["--only", "uniform_affine", "--only", "circle"] + ([flag] if flag else [])
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.replace("\\_", "_")  # LaTeX escapes the underscore
     assert marker in out and "circle" in out and "uniform_affine" in out and "polar" not in out
+
+
+def _environments_balance(tex):
+    stack = []
+    for kind, name in re.findall(r"\\(begin|end)\{(\w+\*?)\}", tex):
+        if kind == "begin":
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            return False
+    return not stack
+
+
+def test_latex_is_a_standalone_document_with_the_derivation_steps(tmp_path, capsys):
+    path = tmp_path / "verify.tex"
+    argv = ["--latex", "--output", str(path), "--only", "delta_affine", "--only", "normal_square",
+            "--only", "affine_coupling_2d", "--only", "circle"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == ""  # everything went to the file
+    tex = path.read_text()
+    assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
+    assert _environments_balance(tex)
+    assert tex.count("\\section*") == 6  # five examples (normal_square matches halfnormal_square too), the summary
+    for step in ("substitute the inverse into the base density", "take \\textbar{}det J\\_f\\textbar{} at the inverse",
+                 "divide and simplify"):
+        assert step in tex
+    assert "\\delta\\left(y - 35\\right)" in tex  # the notes' f_# delta_17 = delta_35
+    assert "(branch 2)" in tex  # x -> x^2 has two inverse branches, each derived
+    text_lines = [ln for ln in tex.splitlines() if ln.startswith("\\noindent") or ln.startswith("\\item")]
+    assert text_lines and not any(re.search(r"(?<!\\)[_#&%]", ln.split(":", 1)[0]) for ln in text_lines)
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed: the document's structure was checked, not its compilation")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", path.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "verify.pdf").stat().st_size > 10_000
+
+
+def test_output_to_an_unwritable_path_is_refused(tmp_path, capsys):
+    assert cli.main(["--only", "uniform_scale", "--output", str(tmp_path / "no" / "such" / "f.tex")]) == 2
+    assert "cannot write --output" in capsys.readouterr().err
 
 
 def test_failing_check_gives_nonzero_exit(monkeypatch, capsys):
