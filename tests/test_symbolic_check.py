@@ -80,7 +80,6 @@ def test_bad_input():
 
 # -- check_transform for anyone's transform ---------------------------------------------------------------
 
-import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numpyro.distributions import constraints  # noqa: E402
