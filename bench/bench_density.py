@@ -17,11 +17,18 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   (normal, sd 1/sqrt(fan_in)) vs flowjax's uniform ones, minibatches with replacement vs
   shuffled epochs, the scale map (softplus vs exp), the start (random vs near-identity).
 
-    python bench/bench_density.py [--quick] [--sections defaults,ablation] [--seeds 3]
+* ``conditional``: p(y | x) on a heteroscedastic, skewed toy problem (``y = sin(2x) + s(x) e``,
+  ``e`` skew-normal with x-dependent skew; :func:`hetero_truth`): conditional ``maf`` and ``nsf``
+  (``build_flow(name, seed, 1, context_dim=1)`` + ``fit(..., context=x)``), the conditional MVN
+  baseline, flowjax's conditional MAF (affine and spline), and the true conditional log-likelihood
+  as the ceiling; the plot ``bench/density_conditional.png`` draws p(y | x) at three x.
+
+    python bench/bench_density.py [--quick] [--sections defaults,ablation,curves,conditional] [--seeds 3]
                                   [--data moons,breast_cancer,digits]
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
-baseline row and the ``maf`` defaults row (a smoke run: the figures say nothing about quality).
+baseline row, the ``maf`` defaults row and the conditional maf / MVN / flowjax affine rows (a smoke
+run: the figures say nothing about quality).
 """
 
 from __future__ import annotations
@@ -204,10 +211,209 @@ def ablation_table(datasets, seeds, quick):
     print()
 
 
+# -- learning curves ---------------------------------------------------------------------------------
+
+def learning_curves(seed, quick, path):
+    """Held-out log-likelihood per epoch of nf-ppl's ``maf`` (defaults) and flowjax's affine MAF
+    (defaults) on two moons, as a PNG: each library's own validation rows (the same number)."""
+    from flowjax.bijections import Affine
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+    from flowjax.train import fit_to_data
+    train, val, _ = moons(seed, 1500 if quick else 10000)
+    cap = 2 if quick else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, hist = inference.fit(inference.build_flow("maf", seed, 2), train, val_data=val, progress=False,
+                                seed=seed, max_epochs=cap)
+    key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
+    flow = masked_autoregressive_flow(key, base_dist=Normal(jnp.zeros(2)), transformer=Affine())
+    both = np.concatenate([train, val])
+    _, losses = fit_to_data(fit_key, flow, both, val_prop=len(val) / len(both), max_epochs=cap or 100,
+                            show_progress=False)
+    ours = (np.asarray(hist.epochs), -np.asarray(hist.val_loss))
+    peer = (np.arange(1, len(losses["val"]) + 1), -np.asarray(losses["val"]))
+    rows = []
+    for epoch in (5, 10, 20, 50, 100, 200):
+        row = [str(epoch)]
+        for e, v in (ours, peer):
+            i = np.searchsorted(e, epoch, side="right") - 1  # the last evaluation at or before it
+            row.append(f"{v[i]:.3f}" if i >= 0 and epoch <= e[-1] else "")
+        rows.append(row)
+    rows.append(["best", f"{ours[1].max():.3f} (epoch {ours[0][np.argmax(ours[1])]:.0f})",
+                 f"{peer[1].max():.3f} (epoch {peer[0][np.argmax(peer[1])]:.0f})"])
+    print("### Learning curves: held-out log-likelihood by epoch, maf on two moons (seed "
+          f"{seed}; each library's validation rows)\n")
+    print(table(["epoch", "nf-ppl maf (defaults)", "flowjax MAF (Affine, defaults)"], rows))
+    print()
+    if quick:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(*ours, label="nf-ppl maf, fit() defaults")
+    ax.plot(*peer, label="flowjax MAF (Affine), fit_to_data defaults")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out log-likelihood per example")
+    ax.set_ylim(max(-3.0, min(ours[1].min(), peer[1].min())), None)
+    ax.set_xscale("log")
+    ax.legend()
+    ax.set_title("two moons (d=2): held-out log-likelihood by epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"![learning curves]({os.path.basename(path)})\n")
+
+
+# -- conditional density p(y | x) ----------------------------------------------------------------------
+
+COND_PLOT_X = (-2.0, 0.0, 2.0)
+
+
+def hetero_truth(x, y):
+    """``log p(y | x)`` of the toy problem: ``y = sin(2x) + s(x) e``, ``e ~ SkewNormal(a(x))``, with
+    ``s(x) = 0.15 + 0.25 (1 + tanh x)`` (scale grows with x) and ``a(x) = 4 tanh(x)`` (skewed left for
+    x < 0, right for x > 0)."""
+    from scipy.stats import skewnorm
+    scale, skew = 0.15 + 0.25 * (1 + np.tanh(x)), 4 * np.tanh(x)
+    return skewnorm.logpdf((y - np.sin(2 * x)) / scale, skew) - np.log(scale)
+
+
+def heteroscedastic(seed, n=6000):
+    """``(x, y)`` splits 70/10/20, standardised by the training rows, and the true test log-likelihood
+    in the standardised units of ``y`` (the ceiling of every row)."""
+    from scipy.stats import skewnorm
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3, 3, n)
+    e = skewnorm.rvs(4 * np.tanh(x), random_state=rng)
+    y = np.sin(2 * x) + (0.15 + 0.25 * (1 + np.tanh(x))) * e
+    idx = rng.permutation(n)
+    a, b = int(0.7 * n), int(0.8 * n)
+    parts = [idx[:a], idx[a:b], idx[b:]]
+    (mx, sx), (my, sy) = (x[parts[0]].mean(), x[parts[0]].std()), (y[parts[0]].mean(), y[parts[0]].std())
+    std = [(((x[p] - mx) / sx)[:, None].astype(np.float32), ((y[p] - my) / sy)[:, None].astype(np.float32))
+           for p in parts]
+    truth = float(np.mean(hetero_truth(x[parts[2]], y[parts[2]]) + np.log(sy)))
+    return std, truth, (mx, sx, my, sy)
+
+
+def _cond_ours(name, seed, splits, max_epochs=None):
+    (xt, yt), (xv, yv), (xs, ys) = splits
+    flow = inference.build_flow(name, seed, 1, context_dim=1)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted, hist = inference.fit(flow, yt, context=xt, val_data=yv, val_context=xv, progress=False, seed=seed,
+                                     max_epochs=max_epochs)
+    lp = float(np.mean(np.asarray(fitted.log_prob(ys, context=xs))))
+    return lp, hist.epochs[-1], time.perf_counter() - start, lambda y, x: np.asarray(fitted.log_prob(y, context=x))
+
+
+def _cond_mvn(seed, splits, steps=6000, lr=1e-3, batch=256):
+    """The conditional MVN baseline ``N(mu(x), sigma(x)^2)`` (``nf_ppl.mvn.conditional_mvn``): Adam on
+    minibatches, the parameters with the best validation loss (checked every 100 steps) kept."""
+    import optax
+    from nf_ppl.mvn import conditional_mvn
+    (xt, yt), (xv, yv), (xs, ys) = splits
+    xt, yt = jnp.asarray(xt), jnp.asarray(yt)
+    model = conditional_mvn(jax.random.PRNGKey(seed), 1, 1)
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def span(m, st, key):
+        def body(carry, k):
+            m, st = carry
+            i = jax.random.randint(k, (batch,), 0, len(yt))
+            g = jax.grad(lambda m: -m.log_prob(yt[i], context=xt[i]).mean())(m)
+            u, st = opt.update(g, st, m)
+            return (optax.apply_updates(m, u), st), None
+        (m, st), _ = jax.lax.scan(body, (m, st), jax.random.split(key, 100))
+        return m, st, m.log_prob(yv, context=xv).mean()
+
+    start, st, best = time.perf_counter(), opt.init(model), (-np.inf, model)
+    for k in jax.random.split(jax.random.PRNGKey(seed + 1), steps // 100):
+        model, st, val = span(model, st, k)
+        best = max(best, (float(val), model), key=lambda t: t[0])
+    fitted = best[1]
+    lp = float(np.mean(np.asarray(fitted.log_prob(ys, context=xs))))
+    return lp, steps * batch / len(yt), time.perf_counter() - start, \
+        lambda y, x: np.asarray(fitted.log_prob(y, context=x))
+
+
+def _cond_flowjax(kind, seed, splits, max_epochs=100):
+    from flowjax.bijections import Affine, RationalQuadraticSpline
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+    from flowjax.train import fit_to_data
+    (xt, yt), (xv, yv), (xs, ys) = splits
+    transformer = Affine() if kind == "affine" else RationalQuadraticSpline(knots=8, interval=4)
+    key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
+    flow = masked_autoregressive_flow(key, base_dist=Normal(jnp.zeros(1)), transformer=transformer, cond_dim=1)
+    y_all, x_all = np.concatenate([yt, yv]), np.concatenate([xt, xv])
+    start = time.perf_counter()
+    fitted, losses = fit_to_data(fit_key, flow, (y_all, x_all), val_prop=len(yv) / len(y_all),
+                                 max_epochs=max_epochs, show_progress=False)
+    lp = float(np.mean(np.asarray(fitted.log_prob(ys, condition=xs))))
+    return lp, len(losses["val"]), time.perf_counter() - start, \
+        lambda y, x: np.asarray(fitted.log_prob(y, condition=x))
+
+
+def conditional_table(seeds, quick, plot_path=None):
+    cap = 2 if quick else None
+    models = [("nf-ppl maf (conditional)", lambda s, sp: _cond_ours("maf", s, sp, cap)),
+              ("nf-ppl nsf (conditional)", lambda s, sp: _cond_ours("nsf", s, sp, cap)),
+              ("conditional MVN baseline", lambda s, sp: _cond_mvn(s, sp, steps=200 if quick else 6000)),
+              ("flowjax MAF (Affine, conditional)", lambda s, sp: _cond_flowjax("affine", s, sp, 2 if quick else 100)),
+              ("flowjax MAF (RQ spline, conditional)", lambda s, sp: _cond_flowjax("spline", s, sp, 2 if quick else 100))]
+    if quick:
+        models = models[:1] + models[2:4]
+    results = {label: [] for label, _ in models}
+    truths, curves = [], {}
+    for seed in seeds:
+        splits, truth, units = heteroscedastic(seed, 1500 if quick else 6000)
+        truths.append(truth)
+        for label, run in models:
+            lp, ep, t, density = run(seed, splits)
+            results[label].append((lp, ep, t))
+            print(f"  conditional {label} seed {seed}: {lp:.3f} (truth {truth:.3f})", file=sys.stderr, flush=True)
+            if seed == seeds[0]:
+                curves[label] = (density, units)
+    rows = [["true conditional density (the ceiling)", f"{np.mean(truths):.3f}", "", "", ""]]
+    for label, runs in results.items():
+        lp = np.array([r[0] for r in runs])
+        rows.append([label, f"{lp.mean():.3f}", f"{np.ptp(lp):.3f}", f"{np.mean([r[1] for r in runs]):.0f}",
+                     f"{np.mean([r[2] for r in runs]):.1f}"])
+    print("### Conditional density p(y | x): heteroscedastic, skewed toy problem (d_y = 1, d_x = 1)\n")
+    print(table(["model", "test LL", "spread over seeds", "epochs", "wall s"], rows))
+    print()
+    if plot_path and not quick:
+        _plot_conditionals(curves, plot_path)
+        print(f"![conditional densities]({os.path.basename(plot_path)})\n")
+
+
+def _plot_conditionals(curves, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(COND_PLOT_X), figsize=(4.2 * len(COND_PLOT_X), 3.4))
+    for ax, x0 in zip(axes, COND_PLOT_X):
+        grid = np.linspace(np.sin(2 * x0) - 2.5, np.sin(2 * x0) + 3.0, 400)
+        ax.plot(grid, np.exp(hetero_truth(np.full_like(grid, x0), grid)), "k", lw=2, label="truth")
+        for label, (density, (mx, sx, my, sy)) in curves.items():
+            xs = np.full((len(grid), 1), (x0 - mx) / sx, np.float32)
+            ys = ((grid - my) / sy)[:, None].astype(np.float32)
+            ax.plot(grid, np.exp(density(ys, xs)) / sy, lw=1, label=label)
+        ax.set_title(f"p(y | x = {x0:g})")
+        ax.set_xlabel("y")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--sections", default="defaults,ablation")
+    p.add_argument("--sections", default="defaults,ablation,curves,conditional")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data", default="moons,breast_cancer,digits")
     args = p.parse_args()
@@ -221,6 +427,12 @@ def main():
         ablation_table(datasets, seeds, args.quick)
     if "defaults" in sections:
         defaults_table(datasets, seeds, args.quick)
+    if "curves" in sections:
+        learning_curves(0, args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "density_learning_curves.png"))
+    if "conditional" in sections:
+        conditional_table(list(seeds), args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                "density_conditional.png"))
 
 
 if __name__ == "__main__":

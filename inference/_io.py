@@ -368,6 +368,26 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
     return os.fspath(path)
 
 
+# Builder defaults that changed, with their earlier values: a file whose spec did not name the option
+# was written with the earlier default, and is rebuilt with it when today's default gives another structure.
+LEGACY_DEFAULTS = {"realnvp": ({"log_scale_bound": 5.0},)}
+
+
+def _rebuild_with_legacy_defaults(spec, stored_treedef):
+    """The flow of ``spec`` built with an earlier set of builder defaults whose structure matches the file's."""
+    options = dict(spec.get("options") or {})
+    for old in LEGACY_DEFAULTS.get(spec.get("builder"), ()):
+        trial = dict(spec, options={**old, **options})
+        try:
+            flow = build(trial)
+        except (ValueError, TypeError):
+            continue
+        if str(jax.tree_util.tree_structure(flow.replace(context=None) if flow.context is not None else flow)) \
+                == stored_treedef:
+            return flow
+    return None
+
+
 def load(path, *, like=None):
     """Load a flow saved by :func:`save`.
 
@@ -386,6 +406,11 @@ def load(path, *, like=None):
         except (ValueError, TypeError) as err:
             raise FlowFileError(f"{path!r}: cannot rebuild the flow from its spec {header['spec']!r}: {err}") from err
     leaves, treedef = jax.tree_util.tree_flatten(like.replace(context=None) if like.context is not None else like)
+    if str(treedef) != header.get("treedef") and header.get("spec") is not None:
+        legacy = _rebuild_with_legacy_defaults(header["spec"], header.get("treedef"))
+        if legacy is not None:  # re-saving it then names the earlier default in its spec
+            like, header["spec"] = legacy, spec_of(legacy)
+        leaves, treedef = jax.tree_util.tree_flatten(like.replace(context=None) if like.context is not None else like)
     if str(treedef) != header.get("treedef"):
         raise FlowFileError(f"{path!r} stores a flow of a different structure:\n  stored: {header.get('treedef')}\n  "
                             f"expected: {treedef}")

@@ -83,7 +83,7 @@ LAYERS = {
 
 # name -> factory(key, dim, dtype) -> Flow.  "maf" starts near the identity (out_scale=0.01) like the
 # others, so the harness's perturbation gives maps of the same moderate curvature that its 2-D grid
-# integration resolves; "maf-random-perm-unrolled" keeps maf's default random start (out_scale=1).
+# integration resolves; "maf-random-perm-unrolled" keeps maf's default random start (out_scale=1/sqrt(num_layers)).
 BUILDERS = {
     "maf": lambda k, d, t: nf_ppl.maf(k, d, num_layers=3, hidden_dims=HIDDEN, out_scale=0.01, dtype=t),
     "iaf": lambda k, d, t: nf_ppl.iaf(k, d, num_layers=3, hidden_dims=HIDDEN, dtype=t),
