@@ -370,7 +370,7 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 
 # Builder defaults that changed, with their earlier values: a file whose spec did not name the option
 # was written with the earlier default, and is rebuilt with it when today's default gives another structure.
-LEGACY_DEFAULTS = {"realnvp": ({"log_scale_bound": 5.0},)}
+LEGACY_DEFAULTS = {"maf": ({"num_layers": 5},), "realnvp": ({"log_scale_bound": 5.0},)}
 
 
 def _rebuild_with_legacy_defaults(spec, stored_treedef):

@@ -45,7 +45,8 @@ def _check_fit_options(args) -> None:
 
     from ._cli_io import check_option
 
-    check_option("--layers", args.layers, args.layers >= 1, "a positive int (number of flow layers)")
+    if args.layers is not None:
+        check_option("--layers", args.layers, args.layers >= 1, "a positive int (number of flow layers)")
     for name, value in (("--steps", args.steps), ("--epochs", args.epochs)):
         if value is not None:
             check_option(name, value, value >= 1, f"a positive int (maximum optimiser {name[2:]})")
@@ -97,7 +98,9 @@ def _fit(args) -> int:
     mean, sd = data.mean(0), data.std(0)
     sd = np.where(sd > 0, sd, 1.0)
     train, val = _split((data - mean) / sd, args.val_fraction, args.seed)
-    options = {"num_layers": args.layers, "hidden_dims": list(args.hidden)}
+    options = {"hidden_dims": list(args.hidden)}
+    if args.layers is not None:  # else the builder's own default (8 for maf, 6 for realnvp, ...)
+        options["num_layers"] = args.layers
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
     flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
                                   time_budget=args.time_budget, batch_size=min(args.batch_size, len(train)),
@@ -202,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("data", help="CSV (header row optional) or .npy file, one row per observation")
     fit.add_argument("--flow", default="maf", help=f"flow builder: {', '.join(FLOW_CHOICES)} (default maf)")
     fit.add_argument("--out", required=True, help="model file to write (.npz)")
-    fit.add_argument("--layers", type=int, default=5, help="number of flow layers (default 5)")
+    fit.add_argument("--layers", type=int, default=None,
+                     help="number of flow layers (default: the builder's, e.g. 8 for maf, 6 for realnvp)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
     fit.add_argument("--epochs", type=int, default=None,
                      help="maximum epochs (passes over the training rows; default: fit's, 500)")

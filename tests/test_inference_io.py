@@ -39,15 +39,20 @@ def test_build_save_load_round_trip(tmp_path, name, options):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
 
 
-def test_file_written_before_a_builder_default_changed_still_loads(tmp_path):
-    """realnvp's log_scale_bound default went 5.0 -> 3.0: a file whose spec does not name it was written with 5.0."""
-    old = _perturbed(nf_ppl.realnvp(jax.random.PRNGKey(0), 3, num_layers=2, hidden_dims=(5,), log_scale_bound=5.0))
-    spec = {"builder": "realnvp", "seed": 0, "dim": 3, "options": {"num_layers": 2, "hidden_dims": (5,)}}
+@pytest.mark.parametrize("name,old_default,options", [("realnvp", {"log_scale_bound": 5.0}, {"num_layers": 2}),
+                                                      ("maf", {"num_layers": 5}, {})])
+def test_file_written_before_a_builder_default_changed_still_loads(tmp_path, name, old_default, options):
+    """realnvp's log_scale_bound default went 5.0 -> 3.0 and maf's num_layers 5 -> 8: a file whose spec
+    does not name the option was written with the old default, and loads with it."""
+    options = {**options, "hidden_dims": (5,)}
+    old = _perturbed(inference.builders()[name](jax.random.PRNGKey(0), 3, **options, **old_default))
+    spec = {"builder": name, "seed": 0, "dim": 3, "options": options}
     path = inference.save(old, tmp_path / "old.npz", spec=spec)
     loaded = inference.load(path)
     np.testing.assert_array_equal(np.asarray(old.log_prob(X)), np.asarray(loaded.log_prob(X)))
-    assert inference.spec_of(loaded)["options"]["log_scale_bound"] == 5.0  # a re-save names the old default
-    today = inference.build_flow("realnvp", 0, 3, num_layers=2, hidden_dims=(5,))
+    for key, value in old_default.items():  # a re-save names the old default
+        assert inference.spec_of(loaded)["options"][key] == value
+    today = inference.build_flow(name, 0, 3, **options)
     assert jax.tree_util.tree_structure(today) != jax.tree_util.tree_structure(loaded)
 
 
