@@ -388,13 +388,15 @@ def _rebuild_with_legacy_defaults(spec, stored_treedef):
     return None
 
 
-def load(path, *, like=None):
+def load(path, *, like=None, return_metadata: bool = False):
     """Load a flow saved by :func:`save`.
 
     The structure comes from ``like`` (a flow of the same structure) or else from the stored spec
     (rebuilt by calling the builder); the stored arrays must match it leaf by leaf.  A flow saved
     at another floating-point precision than the running program's (float32 vs float64, see
     ``jax_enable_x64``) is cast to the running precision with a :class:`PrecisionCastWarning`.
+    ``return_metadata=True`` returns ``(flow, metadata)``, the ``metadata`` dict given to :func:`save`
+    (the file is read once).
     """
     path = os.fspath(path)
     header, arrays = read_container(path, kind="flow")
@@ -419,4 +421,4 @@ def load(path, *, like=None):
     check_finite_params(flow, f"flow in {path!r}")
     if header.get("spec") is not None:
         _SPECS[treedef] = header["spec"]
-    return flow
+    return (flow, dict(header.get("metadata") or {})) if return_metadata else flow

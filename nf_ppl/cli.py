@@ -141,13 +141,11 @@ def _load_model(path):
     import inference
 
     try:
-        flow = inference.load(path)
-        header, _ = inference._io.read_container(path, kind="flow")
+        flow, meta = inference.load(path, return_metadata=True)
     except FileNotFoundError:
         raise CLIError(f"model file not found: {path}") from None
     except (inference.FlowFileError, ValueError, OSError) as err:
         raise CLIError(f"{path}: not a readable nf-ppl model ({str(err).splitlines()[0]})") from None
-    meta = header.get("metadata") or {}
     if "standardize_mean" not in meta:
         raise CLIError(f"{path}: an nf-ppl flow file, but not one written by 'nf-ppl fit' (no standardisation stored)")
     return flow, np.asarray(meta["standardize_mean"]), np.asarray(meta["standardize_sd"]), meta.get("columns")

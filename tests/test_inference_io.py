@@ -33,6 +33,9 @@ def test_build_save_load_round_trip(tmp_path, name, options):
     path = inference.save(flow, tmp_path / "f.npz", metadata={"note": "unit test"})
     loaded = inference.load(path)
     np.testing.assert_array_equal(np.asarray(flow.log_prob(X)), np.asarray(loaded.log_prob(X)))
+    again, metadata = inference.load(path, return_metadata=True)
+    assert metadata == {"note": "unit test"}
+    np.testing.assert_array_equal(np.asarray(again.log_prob(X)), np.asarray(loaded.log_prob(X)))
     with np.load(path, allow_pickle=False) as npz:  # a plain .npz, readable without pickle
         header = json.loads(bytes(npz["__header__"]))
     assert header["spec"]["builder"] == name and header["spec"]["seed"] == 3 and header["metadata"] == {"note": "unit test"}
