@@ -355,8 +355,7 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"save expects an nf_ppl.Flow; got {type(flow).__name__}")
     check_finite_params(flow, "flow to save")
-    if flow.context is not None:
-        flow = flow.replace(context=None)
+    flow = _unbound(flow)
     spec = spec if spec is not None else spec_of(flow)
     if spec is not None:
         spec = _make_spec(spec["builder"], spec["seed"], spec["dim"], _from_json(spec.get("options") or {}))
@@ -373,6 +372,11 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 LEGACY_DEFAULTS = {"maf": ({"num_layers": 5},), "realnvp": ({"log_scale_bound": 5.0},)}
 
 
+def _unbound(flow):
+    """The flow without a bound context (files store the parameters only)."""
+    return flow.replace(context=None) if flow.context is not None else flow
+
+
 def _rebuild_with_legacy_defaults(spec, stored_treedef):
     """The flow of ``spec`` built with an earlier set of builder defaults whose structure matches the file's."""
     options = dict(spec.get("options") or {})
@@ -382,8 +386,7 @@ def _rebuild_with_legacy_defaults(spec, stored_treedef):
             flow = build(trial)
         except (ValueError, TypeError):
             continue
-        if str(jax.tree_util.tree_structure(flow.replace(context=None) if flow.context is not None else flow)) \
-                == stored_treedef:
+        if str(jax.tree_util.tree_structure(_unbound(flow))) == stored_treedef:
             return flow
     return None
 
@@ -407,12 +410,12 @@ def load(path, *, like=None, return_metadata: bool = False):
             like = build(header["spec"])
         except (ValueError, TypeError) as err:
             raise FlowFileError(f"{path!r}: cannot rebuild the flow from its spec {header['spec']!r}: {err}") from err
-    leaves, treedef = jax.tree_util.tree_flatten(like.replace(context=None) if like.context is not None else like)
+    leaves, treedef = jax.tree_util.tree_flatten(_unbound(like))
     if str(treedef) != header.get("treedef") and header.get("spec") is not None:
         legacy = _rebuild_with_legacy_defaults(header["spec"], header.get("treedef"))
         if legacy is not None:  # re-saving it then names the earlier default in its spec
             like, header["spec"] = legacy, spec_of(legacy)
-        leaves, treedef = jax.tree_util.tree_flatten(like.replace(context=None) if like.context is not None else like)
+            leaves, treedef = jax.tree_util.tree_flatten(_unbound(like))
     if str(treedef) != header.get("treedef"):
         raise FlowFileError(f"{path!r} stores a flow of a different structure:\n  stored: {header.get('treedef')}\n  "
                             f"expected: {treedef}")

@@ -301,6 +301,7 @@ class ChangeOfVariables:
         self.marginalised = ()
         self.numerical = None
         self.numerical_reason = ""
+        self._steps, self._piece_steps = [], []  # the density's derivation, filled where it is derived
         if not self.is_square:
             if d_out < d_in:
                 self._marginalise()
@@ -805,13 +806,13 @@ class ChangeOfVariables:
         """The density's derivation as ``[(label, expression)]`` in the user's symbols: per inverse branch,
         the base density at the inverse, ``|det J_f|`` at the inverse, and their simplified ratio."""
         steps = []
-        many = len(getattr(self, "_steps", ())) > 1
-        for k, (p_at, det_at, term) in enumerate(getattr(self, "_steps", ())):
+        many = len(self._steps) > 1
+        for k, (p_at, det_at, term) in enumerate(self._steps):
             tag = f" (branch {k + 1})" if many else ""
             steps += [(f"substitute the inverse into the base density, p_X(g(y)){tag}", self._external(p_at)),
                       (f"take |det J_f| at the inverse, |det J_f(g(y))|{tag}", self._external(det_at)),
                       (f"divide and simplify, p_X(g(y)) / |det J_f(g(y))|{tag}", self._external(term))]
-        return steps + list(getattr(self, "_piece_steps", ()))
+        return steps + self._piece_steps
 
     def _derive_output_support(self):
         if len(self._ys) == 1 and self._image is None and len(self._branches) == 1:

@@ -127,11 +127,9 @@ class NumericalInverse:
             return sign * (self.f(*trial.T, *self.params)[k] - y[:, k])
 
         lo_lim, hi_lim = _inward(self.lows[i], +1), _inward(self.highs[i], -1)
-        center = 0.0 if not (np.isfinite(lo_lim) or np.isfinite(hi_lim)) else (
-            (lo_lim + hi_lim) / 2 if np.isfinite(lo_lim) and np.isfinite(hi_lim) else
-            (lo_lim + 1.0 if np.isfinite(lo_lim) else hi_lim - 1.0))
-        lo = np.full(n, lo_lim if np.isfinite(lo_lim) else center - 1.0)
-        hi = np.full(n, hi_lim if np.isfinite(hi_lim) else center + 1.0)
+        start = lo_lim if np.isfinite(lo_lim) else (hi_lim - 2.0 if np.isfinite(hi_lim) else -1.0)
+        lo = np.full(n, start)  # a finite end, or a width-2 bracket next to it (around 0 if none)
+        hi = np.full(n, hi_lim if np.isfinite(hi_lim) else start + 2.0)
         for _ in range(_MAX_DOUBLINGS):  # grow the unbounded sides until the root is bracketed
             grow_lo = ~np.isfinite(lo_lim) & (g(lo) > 0)
             grow_hi = ~np.isfinite(hi_lim) & (g(hi) < 0)

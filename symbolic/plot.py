@@ -50,8 +50,7 @@ def _mass_box(cov, base):
     support = [(float(iv.inf), float(iv.sup)) for iv in cov._numeric_support()]
     box = [(max(lo, -_REACH), min(hi, _REACH)) for lo, hi in support]
     axes = _axes_grid(box, 4001 if len(box) == 1 else 601)
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(box))
-    dens = np.nan_to_num(base(grid), nan=0.0, posinf=0.0).reshape([len(a) for a in axes])
+    dens = np.nan_to_num(base(_mesh(axes)), nan=0.0, posinf=0.0).reshape([len(a) for a in axes])
     if not np.any(dens > 0):
         raise ValueError("the base density is zero on every grid point of its support: nothing to draw")
     keep = dens > 1e-9 * dens.max()
@@ -65,17 +64,24 @@ def _mass_box(cov, base):
     return out
 
 
+def _check_draws(n):
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer number of draws; got {n!r}")
+
+
 def push_samples(cov, n: int = 20_000, seed: int = 0):
     """``(x, y)``: ``n`` draws from the base density (shape ``(n, d_in)``) and their images ``f(x)``
     (shape ``(n, d_out)``), drawn by the gridded base density (see the module docstring)."""
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer number of draws; got {n!r}")
-    base = _base_fn(cov)
+    _check_draws(n)
+    return _push(cov, _base_fn(cov), n, seed)
+
+
+def _push(cov, base, n, seed):
     box = _mass_box(cov, base)
     d = len(box)
     edges = _axes_grid(box, _GRID[d] + 1)
     centers = [0.5 * (e[1:] + e[:-1]) for e in edges]
-    grid = np.stack(np.meshgrid(*centers, indexing="ij"), axis=-1).reshape(-1, d)
+    grid = _mesh(centers)
     mass = np.clip(np.nan_to_num(base(grid), nan=0.0, posinf=0.0), 0.0, None)
     rng = np.random.default_rng(seed)
     cells = rng.choice(len(grid), size=n, p=mass / mass.sum())
@@ -118,12 +124,14 @@ def plot(cov, n: int = 20_000, seed: int = 0, bins: int = 60):
     """
     import matplotlib.pyplot as plt
 
-    x, y = push_samples(cov, n, seed)
+    _check_draws(n)
+    base = _base_fn(cov)  # compiled once, for the draws and the panel
+    x, y = _push(cov, base, n, seed)
     dens, label = _pushforward_fn(cov)
     if y.shape[1] > 2:
         raise ValueError(f"plot draws maps with one or two outputs; this one has {y.shape[1]}")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    _draw_base(axes[0], cov, x)
+    _draw_base(axes[0], base, x)
     _draw_pushforward(axes[1], axes[2], y, dens, label, bins)
     axes[0].set_title(f"base density p_X({', '.join(str(s) for s in cov.inputs)})")
     fig.suptitle(f"y = {', '.join(str(e) for e in cov.forward)}")
@@ -135,8 +143,7 @@ def _mesh(axes_1d):
     return np.stack(np.meshgrid(*axes_1d, indexing="ij"), axis=-1).reshape(-1, len(axes_1d))
 
 
-def _draw_base(ax, cov, x):
-    base = _base_fn(cov)
+def _draw_base(ax, base, x):
     grids = [np.linspace(*_window(x[:, k]), 400 if x.shape[1] == 1 else 160) for k in range(x.shape[1])]
     values = base(_mesh(grids))
     if x.shape[1] == 1:
