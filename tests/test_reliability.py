@@ -386,7 +386,8 @@ def test_sigint_to_cli_fit_saves_the_best_so_far(tmp_path):
     model = tmp_path / "m.npz"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-m", "nf_ppl.cli", "fit", str(data), "--out", str(model), "--steps",
-                             "1000000", "--patience", "1000000", "--layers", "2", "--hidden", "8"],
+                             "1000000", "--epochs", "1000000", "--patience", "1000000", "--layers", "2",
+                             "--hidden", "8"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_chunks = []
     reader = threading.Thread(target=lambda: err_chunks.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
