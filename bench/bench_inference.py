@@ -15,6 +15,10 @@ Sections:
      guide, on Neal's funnel and eight schools.
   4. inference.fit vs flowjax's fit_to_data (same MAF architecture) on two moons and the
      standardised breast-cancer data: steps/s and time to a target held-out log-likelihood.
+  5. AutoFlow's default against AutoNormal, AutoLowRankMultivariateNormal and
+     AutoIAFNormal on a hierarchical logistic regression with D = 10 ... 10,000 latent coordinates
+     (``--scale-dims``): time per step, memory, ELBO and errors against NUTS
+     (:mod:`inference_scaling`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def table(rows, cols, title):
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
     sys.stdout.flush()
 
 
@@ -290,13 +294,25 @@ def bench_fit_vs_flowjax(quick):
           "MAF maximum likelihood: inference.fit vs flowjax.fit_to_data (4 layers, width 32, batch 128, Adam 1e-3)")
 
 
+def bench_scale(dims, steps, nuts_max_dim, quick=False):
+    import inference_scaling as sc
+
+    rows = []
+    for dim in dims:
+        rows += sc.rows_for(dim, steps, nuts_max_dim, log=lambda m: print(m, file=sys.stderr, flush=True))
+    table(rows, sc.COLUMNS, f"Hierarchical logistic regression, D latent coordinates: {steps} SVI steps per guide "
+          "(RMS errors over the coordinates against NUTS in the same run; ELBO from 256 draws)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="pdb,funnel,speed,fit")
+    ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale")
     ap.add_argument("--steps", type=int, default=2000, help="SVI steps per guide (full run)")
     ap.add_argument("--posterior", help="(internal) score the guides on this posterior, print JSON rows")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per guide on posteriordb")
+    ap.add_argument("--scale-dims", default="10,100,1000,10000", help="latent dimensions of the scale section")
+    ap.add_argument("--nuts-max-dim", type=int, default=10000, help="largest D with a NUTS reference (scale)")
     args = ap.parse_args()
     q = args.quick
     if args.posterior:
@@ -315,6 +331,9 @@ def main():
         bench_svi_speed(20 if q else 500, 20 if q else args.steps, q)
     if "fit" in sections:
         bench_fit_vs_flowjax(q)
+    if "scale" in sections:  # --quick: D = 10 and no NUTS reference (a smoke run of the table)
+        dims = [10] if q else [int(d) for d in args.scale_dims.split(",")]
+        bench_scale(dims, 20 if q else args.steps, 0 if q else args.nuts_max_dim, q)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

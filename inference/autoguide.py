@@ -25,6 +25,28 @@ given (bench/RESULTS.md, "Inference"):
   keeps only its path term, whose variance vanishes as the guide approaches the posterior, so
   the flow settles instead of jittering around the optimum.
 
+Structure by latent dimension (``structure="auto"``, the default):
+
+* ``D <= 256`` (``DENSE_MAX_DIM``): ``"dense"``, as above.  Its cost per draw grows as ``D^2``
+  (``L`` and conditioners of width ``D``), and it is the most accurate guide measured there.
+* ``D > 256``: ``"lowrank"``, whose cost grows as ``D k`` (``k`` at most ``rank``, default 8).
+  The flow ``f`` acts on ``k`` chosen coordinates ``S``: those of the smallest sites, whole sites
+  only (in a hierarchical model, its global parameters; the first ``rank`` coordinates of the
+  smallest site when no site is that small), and every other coordinate depends linearly on the
+  flow's output through a learned ``cross`` (``D x k``)::
+
+      u ~ N(0, I_D),   v = f(u_S),   y_S = v,   y_i = u_i + cross_i . v  (i not in S),
+      z = loc + scale * y
+
+  (:class:`nf_ppl.layers.SubspaceFlow` with the fixed basis of the coordinates in ``S``).  With
+  ``f`` affine this is the family of Gaussians whose other coordinates are independent given those
+  in ``S`` and linear in them, exact for a Gaussian hierarchical model with conditionally
+  independent groups; ``f`` adds non-Gaussian shape (skew, funnels) where a hierarchical
+  posterior has it, in its global parameters.  It starts as ``AutoNormal`` does (no warm start:
+  the warm start's dense Hessians cost ``D`` Hessian-vector products), with the plain ELBO
+  gradient (``stl="auto"``) and the undamped step size (:meth:`AutoFlow.learning_rate_factor`).
+  bench/RESULTS.md ("AutoFlow at scale") has the measurements behind these choices.
+
 ``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
 """
 
@@ -45,13 +67,21 @@ from numpyro.infer.initialization import init_to_uniform
 
 import nf_ppl
 from nf_ppl._checks import check_finite_params, is_concrete
-from nf_ppl.layers import Chain, ElementwiseAffine, LULinear
+from nf_ppl.layers import Chain, ElementwiseAffine, LULinear, SubspaceFlow
 
 from ._io import builders, get_builder
 from .pathwise import pathwise
 from .warm_start import gaussian_path_start
 
-__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options"]
+__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options", "default_rank"]
+
+STRUCTURES = ("auto", "dense", "lowrank")
+DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent coordinates, "lowrank" above
+
+
+def default_rank(dim: int) -> int:
+    """Most coordinates the flow of ``structure="lowrank"`` acts on: ``min(D, 8)``."""
+    return min(int(dim), 8)
 
 
 def default_flow_options(name: str, dim: int) -> dict:
@@ -123,15 +153,24 @@ class AutoFlow(AutoContinuous):
             wrapped in ``handlers.block(model, expose=sites)``), for use in ``AutoGuideList``.
         warm_start: ``"pathfinder"`` (default) starts ``loc``, ``scale`` and ``L`` at the best
             Gaussian along an L-BFGS path from the initial point (see :mod:`inference.warm_start`;
-            the plain start is kept when it scores better, and for latent spaces larger than
-            ``warm_start_max_dim`` or with ``affine=False`` the warm start is skipped); ``None``
-            starts at ``init_loc_fn``'s point with ``init_scale``, ``L = I``.
-        stl: "sticking the landing" gradients (default ``True``): the guide's log-density holds
-            its parameters fixed, so the ELBO gradient keeps only its path term (unbiased, and
-            its variance vanishes as the guide approaches the posterior; see
-            :mod:`inference.pathwise`).  ``False`` gives the plain reparametrised ELBO gradient.
+            the plain start is kept when it scores better; for latent spaces larger than
+            ``warm_start_max_dim``, with ``affine=False`` or with ``structure="lowrank"`` the warm
+            start is skipped); ``None`` starts at ``init_loc_fn``'s point with ``init_scale``, ``L = I``.
+        stl: "sticking the landing" gradients: the guide's log-density holds its parameters
+            fixed, so the ELBO gradient keeps only its path term (unbiased, and its variance
+            vanishes as the guide approaches the posterior; see :mod:`inference.pathwise`).
+            ``"auto"`` (default): on for the dense structure, off for ``"lowrank"``; ``False``
+            gives the plain reparametrised ELBO gradient.
+        structure: ``"auto"`` (default; ``"dense"`` up to ``DENSE_MAX_DIM = 256`` latent
+            coordinates, ``"lowrank"`` above, see the module docstring), ``"dense"`` or
+            ``"lowrank"``.  ``"auto"`` keeps ``"dense"`` when ``affine`` is not ``"tril"`` or
+            ``flow`` is a ready ``Flow``.  ``guide.structure`` says which is in use after set-up.
+        rank: for ``"lowrank"``, the most coordinates the flow acts on (default ``min(D, 8)``): those
+            of the smallest sites (see the module docstring); after set-up ``guide.flow_coordinates``
+            lists them and ``guide.rank`` is their number.
         **flow_options: passed to the builder (defaults: ``num_layers=5``, ``hidden_dims=(w, w)`` with
-            ``w = max(8, D)``, and for maf/iaf ``out_scale=0.01``, a near-identity start).
+            ``w = max(8, D)``, and for maf/iaf ``out_scale=0.01``, a near-identity start; for
+            ``"lowrank"`` the builder makes a flow of ``rank`` coordinates and ``w = max(8, rank)``).
 
     After set-up (the first SVI call), ``guide.warm_start_info`` holds the warm start's ELBO
     estimate and the L-BFGS iteration it chose (-1: the plain start), or None without a warm start.
@@ -142,8 +181,14 @@ class AutoFlow(AutoContinuous):
 
     def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_uniform,
                  init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine="tril", seed: int | None = None,
-                 sites=None, warm_start: str | None = "pathfinder", stl: bool = True, **flow_options):
+                 sites=None, warm_start: str | None = "pathfinder", stl="auto", structure: str = "auto",
+                 rank: int | None = None, **flow_options):
         self._flow_name, self._builder = _resolve_builder(flow)
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
+            raise ValueError(f"rank must be a positive int or None; got {rank!r}")
+        self._structure_choice, self._rank_choice, self.structure = structure, rank, None
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive; got {init_scale}")
         lo, hi = scale_bounds
@@ -155,7 +200,9 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"affine must be 'tril', 'diag' or False; got {affine!r}")
         self._init_scale, self._scale_bounds, self._affine = float(init_scale), (float(lo), float(hi)), affine or None
         self._seed = None if seed is None else int(seed)
-        self._stl = bool(stl)
+        if stl not in ("auto", True, False):
+            raise ValueError(f"stl must be 'auto', True or False; got {stl!r}")
+        self._stl_choice = stl
         if warm_start not in ("pathfinder", None, False):
             raise ValueError(f"warm_start must be 'pathfinder' or None; got {warm_start!r}")
         self._warm_start, self.warm_start_info = warm_start or None, None
@@ -181,29 +228,88 @@ class AutoFlow(AutoContinuous):
                              "the model's log-density") from err
         key = jax.random.PRNGKey(0 if self._seed is None else self._seed)
         dtype = jnp.result_type(self._init_latent)
-        self._template = self._make_flow(key, self.latent_dim, dtype)
+        dim = self.latent_dim
+        self.structure = self._resolve_structure(dim)
+        self.flow_coordinates = None
+        if self.structure == "lowrank":
+            self.flow_coordinates = self._smallest_sites(min(dim, self._rank_choice or default_rank(dim)))
+        self.rank = None if self.flow_coordinates is None else len(self.flow_coordinates)
+        self._template = self._make_flow(key, self.rank or dim, dtype)
         check_finite_params(self._template, "AutoFlow's flow")
         self._treedef = jax.tree_util.tree_structure(self._template)
-        self._start_scale = jnp.full(self.latent_dim, self._init_scale, dtype)
-        self._loc_unit = jnp.ones(self.latent_dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
-        self._start_lower = jnp.zeros((self.latent_dim,) * 2, dtype)
-        if self._warm_start and self._affine and self.latent_dim <= self.warm_start_max_dim:
+        self._start_scale = jnp.full(dim, self._init_scale, dtype)
+        self._loc_unit = jnp.ones(dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
+        dense_tril = self.structure == "dense" and self._affine == "tril"
+        self._start_lower = jnp.zeros((dim, dim), dtype) if dense_tril else None
+        if self.structure == "lowrank":  # the flow's coordinates as a fixed basis; nothing carried across yet
+            self._basis = jnp.eye(dim, dtype=dtype)[:, jnp.asarray(self.flow_coordinates)]
+        elif self._warm_start and self._affine and dim <= self.warm_start_max_dim:
             self._start_from_path(key)
 
-    def _start_from_path(self, key):
-        """Replace the initial ``loc``/``scale``/``L`` by :func:`gaussian_path_start`'s Gaussian."""
+    def _smallest_sites(self, k):
+        """Indices (sorted) of the latent coordinates of the smallest sites, whole sites only, at most ``k``;
+        the first ``k`` coordinates of the smallest site when no whole site fits."""
+        offsets, start = [], 0
+        for name, value in self._init_locs.items():
+            offsets.append((int(np.size(value)), start))
+            start += int(np.size(value))
+        chosen = []
+        for size, first in sorted(offsets, key=lambda t: t[0]):  # stable: model order among equal sizes
+            if len(chosen) + size > k:
+                break
+            chosen += range(first, first + size)
+        if not chosen:
+            size, first = min(offsets, key=lambda t: t[0])
+            chosen = list(range(first, first + k))
+        return tuple(sorted(chosen))
+
+    def _resolve_structure(self, dim):
+        if self._structure_choice == "lowrank":
+            if self._affine != "tril":
+                raise ValueError(f"structure='lowrank' brings its own affine part (z = loc + scale * v); "
+                                 f"leave affine at its default; got affine={self._affine!r}")
+            return "lowrank"
+        if self._structure_choice == "dense" or self._affine != "tril" or self._flow_name == "instance":
+            return "dense"
+        return "lowrank" if dim > DENSE_MAX_DIM else "dense"
+
+    def learning_rate_factor(self) -> float:
+        """Factor on the default step size (read by ``suggest_optimizer(..., guide=self)``).
+
+        ``min(1, 30 / D)`` for a warm-started dense guide, whose ``O(D^2)`` parameters each move by about
+        the step size per Adam step (:func:`inference.learning_rate_factor`), so that training does not
+        undo a good start; 1 for ``"lowrank"`` (parameters growing as ``D k``, like
+        ``AutoLowRankMultivariateNormal``'s) and for a guide without a warm start, which has to travel
+        from ``init_loc_fn``'s point as ``AutoNormal`` does (at D = 1000 the damped step left such a
+        guide at mean errors of 1.7 posterior sds after 2000 steps, the undamped one at 0.08)."""
+        from .svi import learning_rate_factor
+
+        if self.structure == "lowrank" or self.warm_start_info is None:
+            return 1.0
+        return learning_rate_factor(self.latent_dim)
+
+    def _log_density(self):
         potential_fn, unpack = self._potential_fn, self._unpack_latent
 
         def log_density(z):
             with handlers.block():
                 return -potential_fn(unpack(z))
 
-        start = jax.jit(lambda z0: gaussian_path_start(log_density, z0, key, init_scale=self._init_scale))(
-            self._init_latent)
-        if is_concrete(start.loc) and not all(np.all(np.isfinite(np.asarray(a))) for a in (start.loc, start.scale_tril)):
+        return log_density
+
+    def _finite_start(self, *arrays):
+        if is_concrete(arrays[0]) and not all(np.all(np.isfinite(np.asarray(a))) for a in arrays):
             warnings.warn(f"{type(self).__name__}: the Pathfinder-style warm start gave a non-finite Gaussian (the "
                           "model's log-density is NaN or inf along the L-BFGS path); starting from init_loc_fn's "
-                          "point instead", RuntimeWarning, stacklevel=2)
+                          "point instead", RuntimeWarning, stacklevel=3)
+            return False
+        return True
+
+    def _start_from_path(self, key):
+        """Replace the initial ``loc``/``scale``/``L`` by :func:`gaussian_path_start`'s Gaussian."""
+        start = jax.jit(lambda z0: gaussian_path_start(self._log_density(), z0, key, init_scale=self._init_scale))(
+            self._init_latent)
+        if not self._finite_start(start.loc, start.scale_tril):
             return
         lo, hi = self._scale_bounds
         if self._affine == "diag":  # marginal sds: the flow, acting on whitened coordinates, learns the rest
@@ -213,7 +319,8 @@ class AutoFlow(AutoContinuous):
         self._init_latent = start.loc
         self._start_scale = scale.astype(self._start_scale.dtype)
         self._loc_unit = self._start_scale  # loc moves in units of the warm start's posterior scale
-        self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1)
+        if self._start_lower is not None:
+            self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1)
         self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration}
 
     def _make_flow(self, key, dim, dtype):
@@ -234,18 +341,25 @@ class AutoFlow(AutoContinuous):
         return flow
 
     # -- the distribution ---------------------------------------------------------------------
-    def _layers(self, flow, loc, scale, lower):
-        layers = []
-        if flow.base_loc is not None:
-            layers.append(ElementwiseAffine(flow.base_loc, flow.base_log_scale))
-        layers.append(flow.transform)
+    @staticmethod
+    def _flow_layers(flow):
+        layers = [] if flow.base_loc is None else [ElementwiseAffine(flow.base_loc, flow.base_log_scale)]
+        return layers + [flow.transform]
+
+    def _layers(self, flow, loc, scale, linear):
+        """``u -> v -> z = loc + scale * v``: ``v = L f(u)`` (dense; ``L`` absent for ``affine="diag"``) or
+        ``v = SubspaceFlow(basis, f, cross)(u)`` (lowrank)."""
+        if self.structure == "lowrank":
+            basis, cross = linear
+            layers = [SubspaceFlow(basis, Chain(self._flow_layers(flow)), cross)]
+        else:
+            layers = self._flow_layers(flow)
+            if linear is not None:  # v -> L v (unit lower-triangular: LULinear with U = I, P = I, no bias)
+                zeros = jnp.zeros_like(loc)
+                layers.append(LULinear(linear, jnp.zeros_like(linear), zeros, zeros))
         if loc is not None:
             lo, hi = self._scale_bounds
-            log_scale = jnp.log(jnp.clip(scale, lo, hi))
-            if lower is not None:  # v -> L v (unit lower-triangular: LULinear with U = I, P = I, no bias)
-                zeros = jnp.zeros_like(loc)
-                layers.append(LULinear(lower, jnp.zeros_like(lower), zeros, zeros))
-            layers.append(ElementwiseAffine(loc, log_scale))
+            layers.append(ElementwiseAffine(loc, jnp.log(jnp.clip(scale, lo, hi))))
         return layers
 
     def _get_posterior(self):
@@ -253,20 +367,28 @@ class AutoFlow(AutoContinuous):
             # initial flow parameters drawn from the SVI key (like AutoIAFNormal), same site as flow_module
             dtype = jnp.result_type(self._init_latent)
             leaves = numpyro.param(f"{self.prefix}_flow$params", lambda key: jax.tree_util.tree_leaves(
-                self._make_flow(key, self.latent_dim, dtype)))
+                self._make_flow(key, self.rank or self.latent_dim, dtype)))
             flow = jax.tree_util.tree_unflatten(self._treedef, leaves)
         else:
             flow = nf_ppl.flow_module(f"{self.prefix}_flow", self._template)
-        loc = scale = lower = None
+        loc = scale = linear = None
         if self._affine:
-            dtype = jnp.result_type(self._init_latent)
             shift = numpyro.param(f"{self.prefix}_loc_shift", jnp.zeros_like(self._init_latent))
             loc = self._init_latent + self._loc_unit * shift
             scale = numpyro.param(f"{self.prefix}_scale", self._start_scale, constraint=constraints.softplus_positive)
-            if self._affine == "tril":  # only the strict lower triangle is used
-                lower = numpyro.param(f"{self.prefix}_lower", self._start_lower)
-        posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, lower)), (self.latent_dim,))
-        return pathwise(posterior) if self._stl else posterior
+            if self.structure == "lowrank":
+                linear = (self._basis, numpyro.param(f"{self.prefix}_cross", jnp.zeros_like(self._basis)))
+            elif self._affine == "tril":  # only the strict lower triangle is used
+                linear = numpyro.param(f"{self.prefix}_lower", self._start_lower)
+        posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, linear)), (self.latent_dim,))
+        return pathwise(posterior) if self.stl else posterior
+
+    @property
+    def stl(self) -> bool:
+        """Whether the guide uses sticking-the-landing gradients (``"auto"``: for the dense structure only)."""
+        if self._stl_choice == "auto":
+            return self.structure != "lowrank"
+        return bool(self._stl_choice)
 
     def get_base_dist(self):
         return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)

@@ -53,6 +53,8 @@ def _scale_by_latent_dim(guide, latent_dim):
     (SVI sets the guide up before it initialises the optimiser, so ``guide.latent_dim`` is known then)."""
 
     def init(params):
+        if latent_dim is None and callable(getattr(guide, "learning_rate_factor", None)):
+            return _DimensionScaleState(jnp.asarray(guide.learning_rate_factor()))  # e.g. AutoFlow's, by structure
         dim = latent_dim if latent_dim is not None else getattr(guide, "latent_dim", None)
         return _DimensionScaleState(jnp.asarray(learning_rate_factor(dim)))
 
@@ -74,7 +76,10 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
 
     With ``guide=`` (an ``AutoFlow`` or any autoguide with ``latent_dim``) or ``latent_dim=``, the
     step size is multiplied by ``min(1, 30 / D)`` (:func:`learning_rate_factor`): large latent
-    spaces get smaller steps, so training does not undo a good warm start.  ``run_svi`` passes
+    spaces get smaller steps, so training does not undo a good warm start.  A guide with a
+    ``learning_rate_factor()`` method gives its own factor (``AutoFlow``: 1 for its linear-cost
+    ``"lowrank"`` structure, whose parameter count grows as ``D`` rather than ``D^2``, and for a
+    guide without a warm start, which has a long way to travel).  ``run_svi`` passes
     its guide when it picks this optimiser itself.
     """
     schedule = optax.cosine_decay_schedule(learning_rate, max(1, num_steps), alpha=0.1)

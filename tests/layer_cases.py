@@ -77,6 +77,10 @@ LAYERS = {
     "IAF-layer": lambda k, d, t: L.MaskedAffineAutoregressive(k, d, HIDDEN, mode="iaf", ordering="random", dtype=t),
     "MAF-layer-conditional": lambda k, d, t: L.MaskedAffineAutoregressive(
         k, d, (6, 6), mode="maf", ordering="reversed", context_dim=CONTEXT_DIM, dtype=t).condition(context_for(k, t)),
+    "SubspaceFlow": lambda k, d, t: L.SubspaceFlow(
+        jax.random.normal(k, (d, (d + 1) // 2), t),
+        L.Chain([L.SinhArcsinh.init((d + 1) // 2, t), L.LULinear.init(k, (d + 1) // 2, t)]),
+        jax.random.normal(jax.random.fold_in(k, 1), (d, (d + 1) // 2), t)),
     "Chain": lambda k, d, t: L.Chain([L.ElementwiseAffine.init(d, t), L.SinhArcsinh.init(d, t),
                                       L.LULinear.init(k, d, t), L.LeakyReLU(0.5)]),
 }

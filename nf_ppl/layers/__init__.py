@@ -6,6 +6,7 @@ from .composition import Chain, Stack
 from .coupling import AdditiveCoupling, AffineCoupling, half_mask
 from .elementwise import ELU, ElementwiseAffine, LeakyReLU, SinhArcsinh, Softplus, Tanh
 from .linear import LULinear, Permutation
+from .lowrank import SubspaceFlow, orthonormal_basis
 from .image import (ConvNet, FactorOut, ImageActNorm, ImageAffineCoupling, ImageBijector, ImageChain, ImageStack,
                     InvConv1x1, Squeeze, Unsqueeze)
 from .normalization import ActNorm
@@ -18,6 +19,7 @@ __all__ = [
     "SplineCoupling",
     "ConvNet", "FactorOut", "Householder", "ImageActNorm", "ImageAffineCoupling", "ImageBijector", "ImageChain",
     "ImageStack", "InvConv1x1", "Planar", "Radial", "Squeeze", "Sylvester", "Unsqueeze",
+    "SubspaceFlow", "orthonormal_basis",
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "ELU", "ElementwiseAffine",
     "LULinear", "LeakyReLU", "MaskedAffineAutoregressive", "Permutation", "SinhArcsinh", "Softplus",
     "Stack", "Tanh", "forward_and_log_det", "half_mask", "inverse_and_log_det",
