@@ -29,23 +29,23 @@ Structure by latent dimension (``structure="auto"``, the default):
 
 * ``D <= 256`` (``DENSE_MAX_DIM``): ``"dense"``, as above.  Its cost per draw grows as ``D^2``
   (``L`` and conditioners of width ``D``), and it is the most accurate guide measured there.
-* ``D > 256``: ``"lowrank"``, whose cost grows as ``D k`` (``k`` at most ``rank``, default 8).
-  The flow ``f`` acts on ``k`` chosen coordinates ``S``: those of the smallest sites, whole sites
-  only (in a hierarchical model, its global parameters; the first ``rank`` coordinates of the
-  smallest site when no site is that small), and every other coordinate depends linearly on the
-  flow's output through a learned ``cross`` (``D x k``)::
+* ``D > 256``: ``"globals"``, whose cost grows linearly in ``D``.  The flow ``f`` covers ``k``
+  chosen coordinates ``S`` (at most ``flow_dim``, default 8): those of the smallest sites, whole
+  sites only (in a hierarchical model, its global parameters; the first ``flow_dim`` coordinates
+  of the smallest site when no site is that small); every other coordinate gets its own
+  ``loc`` and ``scale``, as in ``AutoNormal``::
 
-      u ~ N(0, I_D),   v = f(u_S),   y_S = v,   y_i = u_i + cross_i . v  (i not in S),
-      z = loc + scale * y
+      u ~ N(0, I_D),   y_S = f(u_S),   y_i = u_i  (i not in S),   z = loc + scale * y
 
-  (:class:`nf_ppl.layers.SubspaceFlow` with the fixed basis of the coordinates in ``S``).  With
-  ``f`` affine this is the family of Gaussians whose other coordinates are independent given those
-  in ``S`` and linear in them, exact for a Gaussian hierarchical model with conditionally
-  independent groups; ``f`` adds non-Gaussian shape (skew, funnels) where a hierarchical
-  posterior has it, in its global parameters.  It starts as ``AutoNormal`` does (no warm start:
-  the warm start's dense Hessians cost ``D`` Hessian-vector products), with the plain ELBO
-  gradient (``stl="auto"``) and the undamped step size (:meth:`AutoFlow.learning_rate_factor`).
-  bench/RESULTS.md ("AutoFlow at scale") has the measurements behind these choices.
+  With ``cross=True`` every other coordinate also depends linearly on the flow's output,
+  ``y_i = u_i + cross_i . f(u_S)`` (a learned ``D x k`` matrix), which makes the family exact for a
+  Gaussian hierarchical model whose groups are independent given the globals; at the usual step
+  budgets its ``D k`` extra parameters cost more in gradient noise than they gain, so it is off by
+  default.  Both are :class:`nf_ppl.layers.SubspaceFlow` with the fixed basis of the coordinates
+  in ``S``.  The structure starts as ``AutoNormal`` does (no warm start: the warm start's dense
+  Hessians cost ``D`` Hessian-vector products), with the plain ELBO gradient (``stl="auto"``) and
+  the undamped step size (:meth:`AutoFlow.learning_rate_factor`).  bench/RESULTS.md ("AutoFlow at
+  scale") has the measurements behind these choices.
 
 ``get_transform``/``get_base_dist`` expose ``z = T(u)`` for ``NeuTraReparam``.
 """
@@ -73,14 +73,14 @@ from ._io import builders, get_builder
 from .pathwise import pathwise
 from .warm_start import gaussian_path_start
 
-__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options", "default_rank"]
+__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options", "default_flow_dim"]
 
-STRUCTURES = ("auto", "dense", "lowrank")
-DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent coordinates, "lowrank" above
+STRUCTURES = ("auto", "dense", "globals")
+DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent coordinates, "globals" above
 
 
-def default_rank(dim: int) -> int:
-    """Most coordinates the flow of ``structure="lowrank"`` acts on: ``min(D, 8)``."""
+def default_flow_dim(dim: int) -> int:
+    """Most coordinates the flow of ``structure="globals"`` acts on: ``min(D, 8)``."""
     return min(int(dim), 8)
 
 
@@ -154,23 +154,25 @@ class AutoFlow(AutoContinuous):
         warm_start: ``"pathfinder"`` (default) starts ``loc``, ``scale`` and ``L`` at the best
             Gaussian along an L-BFGS path from the initial point (see :mod:`inference.warm_start`;
             the plain start is kept when it scores better; for latent spaces larger than
-            ``warm_start_max_dim``, with ``affine=False`` or with ``structure="lowrank"`` the warm
+            ``warm_start_max_dim``, with ``affine=False`` or with ``structure="globals"`` the warm
             start is skipped); ``None`` starts at ``init_loc_fn``'s point with ``init_scale``, ``L = I``.
         stl: "sticking the landing" gradients: the guide's log-density holds its parameters
             fixed, so the ELBO gradient keeps only its path term (unbiased, and its variance
             vanishes as the guide approaches the posterior; see :mod:`inference.pathwise`).
-            ``"auto"`` (default): on for the dense structure, off for ``"lowrank"``; ``False``
+            ``"auto"`` (default): on for the dense structure, off for ``"globals"``; ``False``
             gives the plain reparametrised ELBO gradient.
         structure: ``"auto"`` (default; ``"dense"`` up to ``DENSE_MAX_DIM = 256`` latent
-            coordinates, ``"lowrank"`` above, see the module docstring), ``"dense"`` or
-            ``"lowrank"``.  ``"auto"`` keeps ``"dense"`` when ``affine`` is not ``"tril"`` or
+            coordinates, ``"globals"`` above, see the module docstring), ``"dense"`` or
+            ``"globals"``.  ``"auto"`` keeps ``"dense"`` when ``affine`` is not ``"tril"`` or
             ``flow`` is a ready ``Flow``.  ``guide.structure`` says which is in use after set-up.
-        rank: for ``"lowrank"``, the most coordinates the flow acts on (default ``min(D, 8)``): those
-            of the smallest sites (see the module docstring); after set-up ``guide.flow_coordinates``
-            lists them and ``guide.rank`` is their number.
+        flow_dim: for ``"globals"``, the most coordinates the flow covers (default ``min(D, 8)``):
+            those of the smallest sites (see the module docstring); after set-up
+            ``guide.flow_coordinates`` lists them and ``guide.flow_dim`` is their number.
+        cross: for ``"globals"``, also learn a linear dependence of every other coordinate on the
+            flow's output (default ``False``; see the module docstring).
         **flow_options: passed to the builder (defaults: ``num_layers=5``, ``hidden_dims=(w, w)`` with
             ``w = max(8, D)``, and for maf/iaf ``out_scale=0.01``, a near-identity start; for
-            ``"lowrank"`` the builder makes a flow of ``rank`` coordinates and ``w = max(8, rank)``).
+            ``"globals"`` the builder makes a flow of ``flow_dim`` coordinates, ``w = max(8, flow_dim)``).
 
     After set-up (the first SVI call), ``guide.warm_start_info`` holds the warm start's ELBO
     estimate and the L-BFGS iteration it chose (-1: the plain start), or None without a warm start.
@@ -182,13 +184,17 @@ class AutoFlow(AutoContinuous):
     def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_uniform,
                  init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine="tril", seed: int | None = None,
                  sites=None, warm_start: str | None = "pathfinder", stl="auto", structure: str = "auto",
-                 rank: int | None = None, **flow_options):
+                 flow_dim: int | None = None, cross: bool = False, **flow_options):
         self._flow_name, self._builder = _resolve_builder(flow)
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}")
-        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
-            raise ValueError(f"rank must be a positive int or None; got {rank!r}")
-        self._structure_choice, self._rank_choice, self.structure = structure, rank, None
+        if flow_dim is not None and (isinstance(flow_dim, bool) or not isinstance(flow_dim, (int, np.integer))
+                                     or flow_dim < 1):
+            raise ValueError(f"flow_dim must be a positive int or None; got {flow_dim!r}")
+        if not isinstance(cross, bool):
+            raise TypeError(f"cross must be True or False; got {cross!r}")
+        self._structure_choice, self._flow_dim_choice, self.structure = structure, flow_dim, None
+        self._cross = cross
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive; got {init_scale}")
         lo, hi = scale_bounds
@@ -231,17 +237,17 @@ class AutoFlow(AutoContinuous):
         dim = self.latent_dim
         self.structure = self._resolve_structure(dim)
         self.flow_coordinates = None
-        if self.structure == "lowrank":
-            self.flow_coordinates = self._smallest_sites(min(dim, self._rank_choice or default_rank(dim)))
-        self.rank = None if self.flow_coordinates is None else len(self.flow_coordinates)
-        self._template = self._make_flow(key, self.rank or dim, dtype)
+        if self.structure == "globals":
+            self.flow_coordinates = self._smallest_sites(min(dim, self._flow_dim_choice or default_flow_dim(dim)))
+        self.flow_dim = None if self.flow_coordinates is None else len(self.flow_coordinates)
+        self._template = self._make_flow(key, self.flow_dim or dim, dtype)
         check_finite_params(self._template, "AutoFlow's flow")
         self._treedef = jax.tree_util.tree_structure(self._template)
         self._start_scale = jnp.full(dim, self._init_scale, dtype)
         self._loc_unit = jnp.ones(dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
         dense_tril = self.structure == "dense" and self._affine == "tril"
         self._start_lower = jnp.zeros((dim, dim), dtype) if dense_tril else None
-        if self.structure == "lowrank":  # the flow's coordinates as a fixed basis; nothing carried across yet
+        if self.structure == "globals":  # the flow's coordinates as a fixed basis; nothing carried across yet
             self._basis = jnp.eye(dim, dtype=dtype)[:, jnp.asarray(self.flow_coordinates)]
         elif self._warm_start and self._affine and dim <= self.warm_start_max_dim:
             self._start_from_path(key)
@@ -264,27 +270,27 @@ class AutoFlow(AutoContinuous):
         return tuple(sorted(chosen))
 
     def _resolve_structure(self, dim):
-        if self._structure_choice == "lowrank":
+        if self._structure_choice == "globals":
             if self._affine != "tril":
-                raise ValueError(f"structure='lowrank' brings its own affine part (z = loc + scale * v); "
+                raise ValueError(f"structure='globals' brings its own affine part (z = loc + scale * v); "
                                  f"leave affine at its default; got affine={self._affine!r}")
-            return "lowrank"
+            return "globals"
         if self._structure_choice == "dense" or self._affine != "tril" or self._flow_name == "instance":
             return "dense"
-        return "lowrank" if dim > DENSE_MAX_DIM else "dense"
+        return "globals" if dim > DENSE_MAX_DIM else "dense"
 
     def learning_rate_factor(self) -> float:
         """Factor on the default step size (read by ``suggest_optimizer(..., guide=self)``).
 
         ``min(1, 30 / D)`` for a warm-started dense guide, whose ``O(D^2)`` parameters each move by about
         the step size per Adam step (:func:`inference.learning_rate_factor`), so that training does not
-        undo a good start; 1 for ``"lowrank"`` (parameters growing as ``D k``, like
-        ``AutoLowRankMultivariateNormal``'s) and for a guide without a warm start, which has to travel
+        undo a good start; 1 for ``"globals"`` (parameters growing as ``D``, like ``AutoNormal``'s)
+        and for a guide without a warm start, which has to travel
         from ``init_loc_fn``'s point as ``AutoNormal`` does (at D = 1000 the damped step left such a
         guide at mean errors of 1.7 posterior sds after 2000 steps, the undamped one at 0.08)."""
         from .svi import learning_rate_factor
 
-        if self.structure == "lowrank" or self.warm_start_info is None:
+        if self.structure == "globals" or self.warm_start_info is None:
             return 1.0
         return learning_rate_factor(self.latent_dim)
 
@@ -348,8 +354,8 @@ class AutoFlow(AutoContinuous):
 
     def _layers(self, flow, loc, scale, linear):
         """``u -> v -> z = loc + scale * v``: ``v = L f(u)`` (dense; ``L`` absent for ``affine="diag"``) or
-        ``v = SubspaceFlow(basis, f, cross)(u)`` (lowrank)."""
-        if self.structure == "lowrank":
+        ``v = SubspaceFlow(basis, f, cross)(u)`` (globals: ``f`` on the chosen coordinates)."""
+        if self.structure == "globals":
             basis, cross = linear
             layers = [SubspaceFlow(basis, Chain(self._flow_layers(flow)), cross)]
         else:
@@ -367,7 +373,7 @@ class AutoFlow(AutoContinuous):
             # initial flow parameters drawn from the SVI key (like AutoIAFNormal), same site as flow_module
             dtype = jnp.result_type(self._init_latent)
             leaves = numpyro.param(f"{self.prefix}_flow$params", lambda key: jax.tree_util.tree_leaves(
-                self._make_flow(key, self.rank or self.latent_dim, dtype)))
+                self._make_flow(key, self.flow_dim or self.latent_dim, dtype)))
             flow = jax.tree_util.tree_unflatten(self._treedef, leaves)
         else:
             flow = nf_ppl.flow_module(f"{self.prefix}_flow", self._template)
@@ -376,8 +382,9 @@ class AutoFlow(AutoContinuous):
             shift = numpyro.param(f"{self.prefix}_loc_shift", jnp.zeros_like(self._init_latent))
             loc = self._init_latent + self._loc_unit * shift
             scale = numpyro.param(f"{self.prefix}_scale", self._start_scale, constraint=constraints.softplus_positive)
-            if self.structure == "lowrank":
-                linear = (self._basis, numpyro.param(f"{self.prefix}_cross", jnp.zeros_like(self._basis)))
+            if self.structure == "globals":
+                cross = (numpyro.param(f"{self.prefix}_cross", jnp.zeros_like(self._basis)) if self._cross else None)
+                linear = (self._basis, cross)
             elif self._affine == "tril":  # only the strict lower triangle is used
                 linear = numpyro.param(f"{self.prefix}_lower", self._start_lower)
         posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, linear)), (self.latent_dim,))
@@ -387,7 +394,7 @@ class AutoFlow(AutoContinuous):
     def stl(self) -> bool:
         """Whether the guide uses sticking-the-landing gradients (``"auto"``: for the dense structure only)."""
         if self._stl_choice == "auto":
-            return self.structure != "lowrank"
+            return self.structure != "globals"
         return bool(self._stl_choice)
 
     def get_base_dist(self):

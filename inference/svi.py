@@ -78,7 +78,7 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
     step size is multiplied by ``min(1, 30 / D)`` (:func:`learning_rate_factor`): large latent
     spaces get smaller steps, so training does not undo a good warm start.  A guide with a
     ``learning_rate_factor()`` method gives its own factor (``AutoFlow``: 1 for its linear-cost
-    ``"lowrank"`` structure, whose parameter count grows as ``D`` rather than ``D^2``, and for a
+    ``"globals"`` structure, whose parameter count grows as ``D`` rather than ``D^2``, and for a
     guide without a warm start, which has a long way to travel).  ``run_svi`` passes
     its guide when it picks this optimiser itself.
     """

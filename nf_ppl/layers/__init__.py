@@ -6,7 +6,7 @@ from .composition import Chain, Stack
 from .coupling import AdditiveCoupling, AffineCoupling, half_mask
 from .elementwise import ELU, ElementwiseAffine, LeakyReLU, SinhArcsinh, Softplus, Tanh
 from .linear import LULinear, Permutation
-from .lowrank import SubspaceFlow, orthonormal_basis
+from .subspace import SubspaceFlow, orthonormal_basis
 from .image import (ConvNet, FactorOut, ImageActNorm, ImageAffineCoupling, ImageBijector, ImageChain, ImageStack,
                     InvConv1x1, Squeeze, Unsqueeze)
 from .normalization import ActNorm

@@ -1,12 +1,11 @@
-"""A flow on a learned k-dimensional subspace of R^D, for latent spaces of any size (cost O(D k)).
+"""A flow on a k-dimensional subspace of R^D, for latent spaces of any size (cost O(D k)).
 
 For ``D`` in the thousands a dense ``D x D`` matrix or a MADE with ``D`` hidden units per layer
 costs ``O(D^2)`` per draw.  :class:`SubspaceFlow` runs any flow of ``k`` coordinates (a few to
-tens) on the span of a learned basis, carries its output linearly into the rest of the space,
-and leaves the orthogonal complement otherwise as it is.  Followed by a per-coordinate affine map
-``z = loc + scale * y`` and with an affine inner flow, the Gaussian family it spans holds
-NumPyro's ``LowRankMultivariateNormal`` family of rank ``k`` (diagonal plus rank ``k``); a
-non-linear inner flow adds non-Gaussian shape along the ``k`` leading directions.
+tens) on the span of a ``D x k`` basis, optionally carries its output linearly into the rest of
+the space (``cross``), and leaves the orthogonal complement otherwise as it is.  ``AutoFlow``'s
+``"globals"`` structure uses it with the basis of chosen coordinates (a model's global
+parameters); a learned basis works too (its gradient passes through :func:`orthonormal_basis`).
 """
 
 from __future__ import annotations
