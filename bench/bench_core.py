@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import nf_ppl

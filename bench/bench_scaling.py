@@ -255,7 +255,7 @@ def main(argv=None):
     print(table(["d", "MAF ms", "IAF ms", "MAF / IAF"], [(d, f"{1e3 * a:.2f}", f"{1e3 * b:.2f}", f"{a / b:.1f}") for d, a, b in rows]))
     path = plot_sampling(rows, plot_path(args.quick), cfg["draws"], layers)
     if path and not args.quick:
-        print(f"\n![MAF vs IAF sampling cost](scaling_sampling.png)")
+        print("\n![MAF vs IAF sampling cost](scaling_sampling.png)")
     elif path:
         print(f"\n(plot written to {path})")
     t_step, t_dense = limit(cfg)

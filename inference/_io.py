@@ -34,7 +34,6 @@ import os
 import struct
 import tempfile
 import warnings
-import zipfile
 from typing import Any, Callable
 
 import jax

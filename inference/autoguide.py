@@ -248,7 +248,8 @@ class AutoFlow(AutoContinuous):
         dense_tril = self.structure == "dense" and self._affine == "tril"
         self._start_lower = jnp.zeros((dim, dim), dtype) if dense_tril else None
         if self.structure == "globals":  # the flow's coordinates as a fixed basis; nothing carried across yet
-            self._basis = jnp.eye(dim, dtype=dtype)[:, jnp.asarray(self.flow_coordinates)]
+            k = len(self.flow_coordinates)  # one-hot columns, without a D x D identity in memory
+            self._basis = jnp.zeros((dim, k), dtype).at[jnp.asarray(self.flow_coordinates), jnp.arange(k)].set(1)
         elif self._warm_start and self._affine and dim <= self.warm_start_max_dim:
             self._start_from_path(key)
 

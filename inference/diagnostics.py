@@ -22,7 +22,6 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 from numpyro import handlers

@@ -89,7 +89,7 @@ def symbolic_part(report: Report) -> None:
     r, t, x, y = sp.symbols("r t x y", real=True)
     polar = change_of_variables([r * sp.cos(t), r * sp.sin(t)], [r, t], 1 / (2 * sp.pi),
                                 {r: (0, 1), t: (0, 2 * sp.pi)}, outputs=[x, y])
-    report.say(f"Polar coordinates (r, t) -> (r cos t, r sin t) of Uniform([0,1] x [0, 2 pi]):")
+    report.say("Polar coordinates (r, t) -> (r cos t, r sin t) of Uniform([0,1] x [0, 2 pi]):")
     report.say(f"- det J = `{sp.simplify(polar.det)}`, pushforward density `{polar.density}` on `{polar.output_support}`")
     expected = 1 / (2 * sp.pi * sp.sqrt(x ** 2 + y ** 2))
     report.check(sp.simplify(polar.density - expected) == 0, "density equals 1 / (2 pi sqrt(x^2 + y^2))")

@@ -42,7 +42,7 @@ last block. Output at position t depends only on inputs at positions <= t.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np

@@ -55,13 +55,13 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from numpyro.distributions import Distribution, constraints
+from numpyro.distributions import Distribution
 from numpyro.distributions.constraints import Constraint
 
 from . import encoders as enc

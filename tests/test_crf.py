@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 from scipy.special import logsumexp as np_logsumexp
 
 from nf_ppl.crf import LinearChainCRF, crf_forward

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 from nf_ppl import encoders as enc
 from nf_ppl.sequence import (
