@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+
 import jax
 import numpy as np
 import pytest
