@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from functools import partial
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,20 +45,36 @@ def learning_rate_factor(latent_dim) -> float:
 
 
 class _DimensionScaleState(NamedTuple):
-    factor: jnp.ndarray
+    factor: object  # an array, or a dict of arrays keyed by parameter name
+
+
+def _factor_tree(factor, params):
+    """The guide's factor as a state: a scalar array, or one array per top-level parameter name (a
+    mapping from the guide names some parameters; the others get 1)."""
+    if isinstance(factor, Mapping):
+        unknown = sorted(set(factor) - set(params))
+        if unknown:
+            raise ValueError(f"learning_rate_factor() names parameters the guide does not have: {unknown}")
+        return {name: jnp.asarray(float(factor.get(name, 1.0))) for name in params}
+    return jnp.asarray(float(factor))
 
 
 def _scale_by_latent_dim(guide, latent_dim):
-    """Multiply updates by :func:`learning_rate_factor` of the guide's latent dimension, read at ``init``
-    (SVI sets the guide up before it initialises the optimiser, so ``guide.latent_dim`` is known then)."""
+    """Multiply updates by the guide's step-size factor, read at ``init`` (SVI sets the guide up before
+    it initialises the optimiser, so ``guide.latent_dim`` is known then): the guide's own
+    ``learning_rate_factor()`` (a float, or a mapping from parameter name to factor) when it has one,
+    else :func:`learning_rate_factor` of its latent dimension."""
 
     def init(params):
         if latent_dim is None and callable(getattr(guide, "learning_rate_factor", None)):
-            return _DimensionScaleState(jnp.asarray(guide.learning_rate_factor()))  # e.g. AutoFlow's, by structure
+            return _DimensionScaleState(_factor_tree(guide.learning_rate_factor(), params))  # e.g. AutoFlow's
         dim = latent_dim if latent_dim is not None else getattr(guide, "latent_dim", None)
         return _DimensionScaleState(jnp.asarray(learning_rate_factor(dim)))
 
     def update(updates, state, params=None):
+        if isinstance(state.factor, Mapping):
+            return {name: jax.tree_util.tree_map(lambda u, f=state.factor[name]: u * f.astype(u.dtype), value)
+                    for name, value in updates.items()}, state
         return jax.tree_util.tree_map(lambda u: u * state.factor.astype(u.dtype), updates), state
 
     return optax.GradientTransformation(init, update)
@@ -77,9 +93,10 @@ def suggest_optimizer(num_steps: int, learning_rate: float = 1e-2, clip_norm: fl
     With ``guide=`` (an ``AutoFlow`` or any autoguide with ``latent_dim``) or ``latent_dim=``, the
     step size is multiplied by ``min(1, 30 / D)`` (:func:`learning_rate_factor`): large latent
     spaces get smaller steps, so training does not undo a good warm start.  A guide with a
-    ``learning_rate_factor()`` method gives its own factor (``AutoFlow``: 1 for its linear-cost
-    ``"globals"`` structure, whose parameter count grows as ``D`` rather than ``D^2``, and for a
-    guide without a warm start, which has a long way to travel).  ``run_svi`` passes
+    ``learning_rate_factor()`` method gives its own factor, a float or a mapping from parameter name
+    to factor (``AutoFlow``: 1 for a guide without a warm start, which has a long way to travel; for
+    its linear-cost ``"globals"`` structure 1 for the locations and scales and 0.1 for the flow's
+    parameters, see ``AutoFlow.learning_rate_factor``).  ``run_svi`` passes
     its guide when it picks this optimiser itself.
     """
     schedule = optax.cosine_decay_schedule(learning_rate, max(1, num_steps), alpha=0.1)

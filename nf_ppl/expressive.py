@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from .builders import _build
 from .flow import Flow
@@ -74,9 +75,9 @@ def spline_coupling(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence
 
 
 def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8, 8), context_dim: int = 0,
-         mode: str = "maf", permutation="reverse", slope: float = 0.5, atol=None, rtol=None,
-         max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False, scan: bool = True,
-         dtype=None) -> Flow:
+         mode: str = "maf", permutation="reverse", slope: float = 0.5, cross_scale: float | None = None,
+         atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False,
+         scan: bool = True, dtype=None) -> Flow:
     """Block neural autoregressive flow (De Cao et al. 2019).
 
     Each layer is a :class:`~nf_ppl.layers.neural.BlockNeuralAutoregressive` monotone network;
@@ -85,13 +86,17 @@ def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8,
     ``tanh(u) + slope * u``: its derivative varies by at most ``(1 + slope) / slope`` per hidden
     layer, so a small ``slope`` is more expressive but compresses the tails (heavy-tailed
     densities at initialisation); the default 0.5 allows a ratio of 3 per hidden layer.
-    ``mode="maf"`` (default): the network maps data to noise (one-pass
+    ``cross_scale`` (default ``None``: ``1 / sqrt(num_layers)``) scales each layer's initial
+    cross-coordinate weights, so a flow of any depth starts near its base.  ``mode="maf"`` (default): the network maps data to noise (one-pass
     density, numerical sampling); ``mode="iaf"``: the reverse.  ``atol``/``rtol``/``max_iter``/
     ``max_expand`` configure the root solver (:func:`~nf_ppl.roots.solve_increasing`).
     """
+    if cross_scale is None:
+        cross_scale = 1.0 / np.sqrt(num_layers) if isinstance(num_layers, (int, np.integer)) and num_layers >= 1 else 1.0
+
     def make(k):
         return BlockNeuralAutoregressive(k, dim, hidden_dims, mode=mode, context_dim=context_dim, slope=slope,
-                                         atol=atol, rtol=rtol, max_iter=max_iter, max_expand=max_expand,
+                                         cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter, max_expand=max_expand,
                                          dtype=dtype)
 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)

@@ -164,7 +164,7 @@ def test_learning_rate_factor_follows_the_structure():
     globals_ = inference.AutoFlow(model, structure="globals")
     _set_up(dense, model, y), _set_up(globals_, model, y)
     assert dense.warm_start_info is not None and dense.learning_rate_factor() == pytest.approx(0.3)
-    assert globals_.learning_rate_factor() == 1.0
+    assert globals_.learning_rate_factor() == {"auto_flow$params": 0.1}  # loc and scale at the full step
     cold = inference.AutoFlow(model, warm_start=None)  # nothing to keep: it travels like AutoNormal
     _set_up(cold, model, y)
     assert cold.structure == "dense" and cold.learning_rate_factor() == 1.0

@@ -13,17 +13,10 @@ GRID = [(1, (8,)), (3, (16, 16)), (6, (32, 32)), (10, (32, 32))]
 DIM = 3
 
 
-BNAF_DEEP_START = pytest.mark.xfail(
-    strict=True, reason="bnaf's monotone layers each compress the tails by up to (1 + slope) / slope per hidden "
-                        "layer; ten of them start with a coordinate's sd above 2 (3.4 at (32, 32)): its "
-                        "initialisation is not yet scaled by depth as maf's is (issue 16 item 6)")
-
-
 def _cases():
     for name in sorted(inference.builders()):
         for layers, hidden in GRID:
-            marks = [BNAF_DEEP_START] if name == "bnaf" and layers >= 10 else []
-            yield pytest.param(name, layers, hidden, marks=marks, id=f"{name}-L{layers}-H{'x'.join(map(str, hidden))}")
+            yield pytest.param(name, layers, hidden, id=f"{name}-L{layers}-H{'x'.join(map(str, hidden))}")
 
 
 @pytest.mark.parametrize("name,layers,hidden", list(_cases()))

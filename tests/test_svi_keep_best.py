@@ -52,6 +52,29 @@ def test_learning_rate_factor_and_the_optimiser_that_uses_it():
                                np.asarray(u_scaled["w"]), rtol=1e-6)
 
 
+def test_a_guide_can_name_the_parameters_its_factor_applies_to():
+    class Guide:
+        def learning_rate_factor(self):
+            return {"flow": 0.1}
+
+    params = {"loc": np.zeros(2, np.float32), "flow": [np.zeros(3, np.float32), np.zeros((), np.float32)]}
+    grads = {"loc": np.asarray([1.0, -1.0], np.float32), "flow": [np.asarray([1.0, 2.0, -3.0], np.float32),
+                                                                  np.asarray(0.5, np.float32)]}
+    plain, scaled = inference.suggest_optimizer(100), inference.suggest_optimizer(100, guide=Guide())
+    u_plain, _ = plain.update(grads, plain.init(params), params)
+    u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(np.asarray(u_scaled["loc"]), np.asarray(u_plain["loc"]), rtol=1e-6)
+    for a, b in zip(u_scaled["flow"], u_plain["flow"]):
+        np.testing.assert_allclose(np.asarray(a), 0.1 * np.asarray(b), rtol=1e-5)
+
+    class Wrong:
+        def learning_rate_factor(self):
+            return {"flows": 0.1}
+
+    with pytest.raises(ValueError, match=r"names parameters the guide does not have: \['flows'\]"):
+        inference.suggest_optimizer(100, guide=Wrong()).init(params)
+
+
 def test_run_svi_returns_the_warm_start_when_training_makes_it_worse():
     """A step size far too large for 40 dimensions wrecks the (near exact) warm start: run_svi says so
     with both ELBO figures and returns the start, which is as accurate as the exact posterior allows."""

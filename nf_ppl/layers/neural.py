@@ -98,21 +98,25 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
     each a bracketed safeguarded-Newton solve vectorised over the batch, to ``atol + rtol |x|``.
 
     ``BlockNeuralAutoregressive(key, dim, hidden_dims=(8, 8), mode="maf", context_dim=0,
-    slope=0.5, atol=None, rtol=None, max_iter=100, max_expand=64)``; ``hidden_dims`` are block
-    sizes (units per coordinate).
+    slope=0.5, cross_scale=1.0, atol=None, rtol=None, max_iter=100, max_expand=64)``;
+    ``hidden_dims`` are block sizes (units per coordinate).
 
     Initialisation: on standard-normal inputs each hidden pre-activation starts with mean 0 and
     sd 0.1 (the leaky tanh nearly linear) and ``N`` with mean 0 and sd 1, by rescaling each row's
     norm and bias; so a flow of any depth and width starts close to its base (without it each
     layer multiplied the slope by about ``sqrt(h)`` and deep flows started as point masses).
+    ``cross_scale`` multiplies the initial strictly-lower (cross-coordinate) blocks: each layer
+    still starts with unit-sd outputs but mixes coordinates less, so a stack of ``L`` layers
+    built with ``1 / sqrt(L)`` (what :func:`nf_ppl.bnaf` passes) stays near its base (at 1.0 ten
+    layers of (32, 32) blocks started with a coordinate's sd 3.4; at ``1/sqrt(10)`` 0.96-1.08).
     """
 
     param_names = ("weights", "log_scales", "biases", "context_weight")
     static_names = ("dim", "block_sizes", "mode", "slope", "context_dim") + _SOLVER_STATICS
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (8, 8), *, mode: str = "maf",
-                 context_dim: int = 0, slope: float = 0.5, atol=None, rtol=None, max_iter: int = 100,
-                 max_expand: int = 64, dtype=None):
+                 context_dim: int = 0, slope: float = 0.5, cross_scale: float = 1.0, atol=None, rtol=None,
+                 max_iter: int = 100, max_expand: int = 64, dtype=None):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive int; got {dim!r}")
         hidden = tuple(int(h) for h in hidden_dims)
@@ -121,6 +125,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
         check_positive(slope, "slope")
+        check_positive(cross_scale, "cross_scale")
         self._set_solver(atol, rtol, max_iter, max_expand)
         self.dim, self.mode, self.slope = int(dim), mode, float(slope)
         self.block_sizes = (1, *hidden, 1)
@@ -134,6 +139,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
             v = jax.random.normal(k, diag.shape, dtype) / np.sqrt(fan_in)
             # diagonal entries are exp(V): start them near 1 / sqrt(b_in)
             v = jnp.where(jnp.asarray(diag), v - 0.5 * np.log(b_in), v)
+            v = jnp.where(jnp.asarray(lower), cross_scale * v, v)
             self.weights.append(v)
             self.log_scales.append(jnp.zeros(diag.shape[0], dtype))
             self.biases.append(jnp.zeros(diag.shape[0], dtype))
