@@ -9,28 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import BENCHMARKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_quick_writes_every_section(tmp_path):
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_bench_quick_writes_its_section(name, tmp_path):
+    """One benchmark script per test, so that pytest-xdist spreads them over its workers."""
     report = tmp_path / "r.md"
     # conftest switches most XLA optimisations off in-process only; pass the same to the runner
     # (its scripts then compile about a third faster; the figures stay real, just unoptimised)
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(report)],
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", name, "--out", str(report)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     text = report.read_text()
-    assert re.search(r"^Machine: .+\.  Command: `python -m bench --quick`\.$", text, re.M)
-    titles = [title for _, title, _ in BENCHMARKS.values()]
-    for title in titles:
-        assert f"\n## {title}\n" in text, f"no section for {title!r}"
-    starts = sorted(text.index(f"\n## {title}\n") for title in titles) + [len(text)]
-    for start, end in zip(starts, starts[1:]):  # a section runs to the next benchmark's heading
-        assert re.search(r"^\|.*\|\n\|(-+:?\|)+$", text[start:end], re.M), text[start:start + 200]
+    assert re.search(rf"^Machine: .+\.  Command: `python -m bench --quick --only {name}`\.$", text, re.M)
+    title = BENCHMARKS[name][1]
+    assert f"\n## {title}\n" in text, f"no section for {title!r}"
+    section = text[text.index(f"\n## {title}\n"):]
+    assert re.search(r"^\|.*\|\n\|(-+:?\|)+$", section, re.M), section[:200]
     for bad in ("(failed", "(timed out", "| failed |", "is missing)"):
         assert bad not in text
 
