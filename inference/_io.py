@@ -34,7 +34,7 @@ import os
 import struct
 import tempfile
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -62,32 +62,10 @@ class LegacyFileWarning(UserWarning):
 
 # -- builder registry ----------------------------------------------------------------------------
 
-_EXTRA_BUILDERS: dict[str, Callable] = {}
 _SPECS: dict[Any, dict] = {}
 
-
-def builders() -> dict[str, Callable]:
-    """Every builder usable by name: ``nf_ppl.BUILDERS`` plus those added by :func:`register_builder`."""
-    out = dict(nf_ppl.BUILDERS)
-    out.update(_EXTRA_BUILDERS)
-    return out
-
-
-def register_builder(name: str, fn: Callable) -> None:
-    """Make ``fn(key, dim, **options) -> Flow`` available by ``name`` to ``build_flow``/``AutoFlow``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"builder name must be a non-empty string; got {name!r}")
-    if not callable(fn):
-        raise TypeError(f"builder {name!r} must be callable; got {type(fn).__name__}")
-    _EXTRA_BUILDERS[name] = fn
-
-
-def get_builder(name: str) -> Callable:
-    table = builders()
-    if not isinstance(name, str) or name not in table:
-        raise ValueError(f"unknown flow {name!r}; valid names are {sorted(table)} "
-                         f"(or pass a callable builder(key, dim, **options) -> Flow)")
-    return table[name]
+# one registry for the whole package (nf_ppl/registry.py): inference re-exports it
+builders, get_builder, register_builder = nf_ppl.builders, nf_ppl.get_builder, nf_ppl.register_builder
 
 
 def _jsonable(value, where: str):

@@ -8,7 +8,7 @@ subclasses whose pytree leaves are their trainable parameters.
 from . import encoders
 from .autoregressive import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autoregressive_model, bits_per_dim,
                              random_orderings)
-from .builders import BUILDERS, assemble, iaf, maf, realnvp
+from .builders import assemble, iaf, maf, realnvp
 from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
 from .expressive import bnaf, naf, nsf, spline_coupling
 from .flow import Flow
@@ -17,12 +17,11 @@ from .glow import bits_per_dim as dequantized_bits_per_dim
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layer_names
 from .nn import MADE, MLP
+from .registry import BUILDERS, builders, get_builder, register_builder
 from .mvn import ConditionalMVN, conditional_mvn
 from .numpyro_utils import data_init, flow_module
 from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, sequence_lengths, top_k_filter,
                        top_p_filter)
-
-BUILDERS.update(nsf=nsf, spline_coupling=spline_coupling, bnaf=bnaf, naf=naf)
 
 __version__ = "0.1.0"
 
@@ -31,7 +30,7 @@ __all__ = [
     "conditional_mvn", "random_orderings",
     "VariationalDequantizer", "dequantized_bits_per_dim", "glow", "glow_data_init", "uniform_dequantize",
     "bnaf", "naf", "nsf", "spline_coupling",
-    "BUILDERS", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
+    "BUILDERS", "builders", "get_builder", "register_builder", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
     "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
     "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,
 ]

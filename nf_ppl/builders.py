@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .flow import Flow
+from .registry import register_builder
 from .layers.autoregressive import MaskedAffineAutoregressive
 from .layers.composition import Chain, Stack
 from .layers.coupling import AffineCoupling, half_mask
@@ -159,4 +160,5 @@ def realnvp(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
 
 
-BUILDERS = {"maf": maf, "iaf": iaf, "realnvp": realnvp}
+for _name, _builder in (("maf", maf), ("iaf", iaf), ("realnvp", realnvp)):
+    register_builder(_name, _builder)

@@ -19,9 +19,7 @@ import argparse
 import sys
 
 from ._cli_io import CLIError
-
-FLOW_CHOICES = ("maf", "iaf", "realnvp", "nsf", "spline_coupling")
-
+from .registry import builders
 
 def _demo(args) -> int:
     from . import demo
@@ -201,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Fit a flow by maximum likelihood (columns standardised; the standardisation "
                                      "is stored in the model file) with a validation split and early stopping.")
     fit.add_argument("data", help="CSV (header row optional) or .npy file, one row per observation")
-    fit.add_argument("--flow", default="maf", help=f"flow builder: {', '.join(FLOW_CHOICES)} (default maf)")
+    fit.add_argument("--flow", default="maf", help=f"flow builder: {', '.join(sorted(builders()))} or one registered "
+                     "with nf_ppl.register_builder (default maf)")
     fit.add_argument("--out", required=True, help="model file to write (.npz)")
     fit.add_argument("--layers", type=int, default=None,
                      help="number of flow layers (default: the builder's, e.g. 8 for maf, 6 for realnvp)")

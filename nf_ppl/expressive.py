@@ -22,6 +22,7 @@ import numpy as np
 
 from .builders import _build
 from .flow import Flow
+from .registry import register_builder
 from .layers.base import forward_and_log_det, inverse_and_log_det
 from .layers.composition import Chain, Stack
 from .layers.coupling import half_mask
@@ -170,3 +171,7 @@ def _flatten(transform):
 
 
 __all__ = ["nsf", "spline_coupling", "bnaf", "naf", "numerical_info", "SolveInfo"]
+
+
+for _name, _builder in (("nsf", nsf), ("spline_coupling", spline_coupling), ("bnaf", bnaf), ("naf", naf)):
+    register_builder(_name, _builder)
