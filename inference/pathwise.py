@@ -58,7 +58,7 @@ class PathwiseFlow(nf_ppl.Flow):
 
 def _log_q_and_score(flow, u):
     """``log q(T(u))`` and ``grad_z log q`` at ``z = T(u)``, for ``u`` of shape (..., D)."""
-    transform, base_dist = flow._bound_transform(), flow.base_dist
+    transform, base_dist = flow.bound_transform(), flow.base_dist
     batch, dim = u.shape[:-1], u.shape[-1]
 
     def z_and_log_q(v):

@@ -131,7 +131,7 @@ def numerical_info(transform, v, *, inverse: bool = True):
     NaN, so this shows which rows of which layer failed.
     """
     if isinstance(transform, Flow):
-        transform = transform._bound_transform()
+        transform = transform.bound_transform()
     steps = _flatten(transform)
     if inverse:
         steps = list(reversed(steps))

@@ -114,7 +114,7 @@ class Flow(dist.TransformedDistribution):
 
     @property
     def transforms(self):
-        return [self._bound_transform()]
+        return [self.bound_transform()]
 
     @property
     def support(self):
@@ -126,7 +126,10 @@ class Flow(dist.TransformedDistribution):
     def has_rsample(self):
         return True
 
-    def _bound_transform(self):
+    def bound_transform(self):
+        """The transform base -> data this flow applies: ``transform`` itself, or for a conditional flow
+        ``transform.condition(context)`` with the context given by :meth:`condition` (a clear error
+        when none was given).  This is what ``transforms``, ``log_prob`` and ``sample`` use."""
         if self.context_dim:
             check_context(self.context, self.context_dim, "Flow")
             return self.transform.condition(self.context)
@@ -161,14 +164,14 @@ class Flow(dist.TransformedDistribution):
         if intermediates is not None:
             x, log_det = intermediates[0]
         else:
-            x, log_det = inverse_and_log_det(self._bound_transform(), value)
+            x, log_det = inverse_and_log_det(self.bound_transform(), value)
         return self.base_dist.log_prob(x) - log_det
 
     def sample_with_intermediates(self, key, sample_shape=(), *, context=None):
         """Draws and the intermediates ``[(base_draws, log_det)]`` that make ``log_prob`` cheap."""
         if context is not None:
             return self.condition(context).sample_with_intermediates(key, sample_shape)
-        transform = self._bound_transform()
+        transform = self.bound_transform()
         x = self.base_dist.expand(self.batch_shape).sample(key, tuple(sample_shape))
         y, log_det = forward_and_log_det(transform, x)
         return y, [(x, log_det)]
@@ -200,4 +203,3 @@ class Flow(dist.TransformedDistribution):
 
 def _has_shape(x) -> bool:
     return x is not None and hasattr(x, "shape")
-

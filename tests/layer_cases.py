@@ -123,7 +123,7 @@ TRANSFORM_CASES = {"maf", "iaf", "realnvp", "maf-conditional", "maf-random-perm-
 for _name, _make in list(BUILDERS.items()):
     if _name not in TRANSFORM_CASES:
         continue
-    LAYERS[f"{_name}.transform"] = (lambda m: lambda k, d, t: m(k, d, t)._bound_transform())(_make)
+    LAYERS[f"{_name}.transform"] = (lambda m: lambda k, d, t: m(k, d, t).bound_transform())(_make)
 
 
 def make_layer(name, dim, dtype=jnp.float64, seed=0):
