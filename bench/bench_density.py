@@ -179,6 +179,7 @@ def defaults_table(datasets, seeds, quick):
         for kind, label in (("affine", "flowjax MAF (Affine)"), ("spline", "flowjax MAF (RQ spline, 8 knots)"))[:len(kinds)]:
             lp, spread, ep, t = peers[kind]
             rows.append([title, label, f"{lp:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}", ""])
+            print(f"  {title} {label}: {lp:.3f} ({ep:.0f} epochs, {t:.1f} s)", file=sys.stderr, flush=True)
         builders = (("maf", "affine"), ("realnvp", "affine"), ("iaf", "affine"), ("nsf", "spline"),
                     ("spline_coupling", "spline"))
         for name, kind in builders[:1] if quick else builders:
@@ -186,7 +187,7 @@ def defaults_table(datasets, seeds, quick):
             gap = lp - peers[kind][0]
             rows.append([title, f"nf-ppl {name}", f"{lp:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}",
                          f"{gap:+.3f} vs flowjax {kind}"])
-            print(f"  {title} {name}: {lp:.3f}", file=sys.stderr, flush=True)
+            print(f"  {title} {name}: {lp:.3f} ({ep:.0f} epochs, {t:.1f} s)", file=sys.stderr, flush=True)
     print("### Defaults vs defaults: test log-likelihood per example (standardised units), mean over seeds\n")
     print(table(["data", "flow", "test LL", "spread over seeds", "epochs", "wall s", "difference"], rows))
     print()
