@@ -18,10 +18,10 @@ from .change_of_variables import ChangeOfVariables, InverseNotFoundWarning, chan
 from .plot import plot, push_samples
 from .check import CheckReport, check_transform, reference_log_abs_det
 from .transform import SymbolicTransform, SymPyRegion, TransformSpec
-from .twins import Twin, nf_ppl_twin, numpyro_twins
+from .twins import Twin, nf_ppl_twin, numpyro_twins, register_twin
 
 __all__ = [
     "ChangeOfVariables", "CheckReport", "Example", "InverseNotFoundWarning", "SymPyRegion",
     "SymbolicTransform", "TransformSpec", "Twin", "catalogue", "change_of_variables", "check_transform",
-    "get_example", "layers", "nf_ppl_twin", "numpyro_twins", "plot", "push_samples", "reference_log_abs_det",
+    "get_example", "layers", "nf_ppl_twin", "numpyro_twins", "register_twin", "plot", "push_samples", "reference_log_abs_det",
 ]

@@ -19,12 +19,7 @@ import sympy as sp
 
 from .check import CheckReport, check_transform
 
-__all__ = ["Twin", "numpyro_twins", "nf_ppl_twin", "NF_PPL_LAYERS"]
-
-NF_PPL_LAYERS = ("ElementwiseAffine", "LeakyReLU", "ELU", "Softplus", "Tanh", "SinhArcsinh", "AffineCoupling",
-                 "AdditiveCoupling", "MaskedAffineAutoregressive", "LULinear", "Permutation",
-                 "RationalQuadraticSpline")
-
+__all__ = ["Twin", "numpyro_twins", "nf_ppl_twin", "register_twin", "NF_PPL_LAYERS"]
 
 @dataclass
 class Twin:
@@ -83,34 +78,40 @@ def numpyro_twins() -> list[Twin]:
 # ----------------------------------------------------------------------------- nf_ppl
 
 
-def _elementwise(layer, d):
-    name = type(layer).__name__
-    xs = _xs(d)
-    if name == "ElementwiseAffine":
-        loc, log_scale = np.asarray(layer.loc, float), np.asarray(layer.log_scale, float)
-        return tuple(float(loc[i]) + sp.exp(float(log_scale[i])) * xs[i] for i in range(d)), xs
-    if name == "LeakyReLU":
-        a = float(layer.negative_slope)
-        return tuple(sp.Piecewise((x, x >= 0), (a * x, True)) for x in xs), xs
-    if name == "ELU":
-        a = float(layer.alpha)
-        return tuple(sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)) for x in xs), xs
-    if name == "Softplus":
-        return tuple(sp.log(1 + sp.exp(x)) for x in xs), xs
-    if name == "Tanh":
-        return tuple(sp.tanh(x) for x in xs), xs
-    if name == "SinhArcsinh":
-        e, logd = np.asarray(layer.skew, float), np.asarray(layer.log_tailweight, float)
-        return tuple(sp.sinh(sp.exp(float(logd[i])) * sp.asinh(xs[i]) - float(e[i])) for i in range(d)), xs
-    raise TypeError(f"no elementwise twin for {name}")
+def _affine_map(layer, xs):
+    loc, log_scale = np.asarray(layer.loc, float), np.asarray(layer.log_scale, float)
+    return tuple(float(loc[i]) + sp.exp(float(log_scale[i])) * x for i, x in enumerate(xs))
 
 
-def _coupling(layer):
-    keep, change = (np.asarray(i) for i in layer._index)
+def _leaky_relu_map(layer, xs):
+    a = float(layer.negative_slope)
+    return tuple(sp.Piecewise((x, x >= 0), (a * x, True)) for x in xs)
+
+
+def _elu_map(layer, xs):
+    a = float(layer.alpha)
+    return tuple(sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)) for x in xs)
+
+
+def _sinh_arcsinh_map(layer, xs):
+    e, logd = np.asarray(layer.skew, float), np.asarray(layer.log_tailweight, float)
+    return tuple(sp.sinh(sp.exp(float(logd[i])) * sp.asinh(x) - float(e[i])) for i, x in enumerate(xs))
+
+
+def _elementwise(elementwise_map, parametrised: bool):
+    """A twin builder for an elementwise layer: ``elementwise_map(layer, xs)`` gives the coordinate maps;
+    a parametrised layer has its own event size, a parameter-free one takes ``dim`` (default 3)."""
+    def build(layer, dim):
+        xs = _xs(layer.event_size if parametrised else (dim or 3))
+        return Twin(type(layer).__name__, layer, elementwise_map(layer, xs), xs)
+    return build
+
+
+def _coupling(layer, affine: bool):
+    keep, change = (np.asarray(i) for i in layer.partition)
     d = len(layer.mask)
     xs = _xs(d)
     cond = tuple(xs[i] for i in keep)
-    affine = type(layer).__name__ == "AffineCoupling"
     shift = [sp.Function(f"t{j + 1}", real=True)(*cond) for j in range(len(change))]
     logsc = [sp.Function(f"s{j + 1}", real=True)(*cond) for j in range(len(change))]
     forward = list(xs)
@@ -118,13 +119,8 @@ def _coupling(layer):
         forward[i] = xs[i] * sp.exp(logsc[j]) + shift[j] if affine else xs[i] + shift[j]
 
     @_last_call
-    def params_at(x):
-        from nf_ppl.layers.coupling import soft_clamp
-
-        p = layer._params_for(x[..., keep])
-        if affine:
-            return p[..., 0, :], soft_clamp(p[..., 1, :], layer.log_scale_bound)
-        return p[..., 0, :], None
+    def params_at(x):  # the layer's own conditioner outputs: (t, s) or (t,)
+        return layer.transformer_params(x)
 
     values = {shift[j]: (lambda x, j=j: params_at(x)[0][..., j]) for j in range(len(change))}
     if affine:
@@ -140,7 +136,7 @@ def _autoregressive(layer):
     s = [sp.Function(f"s{i + 1}", real=True)(*xs[:i]) if i else sp.Symbol("s1", real=True) for i in range(d)]
     transform = layer if layer.mode == "iaf" else layer.inv
     forward = tuple(x * sp.exp(si) + m for x, si, m in zip(xs, s, mu))
-    cond = _last_call(layer._shift_log_scale)
+    cond = _last_call(layer.transformer_params)
     values = {mu[i]: (lambda v, i=i: cond(v)[0][..., i]) for i in range(d)}
     values.update({s[i]: (lambda v, i=i: cond(v)[1][..., i]) for i in range(d)})
     return transform, forward, xs, values
@@ -212,35 +208,76 @@ def _rq_spline(layer):
     return tuple(forward), xs
 
 
+def _coupling_twin(affine: bool):
+    def build(layer, dim):
+        forward, xs, values = _coupling(layer, affine)
+        return Twin(type(layer).__name__, layer, forward, xs, values)
+    return build
+
+
+def _autoregressive_twin(layer, dim):
+    transform, forward, xs, values = _autoregressive(layer)
+    return Twin(f"{type(layer).__name__}({layer.mode})", transform, forward, xs, values)
+
+
+def _lu_linear_twin(layer, dim):
+    forward, xs, params = _lu_linear(layer)
+    return Twin(type(layer).__name__, layer, forward, xs, params=params)
+
+
+def _rq_spline_twin(layer, dim):
+    forward, xs = _rq_spline(layer)
+    # elementwise: log|det J| = sum_i log f_i'(x_i); differentiated piece by piece, not
+    # simplified (simplifying float-heavy rational pieces loses digits)
+    log_det = sum(sp.log(sp.diff(f, x)) for f, x in zip(forward, xs))
+    return Twin(type(layer).__name__, layer, forward, xs, log_abs_det=log_det)
+
+
+def _permutation_twin(layer, dim):
+    xs = _xs(len(layer.perm))
+    return Twin(type(layer).__name__, layer, tuple(xs[p] for p in layer.perm), xs)
+
+
+_TWIN_BUILDERS = {  # layer class name in nf_ppl.layers -> twin builder; resolved to classes on first use
+    "ElementwiseAffine": _elementwise(_affine_map, True), "SinhArcsinh": _elementwise(_sinh_arcsinh_map, True),
+    "LeakyReLU": _elementwise(_leaky_relu_map, False), "ELU": _elementwise(_elu_map, False),
+    "Softplus": _elementwise(lambda layer, xs: tuple(sp.log(1 + sp.exp(x)) for x in xs), False),
+    "Tanh": _elementwise(lambda layer, xs: tuple(sp.tanh(x) for x in xs), False),
+    "AffineCoupling": _coupling_twin(affine=True), "AdditiveCoupling": _coupling_twin(affine=False),
+    "MaskedAffineAutoregressive": _autoregressive_twin, "LULinear": _lu_linear_twin,
+    "RationalQuadraticSpline": _rq_spline_twin, "Permutation": _permutation_twin,
+}
+NF_PPL_LAYERS = tuple(_TWIN_BUILDERS)
+_TWINS_BY_CLASS: dict = {}
+
+
+def register_twin(cls, builder) -> None:
+    """Give layer class ``cls`` (and its subclasses) a twin: ``builder(layer, dim) -> Twin``."""
+    if not isinstance(cls, type) or not callable(builder):
+        raise TypeError(f"register_twin needs a class and a callable; got {cls!r}, {builder!r}")
+    _twins_by_class()[cls] = builder
+
+
+def _twins_by_class() -> dict:
+    if not _TWINS_BY_CLASS:  # nf_ppl is imported here, on first use, not when symbolic is imported
+        import nf_ppl.layers as layers
+
+        _TWINS_BY_CLASS.update({getattr(layers, name): fn for name, fn in _TWIN_BUILDERS.items()})
+    return _TWINS_BY_CLASS
+
+
 def nf_ppl_twin(layer, dim: int | None = None) -> Twin:
     """The symbolic twin of an ``nf_ppl`` layer (math as stated in its docstring).
 
-    ``dim`` is the event size for parameter-free elementwise layers.
+    Twins are registered by layer class and found along the layer's class hierarchy, so a
+    subclass (``ActNorm``, an ``ElementwiseAffine``) gets its parent's twin; a new layer class
+    adds its own with :func:`register_twin`.  ``dim`` is the event size for parameter-free
+    elementwise layers (default 3).
     """
-    name = type(layer).__name__
-    if name in ("ElementwiseAffine", "SinhArcsinh"):
-        forward, xs = _elementwise(layer, layer.event_size)
-        return Twin(name, layer, forward, xs)
-    if name in ("LeakyReLU", "ELU", "Softplus", "Tanh"):
-        forward, xs = _elementwise(layer, dim or 3)
-        return Twin(name, layer, forward, xs)
-    if name in ("AffineCoupling", "AdditiveCoupling"):
-        forward, xs, values = _coupling(layer)
-        return Twin(name, layer, forward, xs, values)
-    if name == "MaskedAffineAutoregressive":
-        transform, forward, xs, values = _autoregressive(layer)
-        return Twin(f"{name}({layer.mode})", transform, forward, xs, values)
-    if name == "LULinear":
-        forward, xs, params = _lu_linear(layer)
-        return Twin(name, layer, forward, xs, params=params)
-    if name == "RationalQuadraticSpline":
-        forward, xs = _rq_spline(layer)
-        # elementwise: log|det J| = sum_i log f_i'(x_i); differentiated piece by piece, not
-        # simplified (simplifying float-heavy rational pieces loses digits)
-        log_det = sum(sp.log(sp.diff(f, x)) for f, x in zip(forward, xs))
-        return Twin(name, layer, forward, xs, log_abs_det=log_det)
-    if name == "Permutation":
-        xs = _xs(len(layer.perm))
-        return Twin(name, layer, tuple(xs[p] for p in layer.perm), xs)
-    raise TypeError(f"no symbolic twin for {name}; known layers: {', '.join(NF_PPL_LAYERS)}")
-
+    table = _twins_by_class()
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return table[cls](layer, dim)
+    known = sorted(c.__name__ for c in table)
+    raise TypeError(f"no symbolic twin for {type(layer).__name__}; known layers (and their subclasses): "
+                    f"{', '.join(known)}")

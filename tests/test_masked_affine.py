@@ -27,7 +27,7 @@ def test_maf_is_the_inverse_of_iaf_and_log_dets_match_autodiff(scale, x64):
     jac = jax.vmap(jax.jacfwd(iaf))(x)
     np.testing.assert_allclose(ld_iaf, jnp.linalg.slogdet(jac)[1], atol=1e-10)
     # the one-pass direction of each mode is g(v) = v exp(s(v)) + mu(v)
-    shift, log_scale = iaf._shift_log_scale(x)
+    shift, log_scale = iaf.transformer_params(x)
     np.testing.assert_allclose(y, x * jnp.exp(log_scale) + shift, atol=1e-12)
     np.testing.assert_allclose(maf.inverse_and_log_det(x)[0], y, atol=1e-12)
 

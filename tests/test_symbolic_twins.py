@@ -2,6 +2,7 @@
 
 import jax
 import pytest
+import sympy
 
 from symbolic import nf_ppl_twin
 
@@ -65,3 +66,27 @@ def test_twin_detects_a_wrong_layer_parameter():
 def test_unknown_layer_is_a_type_error():
     with pytest.raises(TypeError, match="no symbolic twin"):
         nf_ppl_twin(object())
+
+
+def test_a_subclass_gets_its_parents_twin_and_a_new_class_can_register_one():
+    from symbolic import register_twin
+    from symbolic.twins import _elementwise, _twins_by_class
+
+    y = jax.random.normal(jax.random.PRNGKey(5), (200, 3)) * 2.0 + 1.0
+    act = nl.ActNorm.from_data(y)  # ActNorm subclasses ElementwiseAffine: same map, found along the MRO
+    twin = nf_ppl_twin(act)
+    assert twin.name == "ActNorm" and twin.check(n_points=32).passed
+
+    class MyTanh(nl.Tanh):  # a user's subclass: the parent's twin until it registers its own
+        pass
+
+    assert nf_ppl_twin(MyTanh(), dim=2).check(n_points=16).passed
+    with pytest.raises(TypeError, match="register_twin needs a class and a callable"):
+        register_twin(MyTanh, None)
+    register_twin(MyTanh, _elementwise(lambda layer, xs: tuple(sympy.sinh(x) for x in xs), False))
+    try:  # its own (deliberately wrong) twin now takes precedence over Tanh's, and the check sees it
+        twin = nf_ppl_twin(MyTanh(), dim=2)
+        assert twin.name == "MyTanh" and not twin.check(n_points=16).passed
+    finally:
+        _twins_by_class().pop(MyTanh)
+    assert nf_ppl_twin(MyTanh(), dim=2).check(n_points=16).passed

@@ -125,8 +125,9 @@ class MaskedAffineAutoregressive(Bijector):
     def event_size(self):
         return self.made.dim
 
-    def _shift_log_scale(self, v):
-        """``(mu(v), s(v))``: the MADE's shift and log-scale for the one-pass map ``g``."""
+    def transformer_params(self, v):
+        """``(mu(v), s(v))``: the MADE's shift and (bounded) log-scale for the one-pass map ``g``,
+        as the layer uses them; entry ``i`` depends on ``v_<i`` only."""
         ctx = self._context() if self.context_dim else None
         if ctx is not None:
             batch = jnp.broadcast_shapes(v.shape[:-1], ctx.shape[:-1])
@@ -140,14 +141,14 @@ class MaskedAffineAutoregressive(Bijector):
 
     def _g(self, v):
         """One pass: ``(g(v), log|det J_g(v)|)``."""
-        shift, log_scale = self._shift_log_scale(v)
+        shift, log_scale = self.transformer_params(v)
         return v * jnp.exp(log_scale) + shift, jnp.sum(log_scale, axis=-1)
 
     def _g_inverse(self, w):
         """``(g^{-1}(w), log|det J_g|)`` at the solution, by ``d`` sweeps (exact after d)."""
 
         def sweep(v):
-            shift, log_scale = self._shift_log_scale(v)
+            shift, log_scale = self.transformer_params(v)
             return (jnp.broadcast_to(w, shift.shape) - shift) * jnp.exp(-log_scale), jnp.sum(log_scale, axis=-1)
 
         init = sweep(jnp.zeros_like(w))
@@ -171,8 +172,8 @@ class MaskedAffineAutoregressive(Bijector):
         if intermediates is not None:
             return intermediates
         if self.mode == "iaf":
-            return jnp.sum(self._shift_log_scale(x)[1], axis=-1)
-        return -jnp.sum(self._shift_log_scale(y)[1], axis=-1)
+            return jnp.sum(self.transformer_params(x)[1], axis=-1)
+        return -jnp.sum(self.transformer_params(y)[1], axis=-1)
 
 
 def default_scale(mode: str) -> str:

@@ -48,10 +48,20 @@ class _Coupling(Bijector):
         return len(self.mask)
 
     @property
-    def _index(self):
+    def partition(self):
+        """``(A, B)``: index arrays of the coordinates kept (mask True, the conditioner's input) and
+        transformed (mask False)."""
         keep = np.flatnonzero(np.asarray(self.mask))
         change = np.flatnonzero(~np.asarray(self.mask))
         return keep, change
+
+    def transformer_params(self, x):
+        """The elementwise transformer's parameters for input ``x`` (full vectors, ``(..., dim)``),
+        as the layer uses them: a tuple of ``(..., |B|)`` arrays (``(t, s)`` with ``s`` already
+        soft-clamped for ``AffineCoupling``, ``(t,)`` for ``AdditiveCoupling``).  They depend on
+        ``x_A`` only, so forward and inverse give the same values."""
+        keep, _ = self.partition
+        return self._transformer_params(self._params_for(jnp.asarray(x)[..., keep]))
 
     def _params_for(self, x_keep):
         inp = x_keep
@@ -76,7 +86,7 @@ class _Coupling(Bijector):
 
     def _apply(self, x, inverse: bool):
         self._check_input(x, "y" if inverse else "x")
-        keep, change = self._index
+        keep, change = self.partition
         x_keep, x_change = x[..., keep], x[..., change]
         params = self._params_for(x_keep)
         x_change = jnp.broadcast_to(x_change, params.shape[:-2] + x_change.shape[-1:])
@@ -114,8 +124,11 @@ class AffineCoupling(_Coupling):
         mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
         self._setup(key, mask, hidden_dims, context_dim, activation, dtype)
 
+    def _transformer_params(self, params):
+        return params[..., 0, :], soft_clamp(params[..., 1, :], self.log_scale_bound)
+
     def _elementwise(self, x_change, params, inverse):
-        shift, log_scale = params[..., 0, :], soft_clamp(params[..., 1, :], self.log_scale_bound)
+        shift, log_scale = self._transformer_params(params)
         if inverse:
             z = (x_change - shift) * jnp.exp(-log_scale)
         else:
@@ -138,7 +151,10 @@ class AdditiveCoupling(_Coupling):
         mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
         self._setup(key, mask, hidden_dims, context_dim, activation, dtype)
 
+    def _transformer_params(self, params):
+        return (params[..., 0, :],)
+
     def _elementwise(self, x_change, params, inverse):
-        shift = params[..., 0, :]
+        (shift,) = self._transformer_params(params)
         z = x_change - shift if inverse else x_change + shift
         return z, jnp.zeros(z.shape[:-1], z.dtype)
