@@ -1,0 +1,198 @@
+"""Affine coupling for images: :class:`ConvNet` conditioners and :class:`ImageAffineCoupling`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import register_pytree_node_class
+
+from ...nn import _activation
+from ..coupling import soft_clamp
+from .base import ImageBijector, _channel, _normal, _positive_int, _zeros, check_image, check_image_shape, split_key
+
+
+def _conv(x, w, b):
+    """'SAME' 2-D convolution of ``(N, C, H, W)`` by ``(O, C, kh, kw)`` plus bias."""
+    dtype = jnp.result_type(x, w)
+    out = jax.lax.conv_general_dilated(x.astype(dtype), w.astype(dtype), (1, 1), "SAME",
+                                       dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return out + _channel(b)
+
+
+@register_pytree_node_class
+class ConvNet:
+    """Small convolutional conditioner: conv(k0) -> act -> conv(k1) -> act -> ... -> conv(k_last).
+
+    ``ConvNet.init(key, in_channels, hidden_channels, out_channels, kernels=(3, 1, 3))`` maps
+    ``(..., in_channels, H, W)`` to ``(..., out_channels, H, W)`` ('SAME' padding, stride 1).
+    The last convolution starts at zero (weights and bias), so a coupling starts at the identity.
+    """
+
+    def __init__(self, weights, biases, activation: str = "relu"):
+        self.weights, self.biases, self.activation = list(weights), list(biases), activation
+
+    @classmethod
+    def init(cls, key, in_channels: int, hidden_channels: int, out_channels: int, *,
+             kernels: Sequence[int] = (3, 1, 3), activation: str = "relu", dtype=None):
+        _activation(activation)
+        sizes = [in_channels] + [hidden_channels] * (len(kernels) - 1) + [out_channels]
+        keys = split_key(key, len(kernels))
+        weights, biases = [], []
+        for i, (k, kern) in enumerate(zip(keys, kernels)):
+            fan_in = sizes[i] * kern * kern
+            shape = (sizes[i + 1], sizes[i], kern, kern)
+            last = i == len(kernels) - 1
+            w = _zeros(shape, dtype) if last else _normal(k, shape, dtype, 1.0 / np.sqrt(fan_in))
+            weights.append(w)
+            biases.append(_zeros(sizes[i + 1], dtype))
+        return cls(weights, biases, activation)
+
+    def __call__(self, x):
+        act = _activation(self.activation)
+        batch = x.shape[:-3]
+        h = x.reshape((-1,) + x.shape[-3:])
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = _conv(h, w, b)
+            if i < len(self.weights) - 1:
+                h = act(h)
+        return h.reshape(batch + h.shape[-3:])
+
+    def tree_flatten(self):
+        return (self.weights, self.biases), self.activation
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], children[1], aux)
+
+
+MASKS = ("channel", "checkerboard")
+
+
+class ImageAffineCoupling(ImageBijector):
+    """Affine coupling for images (RealNVP/Glow) with a convolutional conditioner.
+
+    Split the image into a conditioning part ``x_A`` and a transformed part ``x_B``:
+    ``mask="channel"``: ``A`` is the first ``C // 2`` channels (``parity=1``: the last ``C // 2``);
+    ``mask="checkerboard"``: ``A`` is the pixels with ``(h + w + parity)`` even, in all channels.
+    With ``(t, s_raw) = ConvNet([x_A, context])`` and ``s = log_scale_bound * tanh(s_raw / bound)``:
+
+    forward:  ``y_A = x_A``, ``y_B = x_B exp(s) + t``             (one pass)
+    inverse:  ``x_A = y_A``, ``x_B = (y_B - t) exp(-s)``          (one pass)
+    log|det J| = ``sum_B s`` (one number per image)
+
+    ``ImageAffineCoupling(key, image_shape, hidden_channels=32, mask="channel", parity=0,
+    context_channels=0, log_scale_bound=3.0, activation="relu")``.  With ``context_channels > 0``
+    the conditioner also reads a context image of shape ``(..., context_channels, H, W)`` bound
+    by ``layer.condition(context)``.  The last convolution starts at zero: the layer starts as
+    the identity.
+    """
+
+    param_names = ("net",)
+    static_names = ("image_shape", "mask", "parity", "context_channels", "log_scale_bound")
+
+    def __init__(self, key, image_shape, hidden_channels: int = 32, *, mask: str = "channel", parity: int = 0,
+                 context_channels: int = 0, log_scale_bound: float = 3.0, activation: str = "relu",
+                 kernels: Sequence[int] = (3, 1, 3), dtype=None):
+        self.image_shape = check_image_shape(image_shape)
+        c, h, w = self.image_shape
+        hidden_channels = _positive_int(hidden_channels, "hidden_channels")
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}; got {mask!r}")
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1; got {parity!r}")
+        if mask == "channel" and c < 2:
+            raise ValueError(f"a channel-wise coupling needs at least 2 channels; got image_shape {self.image_shape} "
+                             "(squeeze first or use mask='checkerboard')")
+        if mask == "checkerboard" and h * w < 2:
+            raise ValueError(f"a checkerboard coupling needs at least 2 pixels; got image_shape {self.image_shape}")
+        if log_scale_bound <= 0:
+            raise ValueError(f"log_scale_bound must be positive; got {log_scale_bound}")
+        if isinstance(context_channels, bool) or not isinstance(context_channels, (int, np.integer)) or context_channels < 0:
+            raise ValueError(f"context_channels must be a non-negative int; got {context_channels!r}")
+        self.mask, self.parity = mask, int(parity)
+        self.context_channels, self.log_scale_bound = int(context_channels), float(log_scale_bound)
+        n_in, n_out = self._sizes()
+        self.net = ConvNet.init(key, n_in + self.context_channels, hidden_channels, 2 * n_out,
+                                kernels=kernels, activation=activation, dtype=dtype)
+
+    def _sizes(self):
+        c = self.image_shape[0]
+        if self.mask == "checkerboard":
+            return c, c
+        k = c // 2
+        return (k, c - k) if self.parity == 0 else (c - k, k)
+
+    def _checker(self):
+        _, h, w = self.image_shape
+        grid = (np.arange(h)[:, None] + np.arange(w)[None, :] + self.parity) % 2 == 0
+        return grid.astype(np.float64)  # 1 = conditioning pixel
+
+    # -- context (an image) ------------------------------------------------------------
+    def condition(self, context):
+        if not self.context_channels:
+            return self
+        context = jnp.asarray(context)
+        _, h, w = self.image_shape
+        check_image(context, (self.context_channels, h, w), "context")
+        return self.replace(context=context)
+
+    def _with_context(self, inp):
+        if not self.context_channels:
+            if self.context is not None:
+                raise ValueError("this coupling is not conditional (context_channels=0) but a context was bound")
+            return inp
+        if self.context is None:
+            _, h, w = self.image_shape
+            raise ValueError(f"this coupling is conditional (context_channels={self.context_channels}) and needs a "
+                             f"context image: call .condition(context) with shape (..., {self.context_channels}, {h}, {w})")
+        ctx = self.context
+        batch = jnp.broadcast_shapes(inp.shape[:-3], ctx.shape[:-3])
+        inp = jnp.broadcast_to(inp, batch + inp.shape[-3:])
+        ctx = jnp.broadcast_to(ctx, batch + ctx.shape[-3:]).astype(inp.dtype)
+        return jnp.concatenate([inp, ctx], axis=-3)
+
+    def _params(self, x_cond):
+        out = self.net(self._with_context(x_cond))
+        n = out.shape[-3] // 2
+        return out[..., :n, :, :], soft_clamp(out[..., n:, :, :], self.log_scale_bound)
+
+    def _apply(self, v, inverse):
+        if self.mask == "checkerboard":
+            m = jnp.asarray(self._checker(), jnp.result_type(v, float))
+            shift, log_scale = self._params(v * m)
+            log_scale = log_scale * (1 - m)
+            shift = shift * (1 - m)
+            if inverse:
+                out = m * v + (1 - m) * ((v - shift) * jnp.exp(-log_scale))
+            else:
+                out = m * v + (1 - m) * (v * jnp.exp(log_scale) + shift)
+            return out, jnp.sum(log_scale, axis=(-3, -2, -1))
+        c = self.image_shape[0]
+        k = self._sizes()[0]
+        if self.parity == 0:
+            v_cond, v_change = v[..., :k, :, :], v[..., k:, :, :]
+        else:
+            v_change, v_cond = v[..., : c - k, :, :], v[..., c - k:, :, :]
+        shift, log_scale = self._params(v_cond)
+        v_change = jnp.broadcast_to(v_change, shift.shape)
+        v_cond = jnp.broadcast_to(v_cond, shift.shape[:-3] + v_cond.shape[-3:])
+        if inverse:
+            changed = (v_change - shift) * jnp.exp(-log_scale)
+        else:
+            changed = v_change * jnp.exp(log_scale) + shift
+        parts = [v_cond, changed] if self.parity == 0 else [changed, v_cond]
+        return jnp.concatenate(parts, axis=-3), jnp.sum(log_scale, axis=(-3, -2, -1))
+
+    def forward_and_log_det(self, x):
+        self._check_x(x)
+        return self._apply(x, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        self._check_y(y)
+        return self._apply(y, inverse=True)
+
+
+# ---------------------------------------------------------------------------------------
