@@ -20,7 +20,7 @@ Digits: 1797 images, 8x8 = 64 pixels, 17 grey levels (0..16); fixed random split
   ``(-E_u log p(y) + 64 log 17) / (64 ln 2) >= -log2 P(x) / 64``, comparable with the
   categorical numbers.
 
-CRF: ``nf_ppl.crf.crf_forward`` (log-partition by the forward algorithm), batch 256, length 128,
+CRF: ``nf_ppl.models.crf.crf_forward`` (log-partition by the forward algorithm), batch 256, length 128,
 32 labels, both forward methods, float32; median of repeated timed calls after compilation.
 """
 
@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from nf_ppl.autoregressive import autoregressive_model, bits_per_dim, random_orderings  # noqa: E402
-from nf_ppl.crf import crf_forward  # noqa: E402
-from nf_ppl.mvn import ConditionalMVN, conditional_mvn  # noqa: E402
+from nf_ppl.models.autoregressive_density import autoregressive_model, bits_per_dim, random_orderings  # noqa: E402
+from nf_ppl.models.crf import crf_forward  # noqa: E402
+from nf_ppl.models.mvn import ConditionalMVN, conditional_mvn  # noqa: E402
 from common import table  # noqa: E402
 
 LEVELS, DIM = 17, 64
@@ -180,7 +180,7 @@ def main():
     print(table(["model", "nats / image", "bits / dim", "train time", "notes"], rows))
 
     b, n, v = cfg["crf"]
-    print(f"\nCRF forward algorithm (nf_ppl.crf.crf_forward), batch {b}, length {n}, {v} labels, float32, "
+    print(f"\nCRF forward algorithm (nf_ppl.models.crf.crf_forward), batch {b}, length {n}, {v} labels, float32, "
           f"median of {cfg['repeats']}:\n")
     print(table(["method", "ms / call", "sequences / s", "positions / s", "max abs(logZ - logZ_matmul)"],
                 crf_rows(b, n, v, cfg["repeats"])))

@@ -328,10 +328,10 @@ def _cond_ours(name, seed, splits, max_epochs=None):
 
 
 def _cond_mvn(seed, splits, steps=6000, lr=1e-3, batch=256):
-    """The conditional MVN baseline ``N(mu(x), sigma(x)^2)`` (``nf_ppl.mvn.conditional_mvn``): Adam on
+    """The conditional MVN baseline ``N(mu(x), sigma(x)^2)`` (``nf_ppl.models.mvn.conditional_mvn``): Adam on
     minibatches, the parameters with the best validation loss (checked every 100 steps) kept."""
     import optax
-    from nf_ppl.mvn import conditional_mvn
+    from nf_ppl.models.mvn import conditional_mvn
     (xt, yt), (xv, yv), (xs, ys) = splits
     xt, yt = jnp.asarray(xt), jnp.asarray(yt)
     model = conditional_mvn(jax.random.PRNGKey(seed), 1, 1)

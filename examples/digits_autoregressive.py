@@ -5,7 +5,7 @@ What it shows
 scikit-learn's bundled digits (1797 images of 8 x 8 pixels with 17 grey levels 0..16; no
 download), split into training and test images.
 
-1. A categorical MADE (``nf_ppl.autoregressive.autoregressive_model(conditional="categorical",
+1. A categorical MADE (``nf_ppl.models.autoregressive_density.autoregressive_model(conditional="categorical",
    num_levels=17)``): ``log p(x) = sum_i log Categorical(x_i | x_<i)``, exact in one network pass,
    sampled ancestrally (64 sweeps).  Trained with Adam on the exact negative log-likelihood.
 2. A small Glow (``nf_ppl.glow.glow``, 2 levels of squeeze / ActNorm / 1x1 convolution /
@@ -125,7 +125,7 @@ def _run(args, out) -> int:
 
     # ---- 1. categorical MADE
     try:
-        from nf_ppl.autoregressive import autoregressive_model
+        from nf_ppl.models.autoregressive_density import autoregressive_model
     except Exception as err:  # pragma: no cover - only while the module is being written
         autoregressive_model = None
         C.note(f"the categorical MADE was skipped ({type(err).__name__}: {err})")

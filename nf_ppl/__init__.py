@@ -5,11 +5,7 @@ Layers (``nf_ppl.layers``) are ``numpyro.distributions.transforms.Transform`` su
 subclasses whose pytree leaves are their trainable parameters.
 """
 
-from . import encoders
-from .autoregressive import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autoregressive_model, bits_per_dim,
-                             random_orderings)
 from .builders import assemble, iaf, maf, realnvp
-from .crf import LinearChainCRF, crf_forward, crf_score, crf_viterbi
 from .expressive import bnaf, naf, nsf, spline_coupling
 from .flow import Flow
 from .glow import VariationalDequantizer, glow, glow_data_init, uniform_dequantize
@@ -18,10 +14,11 @@ from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layer_names
 from .nn import MADE, MLP
 from .registry import BUILDERS, builders, get_builder, register_builder
-from .mvn import ConditionalMVN, conditional_mvn
+from .models import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, ConditionalMVN, LinearChainCRF, MBRResult,
+                     SequenceModel, autoregressive_model, bits_per_dim, conditional_mvn, crf_forward, crf_score,
+                     crf_viterbi, encoders, eos_terminated, pad_sequences, random_orderings, sequence_lengths,
+                     top_k_filter, top_p_filter)
 from .numpyro_utils import data_init, flow_module
-from .sequence import (MBRResult, SequenceModel, eos_terminated, pad_sequences, sequence_lengths, top_k_filter,
-                       top_p_filter)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Autoregressive density models (nf_ppl.autoregressive) against independent references.
+"""Autoregressive density models (nf_ppl.models.autoregressive_density) against independent references.
 
 References: the product of conditionals computed one dimension at a time (calling the MADE on
 inputs whose not-yet-generated coordinates hold junk, and scoring each coordinate with numpyro /
@@ -24,7 +24,7 @@ from jax_compat import enable_x64, trapezoid
 from scipy import stats
 from scipy.special import logsumexp as np_logsumexp
 
-from nf_ppl.autoregressive import AutoregressiveModel, autoregressive_model, bits_per_dim, random_orderings
+from nf_ppl.models.autoregressive_density import AutoregressiveModel, autoregressive_model, bits_per_dim, random_orderings
 from nf_ppl.nn import MADE
 
 CONTINUOUS = ("gaussian", "laplace", "mixture")

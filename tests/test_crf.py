@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp as np_logsumexp
 
-from nf_ppl.crf import LinearChainCRF, crf_forward
+from nf_ppl.models.crf import LinearChainCRF, crf_forward
 
 DTYPE = jnp.result_type(float)  # the JAX default float (float32 unless x64 is on)
 

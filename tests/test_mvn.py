@@ -1,4 +1,4 @@
-"""Conditional multivariate normal baseline (nf_ppl.mvn) against scipy / numpyro with explicit covariances."""
+"""Conditional multivariate normal baseline (nf_ppl.models.mvn) against scipy / numpyro with explicit covariances."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import optax
 import pytest
 from scipy import stats
 
-from nf_ppl.mvn import ConditionalMVN, conditional_mvn
+from nf_ppl.models.mvn import ConditionalMVN, conditional_mvn
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 for the whole module (tests/conftest.py)

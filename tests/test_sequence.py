@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nf_ppl import encoders as enc
-from nf_ppl.sequence import (
+from nf_ppl.models.sequence import (
     SequenceModel,
     pad_sequences,
     sequence_lengths,
