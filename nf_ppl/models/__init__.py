@@ -1,6 +1,6 @@
 """Exact-density models that are not flows: autoregressive densities (MADE/NADE families,
 ``autoregressive_density``), the linear-chain CRF (``crf``), autoregressive sequence models
-(``sequence``) with their encoders (``encoders``), and the conditional multivariate normal
+(``sequence``) with their encoders (``encoders``) and decoding algorithms (``decoding``), and the conditional multivariate normal
 baseline (``mvn``)."""
 
 from . import encoders

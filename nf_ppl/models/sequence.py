@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,10 @@ from jax import lax
 from numpyro.distributions import Distribution
 from numpyro.distributions.constraints import Constraint
 
+from . import decoding
 from . import encoders as enc
+from .decoding import (MBRResult, _check_temperature, _check_top_k, _check_top_p, _is_concrete, _is_int,
+                       top_k_filter, top_p_filter)
 
 __all__ = [
     "SequenceModel",
@@ -108,14 +111,6 @@ def _decode_jit(model, key, temperature, sample_shape, mode, top_k, top_p):
 @partial(jax.jit, static_argnums=(1,))
 def _beam_jit(model, beam_width):
     return model._beam_search_core(beam_width)
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 # ----------------------------------------------------------------------
@@ -189,81 +184,6 @@ def pad_sequences(seqs, max_len: int, eos_id: int = 0, append_eos: bool = True):
             )
         out[i, : len(s)] = s
     return jnp.asarray(out)
-
-
-def _check_top_k(top_k, vocab_size):
-    if top_k is None:
-        return None
-    if not _is_int(top_k) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    return int(min(top_k, vocab_size))
-
-
-def _check_top_p(top_p):
-    if top_p is None:
-        return None
-    if not isinstance(top_p, (int, float, np.floating, np.integer)) or isinstance(top_p, bool):
-        raise TypeError(f"top_p must be a Python float in (0, 1], got {type(top_p).__name__}")
-    if not (0.0 < float(top_p) <= 1.0):
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
-    return float(top_p)
-
-
-def _check_temperature(temperature):
-    if _is_concrete(temperature):
-        t = np.asarray(temperature)
-        if t.shape != ():
-            raise ValueError(f"temperature must be a scalar, got shape {t.shape}")
-        if not t > 0:
-            raise ValueError(f"temperature must be > 0, got {float(t)!r}")
-    return temperature
-
-
-def _top_k_mask(logits, k):
-    """Keep logits >= the k-th largest (``k`` may be traced, 1 <= k <= V)."""
-    v = logits.shape[-1]
-    kth = jnp.take(jnp.sort(logits, axis=-1), v - k, axis=-1)[..., None]
-    return jnp.where(logits >= kth, logits, -jnp.inf)
-
-
-def _top_p_mask(logits, p):
-    """Nucleus mask for ``p`` in (0, 1] (``p`` may be traced; ``p >= 1`` keeps all)."""
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep_sorted = (mass_before < p) | (p >= 1.0)
-    inv = jnp.argsort(order, axis=-1)
-    keep = jnp.take_along_axis(keep_sorted, inv, axis=-1)
-    return jnp.where(keep, logits, -jnp.inf)
-
-
-def top_k_filter(logits, k: int):
-    """Keep the ``k`` largest logits (ties at the k-th value are all kept), set the rest to -inf."""
-    logits = jnp.asarray(logits)
-    return _top_k_mask(logits, _check_top_k(k, logits.shape[-1]))
-
-
-def top_p_filter(logits, p: float):
-    """Nucleus filtering: keep the smallest set of most probable tokens whose total
-    probability is ``>= p`` (token i is kept iff the mass of strictly more probable
-    tokens, in sorted order, is ``< p``); the rest are set to -inf. ``p = 1`` keeps all."""
-    return _top_p_mask(jnp.asarray(logits), _check_top_p(p))
-
-
-class MBRResult(NamedTuple):
-    """Result of :meth:`SequenceModel.mbr_decode`.
-
-    ``sequence (..., L)``: the chosen candidate; ``expected_utility (...)``: its
-    sample-average utility; ``candidates (M, ..., L)``; ``expected_utilities (M, ...)``;
-    ``samples (S, ..., L)``: the model draws the utilities were averaged over.
-    """
-
-    sequence: jax.Array
-    expected_utility: jax.Array
-    candidates: jax.Array
-    expected_utilities: jax.Array
-    samples: jax.Array
 
 
 # ----------------------------------------------------------------------
@@ -628,33 +548,13 @@ class SequenceModel(Distribution):
         return ctx.reshape((-1,) + self._context.shape[-1:])
 
     def _decode_one(self, key, ctx, mode, temperature, top_k, top_p):
-        """Ancestral decoding of one sequence; mode 'sample' or 'greedy'.
+        """Ancestral decoding of one sequence; mode 'sample' or 'greedy' (:func:`decoding.ancestral`).
         Returns ``(tokens (L,), log_prob ())`` with log_prob under the unfiltered model."""
-        L, eos = self._max_len, self._eos_id
         ctx_emb = self._ctx_embedding(ctx)
-        state0 = self._init_state((), self._dtype())
-        keys = jax.random.split(key, L)
-
-        def body(carry, inp):
-            state, tok, done, lp = carry
-            t, k = inp
-            state, logits = self._step(state, tok, t, ctx_emb)
-            logp = self._force_last(jax.nn.log_softmax(logits, axis=-1), t)
-            if mode == "greedy":
-                new = jnp.argmax(logp, axis=-1)
-            else:
-                filt = _top_p_mask(_top_k_mask(logits / temperature, top_k), top_p)
-                filt = self._force_last(filt, t)
-                new = jax.random.categorical(k, filt, axis=-1)
-            new = jnp.where(done, eos, new).astype(jnp.int32)
-            lp = lp + jnp.where(done, 0.0, logp[new])
-            done = done | (new == eos)
-            return (state, new, done, lp), new
-
-        init = (state0, jnp.asarray(self.bos_id, jnp.int32), jnp.asarray(False),
-                jnp.zeros((), self._dtype()))
-        (_, _, _, lp), toks = lax.scan(body, init, (jnp.arange(L), keys))
-        return toks, lp
+        return decoding.ancestral(lambda state, tok, t: self._step(state, tok, t, ctx_emb), self._force_last,
+                                  self._init_state((), self._dtype()), key, bos_id=self.bos_id,
+                                  eos_id=self._eos_id, max_len=self._max_len, greedy=mode == "greedy",
+                                  temperature=temperature, top_k=top_k, top_p=top_p, dtype=self._dtype())
 
     def _decode(self, key, sample_shape, mode, temperature, top_k, top_p):
         shape = tuple(sample_shape) + tuple(self.batch_shape)
@@ -696,32 +596,15 @@ class SequenceModel(Distribution):
 
     # ---------------------------------------------------------- beam search
     def _beam_one(self, ctx, K):
-        L, V, eos = self._max_len, self._vocab_size, self._eos_id
+        """Beam search of width ``K`` for one context (:func:`decoding.beam`)."""
         dtype = self._dtype()
         ctx_emb = self._ctx_embedding(ctx)
         if ctx_emb is not None:
             ctx_emb = jnp.broadcast_to(ctx_emb, (K,) + ctx_emb.shape)
-        state0 = self._init_state((K,), dtype)
-        eos_row = self._eos_logp(dtype)
-        scores0 = jnp.full((K,), -jnp.inf, dtype).at[0].set(0.0)
-
-        def body(carry, t):
-            state, prev, done, scores, toks = carry
-            state, logits = self._step(state, prev, t, ctx_emb)
-            logp = self._force_last(jax.nn.log_softmax(logits, axis=-1), t)
-            logp = jnp.where(done[:, None], eos_row, logp)
-            cand = (scores[:, None] + logp).reshape(-1)
-            new_scores, idx = lax.top_k(cand, K)
-            parent, tok = idx // V, (idx % V).astype(jnp.int32)
-            state = jax.tree.map(lambda s: s[parent], state)
-            toks = toks[parent].at[:, t].set(tok)
-            done = done[parent] | (tok == eos)
-            return (state, tok, done, new_scores, toks), None
-
-        init = (state0, jnp.full((K,), self.bos_id, jnp.int32), jnp.zeros((K,), bool), scores0,
-                jnp.full((K, L), eos, jnp.int32))
-        (_, _, _, scores, toks), _ = lax.scan(body, init, jnp.arange(L))
-        return toks, scores
+        return decoding.beam(lambda state, tok, t: self._step(state, tok, t, ctx_emb), self._force_last,
+                             self._init_state((K,), dtype), self._eos_logp(dtype), bos_id=self.bos_id,
+                             eos_id=self._eos_id, max_len=self._max_len, vocab_size=self._vocab_size,
+                             beam_width=K)
 
     def beam_search(self, beam_width: int, *, context=None):
         """Beam search without length normalisation.
@@ -778,33 +661,7 @@ class SequenceModel(Distribution):
             cands = cands.astype(jnp.int32).reshape(cands.shape[:1] + (1,) * (len(batch) + 2 - cands.ndim)
                                                     + cands.shape[1:])
             cands = jnp.broadcast_to(cands, cands.shape[:1] + batch + (L,))
-        M = cands.shape[0]
-        b = int(np.prod(batch)) if batch else 1
-        cf = cands.reshape(M, b, L)
-        sf = samples.reshape(num_samples, b, L)
-        if vectorized:
-            u_b = jax.vmap(utility, in_axes=(0, 0))              # over batch
-            u_s = jax.vmap(u_b, in_axes=(None, 0))               # over samples
-            u_c = jax.vmap(u_s, in_axes=(0, None))               # over candidates
-            U = jnp.asarray(jax.jit(u_c)(cf, sf))                # (M, S, b)
-        else:
-            cn, sn = np.asarray(cf), np.asarray(sf)
-            U = np.empty((M, num_samples, b))
-            for i in range(M):
-                for j in range(num_samples):
-                    for k in range(b):
-                        U[i, j, k] = float(utility(cn[i, k], sn[j, k]))
-            U = jnp.asarray(U, dtype=self._dtype())
-        expected = jnp.mean(U, axis=1)                           # (M, b)
-        best = jnp.argmax(expected, axis=0)                      # (b,)
-        seq = cf[best, jnp.arange(b)]
-        return MBRResult(
-            sequence=seq.reshape(batch + (L,)),
-            expected_utility=expected[best, jnp.arange(b)].reshape(batch),
-            candidates=cands,
-            expected_utilities=expected.reshape((M,) + batch),
-            samples=samples,
-        )
+        return decoding.mbr_select(cands, samples, utility, vectorized=vectorized, dtype=self._dtype())
 
     def __repr__(self):
         cond = f", context_dim={self._context_dim}" if self._context_dim else ""
