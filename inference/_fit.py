@@ -40,7 +40,8 @@ SAMPLING = ("shuffle", "replacement")
 DEFAULT_MAX_EPOCHS = 500  # the epoch budget when neither max_epochs nor max_steps is given ...
 DEFAULT_MIN_STEPS = 10_000  # ... but never fewer steps than this (small data sets have few steps an epoch)
 DEFAULT_PATIENCE = 20  # patience="auto": epochs without improvement of the held-out loss before stopping ...
-MIN_PATIENCE_STEPS = 1000  # ... but never fewer steps than this
+MIN_PATIENCE_STEPS = 1000  # ... and at least this many steps ...
+PATIENCE_FLOOR_MAX_EPOCHS = 100  # ... where that is at most this many epochs (small data: 100 epochs do)
 DEFAULT_TIME_BUDGET = 600.0  # seconds of wall time per call
 MIN_EVAL_STEPS = 50  # default evaluations are a whole number of epochs and at least this many steps apart
 
@@ -147,7 +148,8 @@ class _Plan:
             eval_every = self.steps_per_epoch * -(-MIN_EVAL_STEPS // self.steps_per_epoch)
         self.eval_every = int(eval_every)
         if patience == "auto":
-            self.patience_steps = max(DEFAULT_PATIENCE * self.steps_per_epoch, MIN_PATIENCE_STEPS)
+            floor = min(MIN_PATIENCE_STEPS, PATIENCE_FLOOR_MAX_EPOCHS * self.steps_per_epoch)
+            self.patience_steps = max(DEFAULT_PATIENCE * self.steps_per_epoch, floor)
         else:
             self.patience_steps = None if patience is None else patience * self.steps_per_epoch
         self.time_budget = time_budget
@@ -233,7 +235,9 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
             split off at random unless ``val_data`` is given.
         patience, min_delta: stop after ``patience`` epochs in which the held-out loss did not
             improve by more than ``min_delta`` on its best (the start counts); ``"auto"``
-            (default): 20 epochs, or 1000 steps where that is more; ``None`` never stops early.  ``min_delta`` only decides when to stop: the parameters
+            (default): 20 epochs, or 1000 steps where that is more but at most 100 epochs (a
+            data set of a few hundred rows, two steps an epoch, waits 100 epochs, not 500);
+            ``None`` never stops early.  ``min_delta`` only decides when to stop: the parameters
             returned are the best seen.
         eval_every: steps between evaluations (validation, progress bar, callback, checkpoints),
             each span one jitted ``lax.scan``; default: a whole number of epochs, at least 50 steps.

@@ -91,11 +91,15 @@ def test_default_budget_is_bounded_in_epochs_and_wall_time():
     assert defaults["max_epochs"] is None and defaults["max_steps"] is None  # -> DEFAULT_MAX_EPOCHS
     assert defaults["time_budget"] == inference._fit.DEFAULT_TIME_BUDGET > 0
     assert defaults["patience"] == "auto"
-    # "auto" patience: 20 epochs, but never fewer than 1000 steps (270 rows are 3 steps an epoch);
-    # with min_delta=1e9 no evaluation improves, so the fit stops at the first evaluation past 1000 steps
+    # "auto" patience: 20 epochs, raised to 1000 steps but to at most 100 epochs (270 rows are 3 steps
+    # an epoch: 300 steps); with min_delta=1e9 no evaluation improves, so the fit stops at the first
+    # evaluation past 300 steps (evaluations every 51 steps)
     _, hist = inference.fit(flow, data, batch_size=128, min_delta=1e9, time_budget=None, progress=False)
-    assert hist.stop_reason == "converged" and hist.steps[-1] == 1020 and hist.steps[:2] == [51, 102]
+    assert hist.stop_reason == "converged" and hist.steps[-1] == 306 and hist.steps[:2] == [51, 102]
     from inference._fit import _Plan
+    patience = {rows: _Plan(rows, 256, None, None, None, "auto", None).patience_steps
+                for rows in (398, 2400, 7000, 100_000)}  # breast_cancer, the demo, two moons, large
+    assert patience == {398: 200, 2400: 1000, 7000: 1000, 100_000: 20 * 391}
     plan = _Plan(270, 128, None, None, None, "auto", None)  # the default budget: 500 epochs or 10,000 steps
     assert plan.total_steps == 10_002 and plan.budget_reason == "max_epochs"
     assert _Plan(100_000, 100, None, None, None, "auto", None).total_steps == 500 * 1000
