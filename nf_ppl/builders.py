@@ -7,8 +7,11 @@ as ``num_layers`` grows; layer ``l`` is followed by a permutation (reversal by d
 
 Common options:
     context_dim: size of a context vector for a conditional flow ``p(y | context)``.
-    permutation: ``"reverse"`` (default), ``"random"`` (a different fixed permutation per
-        layer) or ``None``.
+    permutation: ``"reverse"`` (the autoregressive builders' default), ``"random"`` (a different
+        fixed permutation per layer, drawn from ``key``), ``"auto"`` (the coupling builders'
+        default: ``"reverse"`` for ``dim <= 2``, ``"random"`` above; with a half mask, reversal
+        alone keeps the same two halves apart in every layer, so coordinates of one half never
+        condition on each other) or ``None``.
     activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
     scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (maf's default)
         or ``"exp"`` of a soft-clamped log-scale (iaf's default); see
@@ -48,11 +51,13 @@ def _check_common(dim: int, num_layers: int) -> None:
 def _permutations(key, dim: int, num_layers: int, permutation):
     if permutation is None:
         return None
+    if permutation == "auto":
+        permutation = "reverse" if dim <= 2 else "random"
     if permutation == "reverse":
         return [tuple(range(dim - 1, -1, -1))] * num_layers
     if permutation == "random":
         return [Permutation.random(k, dim).perm for k in jax.random.split(key, num_layers)]
-    raise ValueError(f"permutation must be 'reverse', 'random' or None; got {permutation!r}")
+    raise ValueError(f"permutation must be 'reverse', 'random', 'auto' or None; got {permutation!r}")
 
 
 def assemble(layers: Sequence, dim: int, *, permutations=None, scan: bool = True,
@@ -138,8 +143,8 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
                            scan=scan, dtype=dtype)
 
 
-def realnvp(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
-            mask=None, permutation="reverse", activation: str = "elu", log_scale_bound: float = 3.0,
+def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
+            mask=None, permutation="auto", activation: str = "elu", log_scale_bound: float = 3.0,
             trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
     """RealNVP: affine coupling layers, one pass in both directions.
 
@@ -150,6 +155,11 @@ def realnvp(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = 
     stretched so far that breast_cancer's test log-likelihood fell to -18.6 nats against -9.5 with
     3.0, while two moons improved too (-1.241 -> -1.193; ``bench/RESULTS.md``).  Files saved with
     the old default still load (``inference.load`` rebuilds them with it).
+
+    Ten layers with ``permutation="auto"`` (random permutations between layers above two
+    dimensions; before: six layers and reversal) measured better on every data set of the bench:
+    dequantised digits -62.3 -> -58.4 nats (flowjax's affine MAF -59.5), breast_cancer -9.6 ->
+    -5.7; with reversal the two halves of the coordinates never condition on each other.
     """
     mask = half_mask(dim) if mask is None else mask
 

@@ -41,11 +41,15 @@ def test_build_save_load_round_trip(tmp_path, name, options):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
 
 
-@pytest.mark.parametrize("name,old_default,options", [("realnvp", {"log_scale_bound": 5.0}, {"num_layers": 2}),
-                                                      ("maf", {"num_layers": 5}, {})])
+@pytest.mark.parametrize("name,old_default,options", [
+    ("realnvp", {"log_scale_bound": 5.0, "permutation": "reverse"}, {"num_layers": 2}),
+    ("realnvp", {"num_layers": 6, "permutation": "reverse"}, {}),
+    ("spline_coupling", {"permutation": "reverse"}, {"num_layers": 2}),
+    ("maf", {"num_layers": 5}, {})])
 def test_file_written_before_a_builder_default_changed_still_loads(tmp_path, name, old_default, options):
-    """realnvp's log_scale_bound default went 5.0 -> 3.0 and maf's num_layers 5 -> 8: a file whose spec
-    does not name the option was written with the old default, and loads with it."""
+    """realnvp's log_scale_bound default went 5.0 -> 3.0, then its num_layers 6 -> 10 and permutation
+    "reverse" -> "auto" (spline_coupling's permutation too), and maf's num_layers 5 -> 8: a file whose
+    spec does not name the option was written with the old default, and loads with it."""
     options = {**options, "hidden_dims": (5,)}
     old = _perturbed(inference.builders()[name](jax.random.PRNGKey(0), 3, **options, **old_default))
     spec = {"builder": name, "seed": 0, "dim": 3, "options": options}
