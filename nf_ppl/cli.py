@@ -97,7 +97,7 @@ def _fit(args) -> int:
     sd = np.where(sd > 0, sd, 1.0)
     train, val = _split((data - mean) / sd, args.val_fraction, args.seed)
     options = {"hidden_dims": list(args.hidden)}
-    if args.layers is not None:  # else the builder's own default (8 for maf, 6 for realnvp, ...)
+    if args.layers is not None:  # else the builder's own default (8 for maf, 10 for realnvp, ...)
         options["num_layers"] = args.layers
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
     flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "with nf_ppl.register_builder (default maf)")
     fit.add_argument("--out", required=True, help="model file to write (.npz)")
     fit.add_argument("--layers", type=int, default=None,
-                     help="number of flow layers (default: the builder's, e.g. 8 for maf, 6 for realnvp)")
+                     help="number of flow layers (default: the builder's, e.g. 8 for maf, 10 for realnvp)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
     fit.add_argument("--epochs", type=int, default=None,
                      help="maximum epochs (passes over the training rows; default: fit's, 500)")
