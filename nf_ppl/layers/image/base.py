@@ -134,6 +134,18 @@ class ImageBijector(Bijector):
     def _check_y(self, y):
         check_image(y, self.output_shape, "y")
 
+    def _apply(self, v, inverse: bool):
+        """``(output, log|det J|)`` of one direction; a layer defines this, or overrides both directions."""
+        raise NotImplementedError
+
+    def forward_and_log_det(self, x):
+        self._check_x(x)
+        return self._apply(x, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        self._check_y(y)
+        return self._apply(y, inverse=True)
+
     def data_init(self, y):
         """Data-dependent initialisation hook: ``(initialised layer, inverse image of y)``."""
         return self, inverse_and_log_det(self, y)[0]

@@ -93,7 +93,7 @@ class ImageStack(ImageBijector):
     def image_shape(self):
         return tuple(self.layer.image_shape)
 
-    def _run(self, v, inverse):
+    def _apply(self, v, inverse):
         leaves, treedef = jax.tree_util.tree_flatten(self.layer)
         floats = [leaf for leaf in leaves if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
         dtype = jnp.result_type(v, *floats) if floats else jnp.result_type(v, float)
@@ -108,13 +108,6 @@ class ImageStack(ImageBijector):
         (out, total), _ = jax.lax.scan(body, init, leaves, reverse=inverse)
         return out, total
 
-    def forward_and_log_det(self, x):
-        self._check_x(x)
-        return self._run(x, inverse=False)
-
-    def inverse_and_log_det(self, y):
-        self._check_y(y)
-        return self._run(y, inverse=True)
 
     def data_init(self, y):
         layers = self.unstack()

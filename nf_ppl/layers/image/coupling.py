@@ -186,13 +186,5 @@ class ImageAffineCoupling(ImageBijector):
         parts = [v_cond, changed] if self.parity == 0 else [changed, v_cond]
         return jnp.concatenate(parts, axis=-3), jnp.sum(log_scale, axis=(-3, -2, -1))
 
-    def forward_and_log_det(self, x):
-        self._check_x(x)
-        return self._apply(x, inverse=False)
-
-    def inverse_and_log_det(self, y):
-        self._check_y(y)
-        return self._apply(y, inverse=True)
-
 
 # ---------------------------------------------------------------------------------------

@@ -129,14 +129,6 @@ class FactorOut(ImageBijector):
         tail = jnp.broadcast_to(v[..., k:, :, :], head.shape[:-3] + (v.shape[-3] - k,) + v.shape[-2:])
         return jnp.concatenate([head, tail.astype(head.dtype)], axis=-3), log_det
 
-    def forward_and_log_det(self, x):
-        self._check_x(x)
-        return self._apply(x, inverse=False)
-
-    def inverse_and_log_det(self, y):
-        self._check_y(y)
-        return self._apply(y, inverse=True)
-
     def data_init(self, y):
         self._check_y(y)
         k = self.inner.image_shape[0]
