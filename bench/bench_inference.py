@@ -300,7 +300,7 @@ def bench_scale(dims, steps, nuts_max_dim, seeds=(0,), quick=False):
     rows = []
     for dim in dims:
         rows += sc.rows_for(dim, steps, nuts_max_dim, log=lambda m: print(m, file=sys.stderr, flush=True),
-                            seeds=tuple(seeds))
+                            seeds=tuple(seeds), only=("AutoNormal", "AutoFlow (default)") if quick else None)
     table(rows, sc.COLUMNS, f"Hierarchical logistic regression, D latent coordinates: {steps} SVI steps per guide, "
           f"seeds {list(seeds)} (errors against NUTS in the same run, means over seeds; ELBO from 256 draws)")
 

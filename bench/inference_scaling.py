@@ -112,10 +112,11 @@ def _errors(guide, params, args, ref, seed):
     return float(np.sqrt(np.mean(mean_err ** 2))), float(np.max(np.abs(mean_err))), float(np.sqrt(np.mean(sd_err ** 2)))
 
 
-def rows_for(dim, steps, nuts_max_dim, log=print, seeds=(0,)):
+def rows_for(dim, steps, nuts_max_dim, log=print, seeds=(0,), only=None):
     """One row per guide at latent dimension ``dim``: time and memory of a step (seed 0's guide), and the
     ELBO and the errors against NUTS as means over ``seeds`` (SVI seeds; the data stay the same), with
-    the worst seed's RMS mean error and the largest coordinate error (typically a group scale ``tau``)."""
+    the worst seed's RMS mean error and the largest coordinate error (typically a group scale ``tau``).
+    ``only``: the guide labels to run (default all)."""
     model, args = hier_logistic(groups_for(dim))
     ref = nuts_reference(model, args) if dim <= nuts_max_dim else None
     rows = []
@@ -126,6 +127,8 @@ def rows_for(dim, steps, nuts_max_dim, log=print, seeds=(0,)):
         rows.append({"D": dim, "guide": "AutoIAFNormal", "ms/step": f"not run: hidden [D, D] holds {3 * dim * dim:.0e} "
                      "parameters per layer"})
     for label, (make, ours) in guides(model, dim).items():
+        if only is not None and label not in only:
+            continue
         elbos, errors, totals = [], [], []
         for seed in seeds:
             guide = make()

@@ -44,7 +44,7 @@ def test_permutation_wrong_length_or_not_a_permutation():
         L.LULinear(jnp.zeros((3, 3)), jnp.zeros((3, 3)), jnp.zeros(3), jnp.zeros(3), perm=(1, 0))
     with pytest.raises(ValueError, match=r"ordering must have length 3"):
         nf_ppl.MADE.init(KEY, 3, (4,), ordering=(0, 1))
-    with pytest.raises(ValueError, match=r"permutation must be 'reverse', 'random' or None"):
+    with pytest.raises(ValueError, match=r"permutation must be 'reverse', 'random', 'auto' or None"):
         nf_ppl.maf(KEY, 3, permutation="shuffle")
 
 
