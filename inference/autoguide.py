@@ -300,7 +300,7 @@ class AutoFlow(AutoContinuous):
         from .svi import learning_rate_factor
 
         if self.structure == "globals":
-            return {f"{self.prefix}_flow$params": GLOBALS_FLOW_STEP}
+            return {self._flow_param_name: GLOBALS_FLOW_STEP}
         if self.warm_start_info is None:
             return 1.0
         return learning_rate_factor(self.latent_dim)
@@ -379,11 +379,16 @@ class AutoFlow(AutoContinuous):
             layers.append(ElementwiseAffine(loc, jnp.log(jnp.clip(scale, lo, hi))))
         return layers
 
+    @property
+    def _flow_param_name(self) -> str:
+        """The one param site holding the flow's leaves (the name ``nf_ppl.flow_module`` gives too)."""
+        return f"{self.prefix}_flow$params"
+
     def _get_posterior(self):
         if self._seed is None and self._flow_name != "instance":
             # initial flow parameters drawn from the SVI key (like AutoIAFNormal), same site as flow_module
             dtype = jnp.result_type(self._init_latent)
-            leaves = numpyro.param(f"{self.prefix}_flow$params", lambda key: jax.tree_util.tree_leaves(
+            leaves = numpyro.param(self._flow_param_name, lambda key: jax.tree_util.tree_leaves(
                 self._make_flow(key, self.flow_dim or self.latent_dim, dtype)))
             flow = jax.tree_util.tree_unflatten(self._treedef, leaves)
         else:

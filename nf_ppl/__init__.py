@@ -27,7 +27,8 @@ __all__ = [
     "conditional_mvn", "random_orderings",
     "VariationalDequantizer", "dequantized_bits_per_dim", "glow", "glow_data_init", "uniform_dequantize",
     "bnaf", "naf", "nsf", "spline_coupling",
-    "BUILDERS", "builders", "get_builder", "register_builder", "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
+    "BUILDERS", "builders", "get_builder", "register_builder",
+    "Flow", "LinearChainCRF", "MADE", "MBRResult", "MLP", "SequenceModel", "assemble", "crf_forward",
     "crf_score", "crf_viterbi", "data_init", "encoders", "eos_terminated", "flow_module", "iaf", "maf",
     "pad_sequences", "realnvp", "sequence_lengths", "top_k_filter", "top_p_filter", *_layer_names,
 ]

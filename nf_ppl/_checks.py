@@ -15,6 +15,11 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def is_int(v) -> bool:
+    """True for a Python or NumPy integer that is not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def check_event_size(x, size: int, name: str = "x", what: str = "event size") -> None:
     """Raise ValueError unless the last axis of ``x`` has length ``size``."""
     shape = np.shape(x)

@@ -7,5 +7,5 @@ import warnings
 from .models.autoregressive_density import *  # noqa: F401,F403
 from .models.autoregressive_density import __all__  # noqa: F401
 
-warnings.warn("nf_ppl.autoregressive moved to nf_ppl.models.autoregressive_density; the old path will be removed in the next release",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("nf_ppl.autoregressive moved to nf_ppl.models.autoregressive_density; "
+              "the old path will be removed in the next release", DeprecationWarning, stacklevel=2)

@@ -19,7 +19,7 @@ Common options:
     log_scale_bound: soft bound on each layer's log-scale (numerical safety) for ``"exp"`` scales.
     out_scale: (maf, iaf) scale of each MADE's initial output weights: None picks
         ``1/sqrt(num_layers)`` for maf (a random start, which maximum likelihood trains faster from,
-        kept near the base at any depth; :func:`maf_out_scale`) and 0.01 for iaf (each layer starts
+        kept near the base at any depth; :func:`depth_scale`) and 0.01 for iaf (each layer starts
         near the identity, as a variational guide wants).
     trainable_base: also learn the base normal's location and log-scale.
     scan: ``False`` unrolls the layers in a ``Chain`` instead of a ``Stack``.
@@ -87,23 +87,30 @@ def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, contex
                     trainable_base=trainable_base, dtype=dtype)
 
 
-def maf_out_scale(num_layers: int) -> float:
-    r"""The MAF's default initial output-weight scale, ``1/sqrt(num_layers)``.
+def depth_scale(num_layers) -> float:
+    r"""``1/sqrt(num_layers)``: the initial scale on each layer's random part that keeps a stack of
+    ``num_layers`` layers near its base at any depth (1.0 for a value that is not a positive int,
+    which the builder then refuses with its own message).  Used for the MAF's output weights and
+    BNAF's cross-coordinate weights.
 
-    Each layer starts as a random affine autoregressive map (full gradients for every hidden unit
+    MAF: each layer starts as a random affine autoregressive map (full gradients for every hidden unit
     from the first step, which maximum likelihood wants); scaling its output weights by
     ``1/sqrt(L)`` keeps the composition of ``L`` of them near the base for any depth: at 1.0 per
     layer a 10-layer (64, 64) stack started with sample sd 1.6e7, at ``1/sqrt(L)`` every depth and
     width starts with sd in [0.5, 2] (tests/test_builder_init.py).  Fits gained too: two moons
     -1.352 -> -1.294 nats over 7 seeds, breast_cancer -3.0 -> +0.5 over 3 (bench/RESULTS.md).
+    BNAF: ten layers of (32, 32) blocks started with a coordinate's sd 3.4 at 1.0, 0.96-1.08 at
+    ``1/sqrt(10)``.
     """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        return 1.0
     return 1.0 / math.sqrt(num_layers)
 
 
 def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation,
                     activation, scale, log_scale_bound, out_scale, trainable_base, scan, dtype):
-    if out_scale is None and mode == "maf" and isinstance(num_layers, int) and num_layers >= 1:
-        out_scale = maf_out_scale(num_layers)
+    if out_scale is None and mode == "maf":
+        out_scale = depth_scale(num_layers)
 
     def make(k):
         return MaskedAffineAutoregressive(

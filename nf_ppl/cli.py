@@ -21,6 +21,7 @@ import sys
 from ._cli_io import CLIError
 from .registry import builders
 
+
 def _demo(args) -> int:
     from . import demo
 

@@ -7,5 +7,5 @@ import warnings
 from .models.crf import *  # noqa: F401,F403
 from .models.crf import __all__  # noqa: F401
 
-warnings.warn("nf_ppl.crf moved to nf_ppl.models.crf; the old path will be removed in the next release",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("nf_ppl.crf moved to nf_ppl.models.crf; "
+              "the old path will be removed in the next release", DeprecationWarning, stacklevel=2)

@@ -7,5 +7,5 @@ import warnings
 from .models.encoders import *  # noqa: F401,F403
 from .models.encoders import __all__  # noqa: F401
 
-warnings.warn("nf_ppl.encoders moved to nf_ppl.models.encoders; the old path will be removed in the next release",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("nf_ppl.encoders moved to nf_ppl.models.encoders; "
+              "the old path will be removed in the next release", DeprecationWarning, stacklevel=2)

@@ -18,9 +18,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax.numpy as jnp
-import numpy as np
 
-from .builders import _build
+from .builders import _build, depth_scale
 from .flow import Flow
 from .registry import register_builder
 from .layers.base import forward_and_log_det, inverse_and_log_det
@@ -90,18 +89,19 @@ def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8,
     ``tanh(u) + slope * u``: its derivative varies by at most ``(1 + slope) / slope`` per hidden
     layer, so a small ``slope`` is more expressive but compresses the tails (heavy-tailed
     densities at initialisation); the default 0.5 allows a ratio of 3 per hidden layer.
-    ``cross_scale`` (default ``None``: ``1 / sqrt(num_layers)``) scales each layer's initial
-    cross-coordinate weights, so a flow of any depth starts near its base.  ``mode="maf"`` (default): the network maps data to noise (one-pass
-    density, numerical sampling); ``mode="iaf"``: the reverse.  ``atol``/``rtol``/``max_iter``/
+    ``cross_scale`` (default ``None``: :func:`~nf_ppl.builders.depth_scale`, ``1 / sqrt(num_layers)``)
+    scales each layer's initial cross-coordinate weights, so a flow of any depth starts near its
+    base.  ``mode="maf"`` (default): the network maps data to noise (one-pass density, numerical
+    sampling); ``mode="iaf"``: the reverse.  ``atol``/``rtol``/``max_iter``/
     ``max_expand`` configure the root solver (:func:`~nf_ppl.roots.solve_increasing`).
     """
     if cross_scale is None:
-        cross_scale = 1.0 / np.sqrt(num_layers) if isinstance(num_layers, (int, np.integer)) and num_layers >= 1 else 1.0
+        cross_scale = depth_scale(num_layers)
 
     def make(k):
         return BlockNeuralAutoregressive(k, dim, hidden_dims, mode=mode, context_dim=context_dim, slope=slope,
-                                         cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter, max_expand=max_expand,
-                                         dtype=dtype)
+                                         cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter,
+                                         max_expand=max_expand, dtype=dtype)
 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
 

@@ -7,5 +7,5 @@ import warnings
 from .models.mvn import *  # noqa: F401,F403
 from .models.mvn import __all__  # noqa: F401
 
-warnings.warn("nf_ppl.mvn moved to nf_ppl.models.mvn; the old path will be removed in the next release",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("nf_ppl.mvn moved to nf_ppl.models.mvn; "
+              "the old path will be removed in the next release", DeprecationWarning, stacklevel=2)

@@ -2,10 +2,11 @@
 ``AutoFlow`` and the ``nf-ppl fit`` CLI.
 
 A builder is ``fn(key, dim, **options) -> Flow``.  The package's own vector builders (``maf``,
-``iaf``, ``realnvp``, ``nsf``, ``spline_coupling``, ``bnaf``, ``naf``) register themselves where
-they are defined, with :func:`register_builder` used as a decorator; a user's builder is
-registered the same way (``register_builder("mine", fn)``) and is then usable by name
-everywhere, including saving and loading (``inference.save`` records the name and options).
+``iaf``, ``realnvp``, ``nsf``, ``spline_coupling``, ``bnaf``, ``naf``) register themselves at the
+bottom of the module that defines them; a user's builder is registered the same way
+(``register_builder("mine", fn)``, or ``@register_builder("mine")`` as a decorator) and is then
+usable by name everywhere, including saving and loading (``inference.save`` records the name and
+options).
 """
 
 from __future__ import annotations

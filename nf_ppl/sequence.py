@@ -7,5 +7,5 @@ import warnings
 from .models.sequence import *  # noqa: F401,F403
 from .models.sequence import __all__  # noqa: F401
 
-warnings.warn("nf_ppl.sequence moved to nf_ppl.models.sequence; the old path will be removed in the next release",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("nf_ppl.sequence moved to nf_ppl.models.sequence; "
+              "the old path will be removed in the next release", DeprecationWarning, stacklevel=2)

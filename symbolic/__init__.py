@@ -23,5 +23,6 @@ from .twins import Twin, nf_ppl_twin, numpyro_twins, register_twin
 __all__ = [
     "ChangeOfVariables", "CheckReport", "Example", "InverseNotFoundWarning", "SymPyRegion",
     "SymbolicTransform", "TransformSpec", "Twin", "catalogue", "change_of_variables", "check_transform",
-    "get_example", "layers", "nf_ppl_twin", "numpyro_twins", "register_twin", "plot", "push_samples", "reference_log_abs_det",
+    "get_example", "layers", "nf_ppl_twin", "numpyro_twins", "plot", "push_samples", "reference_log_abs_det",
+    "register_twin",
 ]

@@ -21,6 +21,7 @@ from .check import CheckReport, check_transform
 
 __all__ = ["Twin", "numpyro_twins", "nf_ppl_twin", "register_twin", "NF_PPL_LAYERS"]
 
+
 @dataclass
 class Twin:
     """A numeric transform and its symbolic map (plus numeric conditioner values)."""

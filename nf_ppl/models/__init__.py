@@ -1,7 +1,7 @@
 """Exact-density models that are not flows: autoregressive densities (MADE/NADE families,
 ``autoregressive_density``), the linear-chain CRF (``crf``), autoregressive sequence models
-(``sequence``) with their encoders (``encoders``) and decoding algorithms (``decoding``), and the conditional multivariate normal
-baseline (``mvn``)."""
+(``sequence``) with their encoders (``encoders``) and decoding algorithms (``decoding``), and the
+conditional multivariate normal baseline (``mvn``)."""
 
 from . import encoders
 from .autoregressive_density import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, autoregressive_model,

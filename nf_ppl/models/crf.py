@@ -70,6 +70,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 from numpyro.distributions import Distribution, constraints
 
+from .._checks import is_concrete
 from .encoders import standard_normals
 
 __all__ = [
@@ -79,11 +80,6 @@ __all__ = [
     "crf_viterbi",
     "FORWARD_METHODS",
 ]
-
-
-def _is_concrete(x) -> bool:
-    """True when ``x`` is not a jax Tracer, so it can be checked with numpy."""
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _float_dtype_of(x):
@@ -292,7 +288,7 @@ class LinearChainCRF(Distribution):
             raise ValueError("context must have at least one position (N >= 1)")
         mask = None
         if lengths is not None:
-            lengths = jnp.asarray(lengths) if not _is_concrete(lengths) else np.asarray(lengths)
+            lengths = jnp.asarray(lengths) if not is_concrete(lengths) else np.asarray(lengths)
             if not (jnp.issubdtype(lengths.dtype, jnp.integer)):
                 raise TypeError(f"lengths must be an integer array, got dtype {lengths.dtype}")
             try:
@@ -302,10 +298,10 @@ class LinearChainCRF(Distribution):
                     f"lengths of shape {lengths.shape} does not broadcast to the batch shape "
                     f"{tuple(context.shape[:-2])} of context"
                 ) from None
-            if _is_concrete(lengths) and lengths.size and (lengths.min() < 1 or lengths.max() > n):
+            if is_concrete(lengths) and lengths.size and (lengths.min() < 1 or lengths.max() > n):
                 raise ValueError(f"lengths must lie in [1, N={n}], got values in "
                                  f"[{lengths.min()}, {lengths.max()}]")
-            if _is_concrete(lengths):
+            if is_concrete(lengths):
                 mask = jnp.asarray((np.arange(n) < np.asarray(lengths)[..., None]).astype(context.dtype))
             else:
                 mask = (jnp.arange(n) < lengths[..., None]).astype(context.dtype)
@@ -446,7 +442,7 @@ class LinearChainCRF(Distribution):
         return crf_score(value, e, t, a, b, self._mask)
 
     def _check_value(self, value):
-        if _is_concrete(value):
+        if is_concrete(value):
             arr = np.asarray(value)
             if arr.ndim < 1 or arr.shape[-1] != self._num_positions:
                 raise ValueError(
@@ -457,7 +453,7 @@ class LinearChainCRF(Distribution):
                     if not np.all(np.mod(arr, 1) == 0):
                         raise ValueError("value must hold integer labels")
                 check = arr
-                if self._mask is not None and _is_concrete(self._mask):
+                if self._mask is not None and is_concrete(self._mask):
                     valid = np.broadcast_to(np.asarray(self._mask) > 0,
                                             np.broadcast_shapes(arr.shape, self._mask.shape))
                     check = np.where(valid, np.broadcast_to(arr, valid.shape), 0)

@@ -25,21 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._checks import is_concrete, is_int
+
 __all__ = ["MBRResult", "ancestral", "beam", "mbr_select", "top_k_filter", "top_p_filter"]
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _check_top_k(top_k, vocab_size):
     if top_k is None:
         return None
-    if not _is_int(top_k) or top_k < 1:
+    if not is_int(top_k) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     return int(min(top_k, vocab_size))
 
@@ -55,7 +49,7 @@ def _check_top_p(top_p):
 
 
 def _check_temperature(temperature):
-    if _is_concrete(temperature):
+    if is_concrete(temperature):
         t = np.asarray(temperature)
         if t.shape != ():
             raise ValueError(f"temperature must be a scalar, got shape {t.shape}")

@@ -64,10 +64,10 @@ from jax import lax
 from numpyro.distributions import Distribution
 from numpyro.distributions.constraints import Constraint
 
+from .._checks import is_concrete, is_int
 from . import decoding
 from . import encoders as enc
-from .decoding import (MBRResult, _check_temperature, _check_top_k, _check_top_p, _is_concrete, _is_int,
-                       top_k_filter, top_p_filter)
+from .decoding import MBRResult, _check_temperature, _check_top_k, _check_top_p, top_k_filter, top_p_filter
 
 __all__ = [
     "SequenceModel",
@@ -214,7 +214,7 @@ class SequenceModel(Distribution):
         for k in ("embed", "encoder", "out_W", "out_b"):
             if k not in params:
                 raise ValueError(f"params is missing the key {k!r}")
-        if not _is_int(max_len) or max_len < 1:
+        if not is_int(max_len) or max_len < 1:
             raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
         vocab_size = int(np.shape(params["out_b"])[0])
         if np.shape(params["embed"])[0] != vocab_size + 1:
@@ -222,9 +222,9 @@ class SequenceModel(Distribution):
                 f"params['embed'] must have V+1={vocab_size + 1} rows (row V is BOS), "
                 f"got shape {np.shape(params['embed'])}"
             )
-        if not _is_int(eos_id) or not 0 <= eos_id < vocab_size:
+        if not is_int(eos_id) or not 0 <= eos_id < vocab_size:
             raise ValueError(f"eos_id must be an integer in [0, V={vocab_size}), got {eos_id!r}")
-        if not _is_int(num_heads) or num_heads < 1:
+        if not is_int(num_heads) or num_heads < 1:
             raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
         context_dim = int(np.shape(params["ctx_W"])[0]) if "ctx_W" in params else 0
         self._params = params
@@ -271,11 +271,11 @@ class SequenceModel(Distribution):
         for name, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                         ("hidden_dim", hidden_dim), ("num_layers", num_layers),
                         ("num_heads", num_heads), ("max_len", max_len)):
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (EOS plus at least one symbol), got {vocab_size}")
-        if not _is_int(context_dim) or context_dim < 0:
+        if not is_int(context_dim) or context_dim < 0:
             raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
         if encoder not in ENCODER_KINDS:
             raise ValueError(f"encoder must be one of {ENCODER_KINDS}, got {encoder!r}")
@@ -432,7 +432,7 @@ class SequenceModel(Distribution):
     def _check_value(self, value, lengths=None):
         """Validate (concrete) / cast value; return int array ``(..., L)`` padded with EOS."""
         L, V, eos = self._max_len, self._vocab_size, self._eos_id
-        if _is_concrete(value):
+        if is_concrete(value):
             arr = np.asarray(value)
             if arr.ndim < 1:
                 raise ValueError(f"value must have shape (..., max_len={L}), got a scalar")
@@ -462,7 +462,7 @@ class SequenceModel(Distribution):
                         f"value tokens must lie in [0, V={V}) up to the first EOS, got values in "
                         f"[{vals.min()}, {vals.max()}]"
                     )
-            if lengths is not None and _is_concrete(lengths):
+            if lengths is not None and is_concrete(lengths):
                 ln = np.asarray(lengths)
                 if not np.issubdtype(ln.dtype, np.integer):
                     raise TypeError(f"lengths must be integers, got dtype {ln.dtype}")
@@ -616,7 +616,7 @@ class SequenceModel(Distribution):
         ``beam_width == 1`` this is greedy decoding; with ``beam_width`` at least the
         number of sequences the search is exact.
         """
-        if not _is_int(beam_width) or beam_width < 1:
+        if not is_int(beam_width) or beam_width < 1:
             raise ValueError(f"beam_width must be an integer >= 1, got {beam_width!r}")
         m = self._with_context(context)
         return _beam_jit(m, int(beam_width))
@@ -646,7 +646,7 @@ class SequenceModel(Distribution):
         """
         if not callable(utility):
             raise TypeError("utility must be callable as utility(candidate, reference) -> scalar")
-        if not _is_int(num_samples) or num_samples < 1:
+        if not is_int(num_samples) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         m = self._with_context(context)
         batch = tuple(m.batch_shape)
