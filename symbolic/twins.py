@@ -239,13 +239,28 @@ def _permutation_twin(layer, dim):
     return Twin(type(layer).__name__, layer, tuple(xs[p] for p in layer.perm), xs)
 
 
+def _by_transformer(builders):
+    """A twin builder for a layer with a transformer (couplings, autoregressive layers): the twin of its
+    transformer's class (names in ``nf_ppl.layers.transformers``), found along the class hierarchy."""
+    def build(layer, dim):
+        from nf_ppl.layers import transformers
+
+        table = {getattr(transformers, name): fn for name, fn in builders.items()}
+        for cls in type(layer.transformer).__mro__:
+            if cls in table:
+                return table[cls](layer, dim)
+        raise TypeError(f"no symbolic twin for {type(layer).__name__} with transformer "
+                        f"{type(layer.transformer).__name__}; twins exist for transformers {', '.join(builders)}")
+    return build
+
+
 _TWIN_BUILDERS = {  # layer class name in nf_ppl.layers -> twin builder; resolved to classes on first use
     "ElementwiseAffine": _elementwise(_affine_map, True), "SinhArcsinh": _elementwise(_sinh_arcsinh_map, True),
     "LeakyReLU": _elementwise(_leaky_relu_map, False), "ELU": _elementwise(_elu_map, False),
     "Softplus": _elementwise(lambda layer, xs: tuple(sp.log(1 + sp.exp(x)) for x in xs), False),
     "Tanh": _elementwise(lambda layer, xs: tuple(sp.tanh(x) for x in xs), False),
-    "AffineCoupling": _coupling_twin(affine=True), "AdditiveCoupling": _coupling_twin(affine=False),
-    "MaskedAffineAutoregressive": _autoregressive_twin, "LULinear": _lu_linear_twin,
+    "Coupling": _by_transformer({"Affine": _coupling_twin(affine=True), "Shift": _coupling_twin(affine=False)}),
+    "MaskedAutoregressive": _by_transformer({"Affine": _autoregressive_twin}), "LULinear": _lu_linear_twin,
     "RationalQuadraticSpline": _rq_spline_twin, "Permutation": _permutation_twin,
 }
 NF_PPL_LAYERS = tuple(_TWIN_BUILDERS)

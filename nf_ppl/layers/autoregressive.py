@@ -1,44 +1,44 @@
-"""Masked affine autoregressive layers: MAF and IAF from one mechanism.
+"""Masked autoregressive layers: one MADE mechanism for every transformer and both directions.
 
-A MADE network reads a vector ``v`` and gives, for each coordinate ``i``, a shift ``mu_i`` and a
-log-scale ``s_i`` that depend only on the coordinates before ``i`` in its ordering.  The layer's
-*one-pass map* is
+A MADE network reads a vector ``v`` and gives, for each coordinate ``i``, the unconstrained
+parameters ``theta_i(v_<i)`` of an elementwise transformer ``tau`` (any
+:class:`~nf_ppl.layers.transformers.Transformer`), depending only on the coordinates before ``i``
+in its ordering (and an optional context).  The layer's *one-pass map* applies the transformer
+forward:
 
-    ``g(v)_i = v_i * exp(s_i(v_<i)) + mu_i(v_<i)``,   log|det J_g(v)| = ``sum_i s_i(v_<i)``,
+    ``g(v)_i = tau(v_i; theta_i(v_<i))``,   log|det J_g(v)| = ``sum_i log tau'(v_i; theta_i(v_<i))``,
 
-triangular (in that ordering) with diagonal ``exp(s_i)``.  Its inverse ``g^{-1}(w)`` solves
-``v_i = (w_i - mu_i(v_<i)) * exp(-s_i(v_<i))`` coordinate after coordinate: ``d`` sequential
-passes.  The mode says which direction of the layer is ``g``:
+triangular (in that ordering).  Its inverse ``g^{-1}(w)`` solves ``v_i = tau^{-1}(w_i; theta_i(v_<i))``
+coordinate after coordinate: ``d`` sequential sweeps ``v <- tau^{-1}(w; theta(v))`` (after sweep
+``k`` the first ``k`` coordinates in the ordering are exact, so ``d`` sweeps are exact).  The mode
+says which direction of the layer is ``g``, and nothing else:
 
 ``mode="iaf"`` (inverse autoregressive flow, Kingma et al. 2016): the forward (sampling) map is ``g``.
 
-    forward:  ``y = g(x)``,       ``y_i = x_i exp(s_i(x_<i)) + mu_i(x_<i)``     one pass
-    inverse:  ``x = g^{-1}(y)``                                                d sequential passes
-    log|det J_f(x)| = ``+sum_i s_i(x_<i)``
+    forward:  ``y = g(x)``,       ``y_i = tau(x_i; theta_i(x_<i))``          one pass
+    inverse:  ``x = g^{-1}(y)``                                            d sequential sweeps
+    log|det J_f(x)| = ``+sum_i log tau'(x_i; theta_i(x_<i))``
 
 ``mode="maf"`` (masked autoregressive flow, Papamakarios et al. 2017): the inverse (density) map is ``g``.
 
-    inverse:  ``x = g(y)``,       ``x_i = y_i exp(s_i(y_<i)) + mu_i(y_<i)``     one pass
-    forward:  ``y = g^{-1}(x)``                                                d sequential passes
-    log|det J_f(x)| = ``-sum_i s_i(y_<i)``                                      one pass from y
+    inverse:  ``x = g(y)``,       ``x_i = tau(y_i; theta_i(y_<i))``          one pass
+    forward:  ``y = g^{-1}(x)``                                            d sequential sweeps
+    log|det J_f(x)| = ``-sum_i log tau'(y_i; theta_i(y_<i))``               one pass from y
 
-So a MAF layer is exactly the inverse of the IAF layer with the same MADE: MAF evaluates
-densities (data -> noise) in one pass and samples in d passes, IAF samples in one pass and
-scores its own samples from the forward pass's intermediates (the log-det).  The sequential
-direction runs ``d`` fixed-point sweeps ``v <- (w - mu(v)) exp(-s(v))``: after sweep ``k`` the
-first ``k`` coordinates (in the ordering) are exact, so ``d`` sweeps are exact.
+So a MAF layer is exactly the inverse of the IAF layer with the same MADE and transformer.  To run
+a transformer's inverse in the one-pass direction instead, give ``Inverse(transformer)``
+(:class:`MaskedSplineAutoregressive` does, for its measured figures).  A transformer whose inverse
+is numerical (``DeepSigmoid``) solves roots in each sweep; see :mod:`nf_ppl.layers.conditioned`
+for how failures are reported.
 
-The log-scale comes from the network's raw output ``r`` in one of two ways (``scale=``):
-
-- ``"exp"``: ``s = B tanh(r / B)`` (``B = log_scale_bound``), scale ``exp(s)`` in ``(e^-B, e^B)``;
-- ``"softplus"``: ``s = B tanh(log softplus(r + log(e - 1)) / B)``: scale 1 at ``r = 0`` and
-  ``~ softplus`` near it (growing linearly in ``r``, not exponentially), bounded to the same
-  ``(e^-B, e^B)`` so extreme inputs stay finite.
-
-The default is ``"softplus"`` for MAF and ``"exp"`` for IAF: with the MAF's density direction
-written as ``g`` and a softplus scale, maximum-likelihood fits converge much faster (the
-``exp`` form oscillated on two moons; bench/RESULTS.md), while the IAF guides of
-``inference.AutoFlow`` were tuned with the bounded ``exp``.
+:class:`MaskedAffineAutoregressive` is this layer with the
+:class:`~nf_ppl.layers.transformers.Affine` transformer ``tau(v) = v exp(s) + mu`` and keeps its
+own constructor.  Its log-scale comes from the raw output ``r`` by ``scale=`` (``"exp"``: ``s = B
+tanh(r / B)``; ``"softplus"``: ``s = B tanh(log softplus(r + log(e - 1)) / B)``, scale 1 at ``r = 0``,
+linear rather than exponential growth, the same bound).  The default is ``"softplus"`` for MAF and
+``"exp"`` for IAF: with the MAF's density direction written as ``g`` and a softplus scale,
+maximum-likelihood fits converge much faster (the ``exp`` form oscillated on two moons;
+bench/RESULTS.md), while the IAF guides of ``inference.AutoFlow`` were tuned with the bounded ``exp``.
 
 Initialisation (``out_scale``): the MADE's last layer starts with weights ``out_scale`` times
 a fan-in-scaled normal and zero biases.  A small value (IAF's default, 0.01) starts the layer
@@ -58,25 +58,113 @@ import jax
 import jax.numpy as jnp
 
 from ..nn import MADE
-from .base import Bijector
-from .coupling import soft_clamp
+from .conditioned import TransformerLayer, with_init_bias
+from .transformers import Affine, check_transformer
+from .transformers.affine import SCALES, log_softplus_scale, soft_clamp  # noqa: F401  (re-exported)
 
 MODES = ("maf", "iaf")
-SCALES = ("exp", "softplus")
-_SOFTPLUS_ONE = 0.5413248546129181  # log(e - 1): softplus(r + _SOFTPLUS_ONE) = 1 at r = 0
 
 
-def log_softplus_scale(raw):
-    """``log softplus(raw + log(e - 1))`` (0 at ``raw = 0``), without underflow for very negative raw.
+def check_mode(mode) -> str:
+    """``"maf"`` or ``"iaf"``, or a ValueError naming ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    return mode
 
-    Below ``-20`` it uses ``log softplus(r) = r + O(e^r)``, exact in float32 and float64 alike.
+
+class MaskedAutoregressive(TransformerLayer):
+    """Autoregressive layer: a MADE conditioner and any elementwise transformer (module docstring).
+
+    ``MaskedAutoregressive(made, transformer, mode="maf")`` with a :class:`~nf_ppl.nn.MADE` of
+    ``num_params = transformer.num_params``, or
+    ``MaskedAutoregressive.init(key, dim, transformer, hidden_dims=(64, 64), mode="maf",
+    ordering="natural", context_dim=0, activation="elu", out_scale=0.01)``: the MADE's last layer
+    starts at ``out_scale`` times a fan-in-scaled normal plus the transformer's ``init_bias``, so a
+    small ``out_scale`` starts the layer near ``tau`` at those parameters (the identity for every
+    built-in transformer but ``DeepSigmoid``, which starts near it in scale).
     """
-    r = raw + _SOFTPLUS_ONE
-    return jnp.where(r > -20.0, jnp.log(jax.nn.softplus(jnp.maximum(r, -20.0))), r)
+
+    param_names = ("made",)
+    static_names = ("transformer", "mode", "context_dim")
+
+    def __init__(self, made: MADE, transformer, mode: str = "maf"):
+        self.transformer = check_transformer(transformer)
+        self._set_made(made, mode)
+
+    @classmethod
+    def init(cls, key, dim: int, transformer, hidden_dims: Sequence[int] = (64, 64), *, mode: str = "maf",
+             ordering="natural", context_dim: int = 0, activation: str = "elu", out_scale: float = 0.01,
+             dtype=None):
+        transformer = check_transformer(transformer)
+        check_mode(mode)
+        made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
+                         activation=activation, out_scale=out_scale, dtype=dtype)
+        made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
+        return cls(made, transformer, mode)
+
+    def _set_made(self, made, mode):
+        self.mode = check_mode(mode)  # first: a subclass's transformer may depend on the mode
+        if not isinstance(made, MADE):
+            raise TypeError(f"made must be an nf_ppl.nn.MADE; got {type(made).__name__}")
+        if made.num_params != self.transformer.num_params:
+            raise ValueError(f"made must output num_params={self.transformer.num_params} parameters per dimension "
+                             f"for {type(self.transformer).__name__}; got {made.num_params}")
+        self.made, self.context_dim = made, made.context_dim
+
+    @property
+    def event_size(self):
+        return self.made.dim
+
+    def conditioner(self, v):
+        """The MADE's raw output ``(..., num_params, dim)`` for input ``v``; entry ``i`` depends on ``v_<i``."""
+        return self.made(*self._with_context(v))
+
+    def _g(self, v):
+        """The one-pass map: ``(g(v), log|det J_g(v)|, info)``."""
+        params = self.conditioner(v)
+        v = jnp.broadcast_to(v, params.shape[:-2] + v.shape[-1:])
+        out, log_d, info = self.transformer.forward_with_info(v, params)
+        return out, jnp.sum(log_d, axis=-1), info
+
+    def _g_inverse(self, w):
+        """``(g^{-1}(w), log|det J_g|, info)`` at the solution, by ``d`` sweeps (exact after d)."""
+
+        def sweep(v):
+            params = self.conditioner(v)
+            out, log_d, info = self.transformer.inverse_with_info(
+                jnp.broadcast_to(w, params.shape[:-2] + w.shape[-1:]), params)
+            return out, jnp.sum(log_d, axis=-1), info
+
+        init = sweep(jnp.zeros_like(w))
+        return jax.lax.fori_loop(1, self.event_size, lambda _, carry: sweep(carry[0]), init)
+
+    def _one_pass(self, inverse):
+        return (self.mode == "iaf") != inverse
+
+    def _is_numerical(self, inverse):
+        t = self.transformer
+        return t.forward_is_numerical if self._one_pass(inverse) else t.inverse_is_numerical
+
+    def _compute(self, v, inverse):
+        out, log_det, info = self._g(v) if self._one_pass(inverse) else self._g_inverse(v)
+        return out, log_det if self.mode == "iaf" else -log_det, info
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        if intermediates is not None:
+            return intermediates
+        # the one-pass direction gives the log-det without solving anything
+        if self.mode == "iaf":
+            return self._finish(*self._g(x))[1]
+        return -self._finish(*self._g(y))[1]
 
 
-class MaskedAffineAutoregressive(Bijector):
-    """Affine autoregressive layer with a MADE conditioner; ``mode`` is ``"maf"`` or ``"iaf"``.
+class MaskedAffineAutoregressive(MaskedAutoregressive):
+    """Affine autoregressive layer (MAF/IAF): :class:`MaskedAutoregressive` with the
+    :class:`~nf_ppl.layers.transformers.Affine` transformer; ``mode`` is ``"maf"`` or ``"iaf"``.
+
+    ``iaf``: forward ``y_i = x_i exp(s_i(x_<i)) + mu_i(x_<i)`` (one pass), inverse ``d`` sweeps,
+    log|det J| = ``sum_i s_i(x_<i)``.  ``maf``: inverse ``x_i = y_i exp(s_i(y_<i)) + mu_i(y_<i)``
+    (one pass), forward ``d`` sweeps, log|det J| = ``-sum_i s_i(y_<i)``.
 
     ``MaskedAffineAutoregressive(key, dim, hidden_dims=(64, 64), mode="maf", ordering="natural",
     context_dim=0, scale=None, log_scale_bound=5.0, out_scale=None)`` or
@@ -87,93 +175,36 @@ class MaskedAffineAutoregressive(Bijector):
     for maximum likelihood) and 0.01 for IAF (near-identity start, for guides).
     """
 
-    param_names = ("made",)
     static_names = ("mode", "scale", "log_scale_bound", "context_dim")
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (64, 64), *, mode: str = "maf",
                  ordering="natural", context_dim: int = 0, activation: str = "elu", scale: str | None = None,
                  log_scale_bound: float = 5.0, out_scale: float | None = None, dtype=None):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        check_mode(mode)
         out_scale = default_out_scale(mode) if out_scale is None else float(out_scale)
         if not out_scale >= 0:
             raise ValueError(f"out_scale must be a non-negative number; got {out_scale}")
         made = MADE.init(key, dim, hidden_dims, 2, ordering=ordering, context_dim=context_dim,
                          activation=activation, out_scale=out_scale, dtype=dtype)
-        self._set(made, mode, scale, log_scale_bound)
+        self._set_affine(made, mode, scale, log_scale_bound)
 
     @classmethod
     def from_made(cls, made: MADE, mode: str = "maf", log_scale_bound: float = 5.0, scale: str | None = None):
         if made.num_params != 2:
             raise ValueError(f"made must output 2 parameters per dimension (shift, log-scale); got {made.num_params}")
         obj = cls.__new__(cls)
-        obj._set(made, mode, scale, log_scale_bound)
+        obj._set_affine(made, mode, scale, log_scale_bound)
         return obj
 
-    def _set(self, made, mode, scale, log_scale_bound):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        scale = default_scale(mode) if scale is None else scale
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES} or None; got {scale!r}")
-        if log_scale_bound <= 0:
-            raise ValueError(f"log_scale_bound must be positive; got {log_scale_bound}")
-        self.made, self.mode, self.scale, self.log_scale_bound = made, mode, scale, float(log_scale_bound)
-        self.context_dim = made.context_dim
+    def _set_affine(self, made, mode, scale, log_scale_bound):
+        check_mode(mode)
+        transformer = Affine(default_scale(mode) if scale is None else scale, log_scale_bound)
+        self.scale, self.log_scale_bound = transformer.scale, transformer.log_scale_bound
+        self._set_made(made, mode)
 
     @property
-    def event_size(self):
-        return self.made.dim
-
-    def transformer_params(self, v):
-        """``(mu(v), s(v))``: the MADE's shift and (bounded) log-scale for the one-pass map ``g``,
-        as the layer uses them; entry ``i`` depends on ``v_<i`` only."""
-        ctx = self._context() if self.context_dim else None
-        if ctx is not None:
-            batch = jnp.broadcast_shapes(v.shape[:-1], ctx.shape[:-1])
-            v = jnp.broadcast_to(v, batch + v.shape[-1:])
-            ctx = jnp.broadcast_to(ctx, batch + ctx.shape[-1:])
-        out = self.made(v, ctx)
-        raw = out[..., 1, :]
-        if self.scale == "softplus":
-            return out[..., 0, :], soft_clamp(log_softplus_scale(raw), self.log_scale_bound)
-        return out[..., 0, :], soft_clamp(raw, self.log_scale_bound)
-
-    def _g(self, v):
-        """One pass: ``(g(v), log|det J_g(v)|)``."""
-        shift, log_scale = self.transformer_params(v)
-        return v * jnp.exp(log_scale) + shift, jnp.sum(log_scale, axis=-1)
-
-    def _g_inverse(self, w):
-        """``(g^{-1}(w), log|det J_g|)`` at the solution, by ``d`` sweeps (exact after d)."""
-
-        def sweep(v):
-            shift, log_scale = self.transformer_params(v)
-            return (jnp.broadcast_to(w, shift.shape) - shift) * jnp.exp(-log_scale), jnp.sum(log_scale, axis=-1)
-
-        init = sweep(jnp.zeros_like(w))
-        return jax.lax.fori_loop(1, self.event_size, lambda _, carry: sweep(carry[0]), init)
-
-    def forward_and_log_det(self, x):
-        self._check_input(x)
-        if self.mode == "iaf":
-            return self._g(x)
-        y, log_det_g = self._g_inverse(x)
-        return y, -log_det_g
-
-    def inverse_and_log_det(self, y):
-        self._check_input(y, "y")
-        if self.mode == "iaf":
-            return self._g_inverse(y)
-        x, log_det_g = self._g(y)
-        return x, -log_det_g
-
-    def log_abs_det_jacobian(self, x, y, intermediates=None):
-        if intermediates is not None:
-            return intermediates
-        if self.mode == "iaf":
-            return jnp.sum(self.transformer_params(x)[1], axis=-1)
-        return -jnp.sum(self.transformer_params(y)[1], axis=-1)
+    def transformer(self):
+        return Affine(self.scale, self.log_scale_bound)
 
 
 def default_scale(mode: str) -> str:

@@ -1,10 +1,18 @@
-"""Coupling layers (NICE, RealNVP): transform one part of the vector conditioned on the other.
+"""Coupling layers (NICE, RealNVP, spline couplings): transform one part of the vector conditioned on the other.
 
 Split ``x`` by a binary mask into the conditioning part ``x_A`` (mask 1, copied unchanged) and
 the transformed part ``x_B`` (mask 0).  A network reads ``x_A`` (and an optional context) and
-outputs the parameters of an elementwise map of ``x_B``.  The Jacobian is block-triangular
-with identity on ``A``, so ``log|det J|`` is the log-det of the elementwise map of ``B``, and
-both directions are one pass.
+outputs the unconstrained parameters ``theta(x_A)`` of an elementwise transformer ``tau`` (any
+:class:`~nf_ppl.layers.transformers.Transformer`) applied to each coordinate of ``x_B``:
+
+    forward:  ``y_A = x_A``,  ``y_B = tau(x_B; theta(x_A))``          one pass
+    inverse:  ``x_A = y_A``,  ``x_B = tau^{-1}(y_B; theta(y_A))``     one pass (numerical if tau's inverse is)
+    log|det J| = ``sum_B log tau'(x_B; theta(x_A))``
+
+The Jacobian is block-triangular with identity on ``A``.  :class:`Coupling` is the layer for any
+transformer; :class:`AffineCoupling` (``Affine``), :class:`AdditiveCoupling` (``Shift``) and
+:class:`~nf_ppl.layers.SplineCoupling` (``RQSpline``) are it with their transformer fixed and their
+own constructors.
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import numpy as np
 
 from .._checks import check_mask
 from ..nn import MLP
-from .base import Bijector
+from .conditioned import TransformerLayer, with_init_bias
+from .transformers import Affine, Shift, check_transformer
+from .transformers.affine import soft_clamp  # noqa: F401  (re-exported: nf_ppl.layers.coupling.soft_clamp)
 
 
 def half_mask(dim: int) -> tuple[bool, ...]:
@@ -24,24 +34,48 @@ def half_mask(dim: int) -> tuple[bool, ...]:
     return tuple(i < dim // 2 for i in range(dim))
 
 
-def soft_clamp(raw, bound: float):
-    """Smoothly bound a log-scale to ``(-bound, bound)``: ``bound * tanh(raw / bound)``."""
-    return bound * jnp.tanh(raw / bound)
+def coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale=0.01):
+    """The conditioner MLP of a coupling: ``|A| + context_dim`` inputs, ``num_params * |B|`` outputs
+    (parameter-major), its last bias offset by the transformer's ``init_bias``."""
+    n_in, n_out = sum(mask), len(mask) - sum(mask)
+    net = MLP.init(key, n_in + int(context_dim), hidden_dims, transformer.num_params * n_out,
+                   activation=activation, out_scale=out_scale, dtype=dtype)
+    net.biases[-1] = with_init_bias(net.biases[-1], transformer, n_out)
+    return net
 
 
-class _Coupling(Bijector):
-    """Shared split/merge logic; subclasses define how ``x_B`` is transformed."""
+class Coupling(TransformerLayer):
+    """Coupling layer with any binary mask, MLP conditioner and elementwise transformer (module docstring).
+
+    ``Coupling(mask, net, transformer, context_dim=0)`` with an :class:`~nf_ppl.nn.MLP` from
+    ``|A| + context_dim`` inputs to ``transformer.num_params * |B|`` outputs, or
+    ``Coupling.init(key, dim, transformer, mask=None, hidden_dims=(64, 64), context_dim=0,
+    activation="elu", out_scale=0.01)`` (the default mask conditions on the first half; a small
+    ``out_scale`` starts the layer near the transformer at its ``init_bias``).
+    """
 
     param_names = ("net",)
-    static_names = ("mask", "context_dim")
-    num_params: int = 1
+    static_names = ("mask", "transformer", "context_dim")
 
-    def _setup(self, key, mask, hidden_dims, context_dim, activation, dtype):
+    def __init__(self, mask, net: MLP, transformer, context_dim: int = 0):
+        self.transformer = check_transformer(transformer)
         self.mask = check_mask(mask, None, "mask")
         self.context_dim = int(context_dim)
-        n_in, n_out = sum(self.mask), len(self.mask) - sum(self.mask)
-        self.net = MLP.init(key, n_in + self.context_dim, hidden_dims, self.num_params * n_out,
-                            activation=activation, dtype=dtype)
+        self.net = net
+
+    @classmethod
+    def init(cls, key, dim: int, transformer, mask=None, hidden_dims: Sequence[int] = (64, 64), *,
+             context_dim: int = 0, activation: str = "elu", out_scale: float = 0.01, dtype=None):
+        transformer = check_transformer(transformer)
+        mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
+        net = coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale)
+        return cls(mask, net, transformer, context_dim)
+
+    def _setup(self, key, mask, hidden_dims, context_dim, activation, dtype):
+        """For the fixed-transformer subclasses: mask, context size and network."""
+        self.mask = check_mask(mask, None, "mask")
+        self.context_dim = int(context_dim)
+        self.net = coupling_net(key, self.mask, self.transformer, hidden_dims, context_dim, activation, dtype)
 
     @property
     def event_size(self):
@@ -55,23 +89,16 @@ class _Coupling(Bijector):
         change = np.flatnonzero(~np.asarray(self.mask))
         return keep, change
 
-    def transformer_params(self, x):
-        """The elementwise transformer's parameters for input ``x`` (full vectors, ``(..., dim)``),
-        as the layer uses them: a tuple of ``(..., |B|)`` arrays (``(t, s)`` with ``s`` already
-        soft-clamped for ``AffineCoupling``, ``(t,)`` for ``AdditiveCoupling``).  They depend on
-        ``x_A`` only, so forward and inverse give the same values."""
-        keep, _ = self.partition
-        return self._transformer_params(self._params_for(jnp.asarray(x)[..., keep]))
+    def conditioner(self, x):
+        """The network's raw output ``(..., num_params, |B|)`` for full vectors ``x``; it reads ``x_A`` only,
+        so forward and inverse give the same values."""
+        return self._params_for(x[..., self.partition[0]])
 
     def _params_for(self, x_keep):
-        inp = x_keep
-        if self.context_dim:
-            ctx = self._context()
-            ctx = jnp.broadcast_to(ctx, x_keep.shape[:-1] + ctx.shape[-1:]) if ctx.ndim < x_keep.ndim else ctx
-            x_keep = jnp.broadcast_to(x_keep, ctx.shape[:-1] + x_keep.shape[-1:])
-            inp = jnp.concatenate([x_keep, ctx], axis=-1)
+        x_keep, ctx = self._with_context(x_keep)
+        inp = x_keep if ctx is None else jnp.concatenate([x_keep, ctx], axis=-1)
         out = self.net(inp)
-        return out.reshape(out.shape[:-1] + (self.num_params, -1))
+        return out.reshape(out.shape[:-1] + (self.transformer.num_params, -1))
 
     def _merge(self, x_keep, z_change, keep, change):
         """Reassemble ``(x_A, z_B)`` into one vector: one concatenation and (unless the mask is a
@@ -84,23 +111,20 @@ class _Coupling(Bijector):
             return joined
         return joined[..., np.argsort(order)]
 
-    def _apply(self, x, inverse: bool):
-        self._check_input(x, "y" if inverse else "x")
+    def _is_numerical(self, inverse):
+        return self.transformer.inverse_is_numerical if inverse else self.transformer.forward_is_numerical
+
+    def _compute(self, x, inverse):
         keep, change = self.partition
         x_keep, x_change = x[..., keep], x[..., change]
         params = self._params_for(x_keep)
         x_change = jnp.broadcast_to(x_change, params.shape[:-2] + x_change.shape[-1:])
-        z_change, log_det = self._elementwise(x_change, params, inverse)
-        return self._merge(x_keep, z_change, keep, change), log_det
-
-    def forward_and_log_det(self, x):
-        return self._apply(x, inverse=False)
-
-    def inverse_and_log_det(self, y):
-        return self._apply(y, inverse=True)
+        apply = self.transformer.inverse_with_info if inverse else self.transformer.forward_with_info
+        z_change, log_d, info = apply(x_change, params)
+        return self._merge(x_keep, z_change, keep, change), jnp.sum(log_d, axis=-1), info
 
 
-class AffineCoupling(_Coupling):
+class AffineCoupling(Coupling):
     """Affine coupling layer (RealNVP, Dinh et al. 2017) with any binary mask.
 
     With ``(s, t) = NN(x_A, context)`` and ``s`` soft-clamped to ``(-B, B)``:
@@ -110,51 +134,38 @@ class AffineCoupling(_Coupling):
     log|det J| = ``sum_B s(x_A)``
 
     ``AffineCoupling(key, dim, mask=None, hidden_dims=(64, 64), context_dim=0,
-    log_scale_bound=5.0)``; the default mask conditions on the first half.
+    log_scale_bound=5.0)``; the default mask conditions on the first half.  The transformer is
+    ``Affine("exp", log_scale_bound)``.
     """
 
-    static_names = _Coupling.static_names + ("log_scale_bound",)
-    num_params = 2
+    static_names = ("mask", "context_dim", "log_scale_bound")
 
     def __init__(self, key, dim: int, mask=None, hidden_dims: Sequence[int] = (64, 64), *,
                  context_dim: int = 0, activation: str = "elu", log_scale_bound: float = 5.0, dtype=None):
-        if log_scale_bound <= 0:
-            raise ValueError(f"log_scale_bound must be positive; got {log_scale_bound}")
-        self.log_scale_bound = float(log_scale_bound)
+        self.log_scale_bound = Affine("exp", log_scale_bound).log_scale_bound
         mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
         self._setup(key, mask, hidden_dims, context_dim, activation, dtype)
 
-    def _transformer_params(self, params):
-        return params[..., 0, :], soft_clamp(params[..., 1, :], self.log_scale_bound)
-
-    def _elementwise(self, x_change, params, inverse):
-        shift, log_scale = self._transformer_params(params)
-        if inverse:
-            z = (x_change - shift) * jnp.exp(-log_scale)
-        else:
-            z = x_change * jnp.exp(log_scale) + shift
-        return z, jnp.sum(log_scale, axis=-1)
+    @property
+    def transformer(self):
+        return Affine("exp", self.log_scale_bound)
 
 
-class AdditiveCoupling(_Coupling):
+class AdditiveCoupling(Coupling):
     """Additive coupling layer (NICE, Dinh et al. 2015): volume preserving.
 
     forward:  ``y_A = x_A``,  ``y_B = x_B + t(x_A)``     (one pass)
     inverse:  ``x_B = y_B - t(y_A)``                      (one pass)
-    log|det J| = 0
+    log|det J| = 0.  The transformer is ``Shift()``.
     """
 
-    num_params = 1
+    static_names = ("mask", "context_dim")
 
     def __init__(self, key, dim: int, mask=None, hidden_dims: Sequence[int] = (64, 64), *,
                  context_dim: int = 0, activation: str = "elu", dtype=None):
         mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
         self._setup(key, mask, hidden_dims, context_dim, activation, dtype)
 
-    def _transformer_params(self, params):
-        return (params[..., 0, :],)
-
-    def _elementwise(self, x_change, params, inverse):
-        (shift,) = self._transformer_params(params)
-        z = x_change - shift if inverse else x_change + shift
-        return z, jnp.zeros(z.shape[:-1], z.dtype)
+    @property
+    def transformer(self):
+        return Shift()

@@ -31,8 +31,10 @@ from .._checks import check_positive
 from ..nn import MADE
 from ..roots import (SolveInfo, check_solver_options, newton_correction, raise_if_not_converged,
                      solve_increasing)
+from .autoregressive import MODES, MaskedAutoregressive, check_mode  # noqa: F401  (MODES re-exported)
 from .base import Bijector
-from .spline import MODES, _MaskedAutoregressive
+from .conditioned import with_init_bias
+from .transformers.sigmoid import DeepSigmoid, sigmoidal_map  # noqa: F401  (re-exported)
 
 _SOLVER_STATICS = ("atol", "rtol", "max_iter", "max_expand")
 
@@ -122,8 +124,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
         hidden = tuple(int(h) for h in hidden_dims)
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden_dims (block sizes per coordinate) must be positive ints; got {tuple(hidden_dims)}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        check_mode(mode)
         check_positive(slope, "slope")
         check_positive(cross_scale, "cross_scale")
         self._set_solver(atol, rtol, max_iter, max_expand)
@@ -303,40 +304,19 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
 
 
 # -----------------------------------------------------------------------------------------
-# NAF with a deep sigmoidal transformer
+# NAF: the masked autoregressive layer with the deep sigmoidal transformer
 # -----------------------------------------------------------------------------------------
-_SLOPE_SHIFT = math.log(math.expm1(1.0))  # softplus(0 + shift) = 1
-_MIN_SLOPE = 1e-3
-
-
-def sigmoidal_map(v, raw_slope, shift, raw_weight):
-    """Deep sigmoidal map ``tau(v) = logit(sum_k w_k sigmoid(a_k v + b_k))`` and ``log tau'(v)``.
-
-    ``a = 1e-3 + softplus(raw_slope + c)`` (raw 0 gives ``a ~ 1``), ``w = softmax(raw_weight)``;
-    parameters have shape ``v.shape + (K,)``.  Computed in log space:
-    ``log p = logsumexp(log w + log sigmoid(u))``, ``log(1 - p) = logsumexp(log w + log sigmoid(-u))``,
-    ``tau = log p - log(1 - p)``, ``log tau' = logsumexp(log w + log a + log sigmoid(u) +
-    log sigmoid(-u)) - log p - log(1 - p)``; finite for any ``|v|``.  ``tau`` is strictly
-    increasing and onto ``R`` with tail slopes ``min_k a_k``.
-    """
-    a = _MIN_SLOPE + jax.nn.softplus(raw_slope + _SLOPE_SHIFT)
-    log_w = jax.nn.log_softmax(raw_weight, axis=-1)
-    u = a * v[..., None] + shift
-    ls_pos, ls_neg = jax.nn.log_sigmoid(u), jax.nn.log_sigmoid(-u)
-    log_p = jax.nn.logsumexp(log_w + ls_pos, axis=-1)
-    log_q = jax.nn.logsumexp(log_w + ls_neg, axis=-1)
-    log_dp = jax.nn.logsumexp(log_w + jnp.log(a) + ls_pos + ls_neg, axis=-1)
-    return log_p - log_q, log_dp - log_p - log_q
-
-
-class NeuralAutoregressive(_SolverOptions, _MaskedAutoregressive):
+class NeuralAutoregressive(MaskedAutoregressive):
     """Neural autoregressive layer with a deep sigmoidal transformer (NAF-DSF, Huang et al. 2018).
 
-    A MADE gives, for coordinate ``i``, parameters ``theta_i(v_<i)`` of the increasing map
-    ``tau(.; theta_i)`` of :func:`sigmoidal_map` (``3 * num_components`` numbers).
+    :class:`~nf_ppl.layers.MaskedAutoregressive` with the
+    :class:`~nf_ppl.layers.transformers.DeepSigmoid` transformer: a MADE gives, for coordinate ``i``,
+    parameters ``theta_i(v_<i)`` of the increasing map ``tau(.; theta_i)`` of :func:`sigmoidal_map`
+    (``3 * num_components`` numbers).
 
     Initialisation: the offsets ``b_k`` are spread over ``[-1, 1]`` and the slopes start where
-    ``tau'(0) = 1``, so each layer starts close to the identity and a deep flow close to its base.
+    ``tau'(0) = 1`` (the transformer's ``init_bias``), so each layer starts close to the identity
+    and a deep flow close to its base.
 
     ``mode="maf"`` (conditioner reads ``y``; ``tau`` maps data to noise; default):
         inverse:  ``x_i = tau(y_i; theta_i(y_<i))``            one pass (density)
@@ -354,72 +334,30 @@ class NeuralAutoregressive(_SolverOptions, _MaskedAutoregressive):
     ordering="natural", context_dim=0, atol=None, rtol=None, max_iter=100, max_expand=64)``.
     """
 
-    static_names = _MaskedAutoregressive.static_names + ("num_components",) + _SOLVER_STATICS
+    static_names = ("mode", "context_dim", "num_components") + _SOLVER_STATICS
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (64, 64), *, num_components: int = 8,
                  mode: str = "maf", ordering="natural", context_dim: int = 0, activation: str = "elu",
                  atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, dtype=None):
-        if isinstance(num_components, bool) or not isinstance(num_components, (int, np.integer)) \
-                or num_components < 1:
-            raise ValueError(f"num_components must be a positive int; got {num_components!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        self.num_components = int(num_components)
-        self._set_solver(atol, rtol, max_iter, max_expand)
-        made = MADE.init(key, dim, hidden_dims, self.num_params, ordering=ordering, context_dim=context_dim,
+        transformer = DeepSigmoid(num_components, atol, rtol, max_iter, max_expand)
+        check_mode(mode)
+        self.num_components = transformer.num_components
+        self.atol, self.rtol = transformer.atol, transformer.rtol
+        self.max_iter, self.max_expand = transformer.max_iter, transformer.max_expand
+        made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
                          activation=activation, dtype=dtype)
-        # spread the initial offsets b_k over [-1, 1] so the components differ from the start, and
-        # start the slopes at the a with tau'(0) = 1 (tau'(0) is proportional to a): each layer then
-        # starts close to the identity in scale, whatever the depth of the flow
-        k = self.num_components
-        dtype = made.biases[-1].dtype
-        offsets = jnp.linspace(-1.0, 1.0, k, dtype=dtype) if k > 1 else jnp.zeros(1, dtype)
-        zero = jnp.zeros(k, dtype)
-        log_slope0 = sigmoidal_map(jnp.zeros((), dtype), zero, offsets, zero)[1]
-        a = (_MIN_SLOPE + jax.nn.softplus(_SLOPE_SHIFT)) * jnp.exp(-log_slope0)
-        raw_slope = jnp.log(jnp.expm1(a - _MIN_SLOPE)) - _SLOPE_SHIFT
-        bias = made.biases[-1].reshape(3, k, dim).at[1].add(offsets[:, None]).at[0].add(raw_slope)
-        made.biases[-1] = bias.reshape(-1)
+        made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
         self._set_made(made, mode)
 
     @property
     def num_params(self) -> int:
         return 3 * self.num_components
 
-    def _compute(self, v, inverse):
-        if (self.mode == "maf") != inverse:  # the sequential, numerical direction
-            return _jit_compute(self, v, inverse)  # compiled once per structure, also when eager
-        return super()._compute(v, inverse)
-
-    def _split(self, params):
-        k = self.num_components
-        p = params.reshape(params.shape[:-2] + (3, k, params.shape[-1]))
-        p = jnp.moveaxis(p, -1, -2)  # (..., 3, d, K)
-        return p[..., 0, :, :], p[..., 1, :, :], p[..., 2, :, :]
-
-    def _elementwise(self, v, params, inverse):
-        raw_slope, shift, raw_weight = self._split(params)
-        sign = 1.0 if self.mode == "iaf" else -1.0
-        numerical = (self.mode == "maf") != inverse
-        if not numerical:
-            out, log_d = sigmoidal_map(v, raw_slope, shift, raw_weight)
-            return out, sign * jnp.sum(log_d, axis=-1), None
-
-        def fn(t, args):
-            value, log_d = sigmoidal_map(t, *args)
-            return value, jnp.exp(log_d)
-
-        res = self._solve(fn, v, (raw_slope, shift, raw_weight))
-        out, _, _ = newton_correction(lambda t: fn(t, (raw_slope, shift, raw_weight)), res.x, v)
-        value, log_d = sigmoidal_map(out, raw_slope, shift, raw_weight)
-        residual = jnp.abs(value - v)
-        info = SolveInfo(jnp.all(res.converged & jnp.isfinite(residual), axis=-1),
-                         jnp.max(res.iterations, axis=-1), jnp.max(residual, axis=-1))
-        return out, sign * jnp.sum(log_d, axis=-1), info
+    @property
+    def transformer(self):
+        return DeepSigmoid(self.num_components, self.atol, self.rtol, self.max_iter, self.max_expand)
 
 
-# Module-level jitted entry points of the numerical directions: the pytree structure (static
+# Module-level jitted entry point of BNAF's numerical direction: the pytree structure (static
 # settings) is the cache key, so eager calls compile once instead of re-tracing the loops.
 _jit_with_info = jax.jit(lambda layer, v, inverse: layer._with_info_impl(v, inverse), static_argnums=2)
-_jit_compute = jax.jit(lambda layer, v, inverse: _MaskedAutoregressive._compute(layer, v, inverse),
-                       static_argnums=2)

@@ -23,10 +23,10 @@ inverse image ``x``; only :class:`ImageActNorm` changes (see :func:`nf_ppl.glow.
 
 from .base import IMAGE, ImageBijector, _positive_int, check_image, check_image_shape, host_rng, split_key  # noqa: F401
 from .composition import ImageChain, ImageStack
-from .coupling import ConvNet, ImageAffineCoupling
+from .coupling import ConvNet, ImageAffineCoupling, ImageCoupling
 from .linear import ImageActNorm, InvConv1x1
 from .reshape import FactorOut, Squeeze, Unsqueeze, squeeze, unsqueeze
 
-__all__ = ["IMAGE", "ConvNet", "FactorOut", "ImageActNorm", "ImageAffineCoupling", "ImageBijector", "ImageChain",
+__all__ = ["IMAGE", "ConvNet", "FactorOut", "ImageActNorm", "ImageAffineCoupling", "ImageBijector", "ImageChain", "ImageCoupling",
            "ImageStack", "InvConv1x1", "Squeeze", "Unsqueeze", "check_image", "check_image_shape", "host_rng",
            "split_key", "squeeze", "unsqueeze"]

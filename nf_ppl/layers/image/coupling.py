@@ -10,7 +10,9 @@ import numpy as np
 from jax.tree_util import register_pytree_node_class
 
 from ...nn import _activation
-from ..coupling import soft_clamp
+from ...roots import raise_if_not_converged
+from ..conditioned import with_init_bias
+from ..transformers import Affine, check_transformer
 from .base import ImageBijector, _channel, _normal, _positive_int, _zeros, check_image, check_image_shape, split_key
 
 
@@ -71,31 +73,39 @@ class ConvNet:
 MASKS = ("channel", "checkerboard")
 
 
-class ImageAffineCoupling(ImageBijector):
-    """Affine coupling for images (RealNVP/Glow) with a convolutional conditioner.
+class ImageCoupling(ImageBijector):
+    """Coupling for images (RealNVP/Glow) with a convolutional conditioner and any elementwise transformer.
 
     Split the image into a conditioning part ``x_A`` and a transformed part ``x_B``:
     ``mask="channel"``: ``A`` is the first ``C // 2`` channels (``parity=1``: the last ``C // 2``);
     ``mask="checkerboard"``: ``A`` is the pixels with ``(h + w + parity)`` even, in all channels.
-    With ``(t, s_raw) = ConvNet([x_A, context])`` and ``s = log_scale_bound * tanh(s_raw / bound)``:
+    A ConvNet reads ``[x_A, context]`` and gives the transformer's ``num_params`` raw parameters for
+    every pixel of ``x_B`` (parameter-major channels), so ``tau`` is any
+    :class:`~nf_ppl.layers.transformers.Transformer`, exactly as in the vector
+    :class:`~nf_ppl.layers.Coupling`:
 
-    forward:  ``y_A = x_A``, ``y_B = x_B exp(s) + t``             (one pass)
-    inverse:  ``x_A = y_A``, ``x_B = (y_B - t) exp(-s)``          (one pass)
-    log|det J| = ``sum_B s`` (one number per image)
+    forward:  ``y_A = x_A``, ``y_B = tau(x_B; theta(x_A))``             (one pass)
+    inverse:  ``x_A = y_A``, ``x_B = tau^{-1}(y_B; theta(y_A))``        (one pass; numerical if tau's is)
+    log|det J| = ``sum_B log tau'(x_B)`` (one number per image)
 
-    ``ImageAffineCoupling(key, image_shape, hidden_channels=32, mask="channel", parity=0,
-    context_channels=0, log_scale_bound=3.0, activation="relu")``.  With ``context_channels > 0``
-    the conditioner also reads a context image of shape ``(..., context_channels, H, W)`` bound
-    by ``layer.condition(context)``.  The last convolution starts at zero: the layer starts as
-    the identity.
+    ``ImageCoupling(key, image_shape, transformer, hidden_channels=32, mask="channel", parity=0,
+    context_channels=0, activation="relu", kernels=(3, 1, 3))``.  With ``context_channels > 0`` the
+    conditioner also reads a context image of shape ``(..., context_channels, H, W)`` bound by
+    ``layer.condition(context)``.  The last convolution starts at zero (plus the transformer's
+    ``init_bias``): the layer starts as the transformer at those parameters (the identity for the
+    built-in transformers but ``DeepSigmoid``).
     """
 
     param_names = ("net",)
-    static_names = ("image_shape", "mask", "parity", "context_channels", "log_scale_bound")
+    static_names = ("image_shape", "mask", "parity", "context_channels", "transformer")
 
-    def __init__(self, key, image_shape, hidden_channels: int = 32, *, mask: str = "channel", parity: int = 0,
-                 context_channels: int = 0, log_scale_bound: float = 3.0, activation: str = "relu",
+    def __init__(self, key, image_shape, transformer, hidden_channels: int = 32, *, mask: str = "channel",
+                 parity: int = 0, context_channels: int = 0, activation: str = "relu",
                  kernels: Sequence[int] = (3, 1, 3), dtype=None):
+        self.transformer = check_transformer(transformer)
+        self._setup(key, image_shape, hidden_channels, mask, parity, context_channels, activation, kernels, dtype)
+
+    def _setup(self, key, image_shape, hidden_channels, mask, parity, context_channels, activation, kernels, dtype):
         self.image_shape = check_image_shape(image_shape)
         c, h, w = self.image_shape
         hidden_channels = _positive_int(hidden_channels, "hidden_channels")
@@ -108,15 +118,14 @@ class ImageAffineCoupling(ImageBijector):
                              "(squeeze first or use mask='checkerboard')")
         if mask == "checkerboard" and h * w < 2:
             raise ValueError(f"a checkerboard coupling needs at least 2 pixels; got image_shape {self.image_shape}")
-        if log_scale_bound <= 0:
-            raise ValueError(f"log_scale_bound must be positive; got {log_scale_bound}")
         if isinstance(context_channels, bool) or not isinstance(context_channels, (int, np.integer)) or context_channels < 0:
             raise ValueError(f"context_channels must be a non-negative int; got {context_channels!r}")
-        self.mask, self.parity = mask, int(parity)
-        self.context_channels, self.log_scale_bound = int(context_channels), float(log_scale_bound)
+        self.mask, self.parity, self.context_channels = mask, int(parity), int(context_channels)
         n_in, n_out = self._sizes()
-        self.net = ConvNet.init(key, n_in + self.context_channels, hidden_channels, 2 * n_out,
+        transformer = self.transformer
+        self.net = ConvNet.init(key, n_in + self.context_channels, hidden_channels, transformer.num_params * n_out,
                                 kernels=kernels, activation=activation, dtype=dtype)
+        self.net.biases[-1] = with_init_bias(self.net.biases[-1], transformer, n_out)
 
     def _sizes(self):
         c = self.image_shape[0]
@@ -154,37 +163,66 @@ class ImageAffineCoupling(ImageBijector):
         ctx = jnp.broadcast_to(ctx, batch + ctx.shape[-3:]).astype(inp.dtype)
         return jnp.concatenate([inp, ctx], axis=-3)
 
-    def _params(self, x_cond):
+    def _transform(self, v_change, x_cond, inverse):
+        """``(tau or tau^{-1} of v_change, log tau' per pixel)`` with the parameters the ConvNet gives for
+        ``x_cond``: images flattened to the ``(..., num_params, n)`` layout of the transformer protocol."""
         out = self.net(self._with_context(x_cond))
-        n = out.shape[-3] // 2
-        return out[..., :n, :, :], soft_clamp(out[..., n:, :, :], self.log_scale_bound)
+        batch = out.shape[:-3]
+        params = out.reshape(batch + (self.transformer.num_params, -1))
+        v_change = jnp.broadcast_to(v_change, batch + v_change.shape[-3:])
+        pixels = v_change.shape[-3:]
+        apply = self.transformer.inverse_with_info if inverse else self.transformer.forward_with_info
+        z, log_d, info = apply(v_change.reshape(batch + (-1,)), params)
+        if info is not None:
+            raise_if_not_converged(info, type(self).__name__, self.transformer.max_iter)
+            z = jnp.where(info.converged[..., None], z, jnp.nan)
+        return z.reshape(batch + pixels), log_d.reshape(batch + pixels)
 
     def _apply(self, v, inverse):
         if self.mask == "checkerboard":
+            keep = jnp.asarray(self._checker() > 0)
             m = jnp.asarray(self._checker(), jnp.result_type(v, float))
-            shift, log_scale = self._params(v * m)
-            log_scale = log_scale * (1 - m)
-            shift = shift * (1 - m)
-            if inverse:
-                out = m * v + (1 - m) * ((v - shift) * jnp.exp(-log_scale))
-            else:
-                out = m * v + (1 - m) * (v * jnp.exp(log_scale) + shift)
-            return out, jnp.sum(log_scale, axis=(-3, -2, -1))
+            z, log_d = self._transform(v, v * m, inverse)
+            out = jnp.where(keep, v, z)
+            return out, jnp.sum(jnp.where(keep, jnp.zeros_like(log_d), log_d), axis=(-3, -2, -1))
         c = self.image_shape[0]
         k = self._sizes()[0]
         if self.parity == 0:
             v_cond, v_change = v[..., :k, :, :], v[..., k:, :, :]
         else:
             v_change, v_cond = v[..., : c - k, :, :], v[..., c - k:, :, :]
-        shift, log_scale = self._params(v_cond)
-        v_change = jnp.broadcast_to(v_change, shift.shape)
-        v_cond = jnp.broadcast_to(v_cond, shift.shape[:-3] + v_cond.shape[-3:])
-        if inverse:
-            changed = (v_change - shift) * jnp.exp(-log_scale)
-        else:
-            changed = v_change * jnp.exp(log_scale) + shift
+        changed, log_d = self._transform(v_change, v_cond, inverse)
+        v_cond = jnp.broadcast_to(v_cond, changed.shape[:-3] + v_cond.shape[-3:])
         parts = [v_cond, changed] if self.parity == 0 else [changed, v_cond]
-        return jnp.concatenate(parts, axis=-3), jnp.sum(log_scale, axis=(-3, -2, -1))
+        return jnp.concatenate(parts, axis=-3), jnp.sum(log_d, axis=(-3, -2, -1))
+
+
+class ImageAffineCoupling(ImageCoupling):
+    """Affine coupling for images (RealNVP/Glow): :class:`ImageCoupling` with the transformer
+    ``Affine("exp", log_scale_bound)``.
+
+    With ``(t, s_raw) = ConvNet([x_A, context])`` and ``s = log_scale_bound * tanh(s_raw / bound)``:
+
+    forward:  ``y_A = x_A``, ``y_B = x_B exp(s) + t``             (one pass)
+    inverse:  ``x_A = y_A``, ``x_B = (y_B - t) exp(-s)``          (one pass)
+    log|det J| = ``sum_B s`` (one number per image)
+
+    ``ImageAffineCoupling(key, image_shape, hidden_channels=32, mask="channel", parity=0,
+    context_channels=0, log_scale_bound=3.0, activation="relu")``; masks and context as in
+    :class:`ImageCoupling`.  The last convolution starts at zero: the layer starts as the identity.
+    """
+
+    static_names = ("image_shape", "mask", "parity", "context_channels", "log_scale_bound")
+
+    def __init__(self, key, image_shape, hidden_channels: int = 32, *, mask: str = "channel", parity: int = 0,
+                 context_channels: int = 0, log_scale_bound: float = 3.0, activation: str = "relu",
+                 kernels: Sequence[int] = (3, 1, 3), dtype=None):
+        self.log_scale_bound = Affine("exp", log_scale_bound).log_scale_bound
+        self._setup(key, image_shape, hidden_channels, mask, parity, context_channels, activation, kernels, dtype)
+
+    @property
+    def transformer(self):
+        return Affine("exp", self.log_scale_bound)
 
 
 # ---------------------------------------------------------------------------------------
