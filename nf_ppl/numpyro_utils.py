@@ -6,8 +6,7 @@ import jax
 import numpyro
 
 from .flow import Flow
-from .layers.composition import Chain, Stack
-from .layers.normalization import ActNorm
+from .layers.base import data_init as layer_data_init
 
 
 def flow_module(name: str, flow):
@@ -32,44 +31,17 @@ def flow_module(name: str, flow):
 
 
 def data_init(flow: Flow, data) -> Flow:
-    """Data-dependent initialisation: set every ``ActNorm`` of ``flow`` from ``data``.
+    """Data-dependent initialisation: set every ``ActNorm`` (and any layer with its own
+    ``data_init``) of ``flow`` from ``data``.
 
     The data is pushed from the data side towards the base (the inverse direction, the order in
-    which a density evaluation meets the layers); each ActNorm is re-initialised from the values
-    arriving at it so that its inverse standardises them.  Any layer with a ``data_init(y) ->
-    (layer, x)`` method (e.g. the image layers of Glow) initialises itself the same way.
-    Returns a new flow.
+    which a density evaluation meets the layers) by the layers' ``data_init(y) -> (layer, x)``
+    protocol (:meth:`nf_ppl.layers.Bijector.data_init`: identity by default; ActNorm and the image
+    ActNorm set themselves so that their inverse standardises the values arriving at them;
+    ``Chain``, ``Stack`` and the image compositions pass it on).  Returns a new flow.
     """
     data = flow._check_value(data)
     if flow.context_dim:
         raise ValueError("data_init of a conditional flow needs a bound context: use flow.condition(context)")
-    transform, _ = _init_transform(flow.transform, data)
+    transform, _ = layer_data_init(flow.transform, data)
     return flow.replace(transform=transform)
-
-
-def _init_transform(t, y):
-    if hasattr(t, "data_init"):  # layers with their own hook return (initialised layer, x)
-        return t.data_init(y)
-    if isinstance(t, ActNorm):
-        t = t.initialize(y)
-        return t, t.inv(y)
-    if isinstance(t, Chain):
-        layers = list(t.layers)
-        for i in reversed(range(len(layers))):
-            layers[i], y = _init_transform(layers[i], y)
-        return t.replace(layers=layers), y
-    if isinstance(t, Stack):
-        layers = t.unstack()
-        for i in reversed(range(len(layers))):
-            if t.permutations is not None:
-                y = y[..., list(_inverse(t.permutations[i]))]
-            layers[i], y = _init_transform(layers[i], y)
-        return Stack.from_layers(layers, t.permutations), y
-    return t, t.inv(y)
-
-
-def _inverse(perm):
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return inv

@@ -45,7 +45,7 @@ def _bijection_report(layer, x, x_other):
                 autodiff_ld=autodiff_ld, numpyro_inv_ld=numpyro_inv_ld)
 
 
-@pytest.mark.parametrize("dim", [1, 2, 5])
+@pytest.mark.parametrize("dim", [1, 5])  # the edge (one coordinate) and a generic size; d = 2 is in the flow tests
 @pytest.mark.parametrize("name", NAMES)
 def test_round_trips_and_log_det_match_autodiff(name, dim):
     """inverse(forward(x)) == x, forward(inverse(y)) == y, log|det| == slogdet(jax.jacobian)."""

@@ -118,3 +118,28 @@ def test_data_init_standardises_through_actnorm():
     stacked = nf_ppl.Flow(L.Stack.from_layers([L.ActNorm.init(3), L.ActNorm.init(3)], [(2, 1, 0)] * 2), (3,))
     stacked = nf_ppl.data_init(stacked, data)
     np.testing.assert_allclose(stacked.transform.inv(data).std(0), 1.0, atol=1e-3)
+
+
+def test_data_init_is_one_protocol_on_the_layer():
+    """Every layer answers ``data_init(y) -> (layer, x)``: identity by default, ActNorm sets itself,
+    compositions pass it on (through a plain NumPyro transform too), and a user's layer can take part."""
+    from numpyro.distributions.transforms import AffineTransform
+
+    data = jax.random.normal(KEY, (300, 2)) * jnp.array([4.0, 0.5]) + jnp.array([1.0, -2.0])
+    seen = []
+
+    class Recording(L.ElementwiseAffine):
+        def data_init(self, y):
+            seen.append(np.asarray(y))
+            return super().data_init(y)
+
+    lu = L.LULinear.init(KEY, 2)
+    layer, x = lu.data_init(data)
+    assert layer is lu
+    np.testing.assert_allclose(x, lu.inv(data), rtol=1e-6)
+    chain = L.Chain([Recording.init(2), AffineTransform(jnp.array([0.0, 1.0]), 2.0), L.ActNorm.init(2)])
+    flow = nf_ppl.data_init(nf_ppl.Flow(chain, (2,)), data)
+    standardised = flow.transform.layers[-1].inv(data)
+    np.testing.assert_allclose(standardised.std(0), 1.0, atol=1e-3)
+    # the recording layer met the data after the ActNorm and the affine transform had been undone
+    np.testing.assert_allclose(seen[0], (standardised - jnp.array([0.0, 1.0])) / 2.0, rtol=1e-5, atol=1e-6)

@@ -72,6 +72,13 @@ class Bijector(Transform):
             object.__setattr__(obj, name, value)
         return obj
 
+    def data_init(self, y):
+        """Data-dependent initialisation: ``(initialised layer, x)`` with ``x`` the inverse image of
+        ``y``, the values arriving at this layer from the data side.  The default leaves the layer
+        unchanged; ActNorm-like layers set their parameters from ``y``, compositions initialise their
+        layers from the data side towards the base (see :func:`nf_ppl.data_init`)."""
+        return self, inverse_and_log_det(self, y)[0]
+
     def replace(self, **changes) -> "Bijector":
         """A copy with some parameters (or the context) replaced."""
         children, aux = self.tree_flatten()
@@ -172,6 +179,15 @@ def inverse_and_log_det(transform, y):
     # the batch of the output x (a bound context may broadcast it beyond y's batch)
     log_det = vector_log_det(jnp.broadcast_to(log_det, jnp.shape(x)[: jnp.ndim(x) - _ev(transform)]), transform)
     return x, log_det
+
+
+def data_init(transform, y):
+    """Data-dependent initialisation of any transform: ``(initialised transform, x)`` where ``x`` is the
+    inverse image of ``y``.  Layers with a ``data_init(y)`` method (every :class:`Bijector`; ActNorm,
+    ImageActNorm, compositions) decide for themselves; any other NumPyro transform is unchanged."""
+    if hasattr(transform, "data_init"):
+        return transform.data_init(y)
+    return transform, transform.inv(y)
 
 
 def _ev(transform) -> int:

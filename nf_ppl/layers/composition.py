@@ -15,7 +15,7 @@ import numpy as np
 from numpyro.distributions import constraints
 
 from .._checks import check_permutation
-from .base import Bijector, _ev, forward_and_log_det, inverse_and_log_det
+from .base import Bijector, _ev, data_init, forward_and_log_det, inverse_and_log_det
 
 
 def _vector_constraint(constraint):
@@ -86,6 +86,13 @@ class Chain(Bijector):
             y, log_det = inverse_and_log_det(layer, y)
             total = total + log_det
         return y, total
+
+    def data_init(self, y):
+        """Initialise the layers from the data side (last to first), each from what reaches it."""
+        layers = list(self.layers)
+        for i in reversed(range(len(layers))):
+            layers[i], y = data_init(layers[i], y)
+        return self.replace(layers=layers), y
 
 
 class Stack(Bijector):
@@ -197,6 +204,16 @@ class Stack(Bijector):
         y0, ld0 = self._initial(y, leaves)
         (x, total), _ = jax.lax.scan(body, (y0, ld0), (leaves, perms), reverse=True)
         return x, total
+
+    def data_init(self, y):
+        """Initialise the stacked layers from the data side (last to first), undoing each layer's
+        permutation before it, then stack them again."""
+        layers = self.unstack()
+        for i in reversed(range(len(layers))):
+            if self.permutations is not None:
+                y = y[..., np.argsort(np.asarray(self.permutations[i]))]
+            layers[i], y = data_init(layers[i], y)
+        return type(self).from_layers(layers, self.permutations), y
 
     def _initial(self, v, leaves):
         """Scan carries need their final shape and dtype up front (a context may add batch axes)."""

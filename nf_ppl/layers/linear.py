@@ -16,6 +16,22 @@ from .._checks import check_permutation
 from .base import Bijector
 
 
+def lu_factors(lower, upper, log_diag):
+    """``(L, U)``: ``L`` unit lower-triangular from the strict lower triangle of ``lower``, ``U`` upper
+    triangular from the strict upper triangle of ``upper`` and the diagonal ``exp(log_diag)``; the
+    one LU parametrisation of :class:`LULinear` and the image layer ``InvConv1x1``."""
+    d = log_diag.shape[-1]
+    lower_f = jnp.tril(lower, -1) + jnp.eye(d, dtype=lower.dtype)
+    upper_f = jnp.triu(upper, 1) + jnp.diag(jnp.exp(log_diag))
+    return lower_f, upper_f
+
+
+def lu_solve(lower_f, upper_f, b):
+    """``(L U)^{-1} b`` for a ``(d, k)`` right-hand side: two triangular solves, O(d^2 k)."""
+    b = solve_triangular(lower_f, b, lower=True, unit_diagonal=True)
+    return solve_triangular(upper_f, b, lower=False)
+
+
 def _batch_log_det(value, x):
     return jnp.broadcast_to(value, jnp.shape(x)[:-1]).astype(jnp.result_type(x, float))
 
@@ -59,11 +75,7 @@ class LULinear(Bijector):
         return self.log_diag.shape[-1]
 
     def _factors(self):
-        d = self.event_size
-        eye = jnp.eye(d, dtype=self.lower.dtype)
-        lower = jnp.tril(self.lower, -1) + eye
-        upper = jnp.triu(self.upper, 1) + jnp.diag(jnp.exp(self.log_diag))
-        return lower, upper
+        return lu_factors(self.lower, self.upper, self.log_diag)
 
     def matrix(self):
         """The dense matrix ``W = P L U``."""
@@ -86,9 +98,7 @@ class LULinear(Bijector):
         if self.perm is not None:
             z = z[..., jnp.asarray(self.perm)]
         batch = z.shape[:-1]
-        flat = z.reshape(-1, self.event_size).T
-        flat = solve_triangular(lower, flat, lower=True, unit_diagonal=True)
-        flat = solve_triangular(upper, flat, lower=False)
+        flat = lu_solve(lower, upper, z.reshape(-1, self.event_size).T)
         return flat.T.reshape(batch + (self.event_size,)), _batch_log_det(jnp.sum(self.log_diag), y)
 
 

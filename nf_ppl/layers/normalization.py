@@ -15,7 +15,8 @@ class ActNorm(ElementwiseAffine):
     inverse:  ``x = (y - loc) * exp(-log_scale)``   (one pass)
     log|det J| = ``sum_i log_scale_i``
 
-    ``ActNorm.init(dim)`` is the identity; ``layer.initialize(y)`` (or ``ActNorm.from_data(y)``)
+    ``ActNorm.init(dim)`` is the identity; ``layer.initialize(y)`` (or ``ActNorm.from_data(y)``, or
+    ``layer.data_init(y)``, which also returns the inverse image of ``y``)
     sets ``loc = mean(y)`` and ``log_scale = log std(y)`` over all leading axes of ``y``, the
     values arriving at this layer from the data side, so the layer's inverse maps them to zero
     mean and unit variance.  :func:`nf_ppl.data_init` does this for every ActNorm of a flow.
@@ -33,3 +34,8 @@ class ActNorm(ElementwiseAffine):
     def initialize(self, y, eps: float = 1e-6) -> "ActNorm":
         check_event_size(y, self.event_size, name="data")
         return type(self).from_data(y, eps)
+
+    def data_init(self, y):
+        """``(ActNorm set from y, its inverse image of y)``: the layer's part of :func:`nf_ppl.data_init`."""
+        layer = self.initialize(y)
+        return layer, layer.inv(y)

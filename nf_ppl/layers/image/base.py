@@ -9,7 +9,7 @@ import numpy as np
 from numpyro.distributions import constraints
 
 from ..._checks import is_concrete
-from ..base import Bijector, inverse_and_log_det
+from ..base import Bijector
 
 
 IMAGE = constraints.independent(constraints.real, 3)
@@ -145,10 +145,6 @@ class ImageBijector(Bijector):
     def inverse_and_log_det(self, y):
         self._check_y(y)
         return self._apply(y, inverse=True)
-
-    def data_init(self, y):
-        """Data-dependent initialisation hook: ``(initialised layer, inverse image of y)``."""
-        return self, inverse_and_log_det(self, y)[0]
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from ..base import forward_and_log_det, inverse_and_log_det
+from ..base import data_init, forward_and_log_det, inverse_and_log_det
 from ..composition import Chain
 from .base import ImageBijector, _positive_int, _stack, check_image
 
@@ -53,12 +53,6 @@ class ImageChain(Chain):
     def inverse_and_log_det(self, y):
         check_image(y, self.output_shape, "y")
         return super().inverse_and_log_det(y)
-
-    def data_init(self, y):
-        layers = list(self.layers)
-        for i in reversed(range(len(layers))):
-            layers[i], y = layers[i].data_init(y)
-        return self.replace(layers=layers), y
 
 
 class ImageStack(ImageBijector):
@@ -112,5 +106,5 @@ class ImageStack(ImageBijector):
     def data_init(self, y):
         layers = self.unstack()
         for i in reversed(range(len(layers))):
-            layers[i], y = layers[i].data_init(y)
+            layers[i], y = data_init(layers[i], y)
         return type(self).from_layers(layers), y

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from ..._checks import check_finite
+from ..linear import lu_factors, lu_solve
 from .base import ImageBijector, _channel, _normal, _per_image, _zeros, check_image_shape, host_rng, split_key
 
 
@@ -69,10 +69,7 @@ class InvConv1x1(ImageBijector):
         return cls(noise(k1), noise(k2), _zeros(c, dtype), image_shape, _resolve_perm(perm, c, k3))
 
     def _factors(self):
-        c = self.image_shape[0]
-        lower = jnp.tril(self.lower, -1) + jnp.eye(c, dtype=self.lower.dtype)
-        upper = jnp.triu(self.upper, 1) + jnp.diag(jnp.exp(self.log_diag))
-        return lower, upper
+        return lu_factors(self.lower, self.upper, self.log_diag)
 
     def matrix(self):
         """The ``C x C`` matrix ``W = P L U`` (``(P A)[i] = A[perm[i]]``)."""
@@ -82,8 +79,7 @@ class InvConv1x1(ImageBijector):
 
     def inverse_matrix(self):
         lower, upper = self._factors()
-        eye = jnp.eye(self.image_shape[0], dtype=lower.dtype)
-        a_inv = solve_triangular(upper, solve_triangular(lower, eye, lower=True, unit_diagonal=True), lower=False)
+        a_inv = lu_solve(lower, upper, jnp.eye(self.image_shape[0], dtype=lower.dtype))
         return a_inv if self.perm is None else a_inv[:, jnp.asarray(self.perm)]
 
     def _log_det(self, x):
