@@ -34,7 +34,7 @@ from flowjax.distributions import Normal as FjNormal
 from flowjax.flows import masked_autoregressive_flow
 from sklearn.datasets import load_breast_cancer, make_moons
 
-from nf_ppl import expressive as E
+from nf_ppl import flows as E
 
 
 # -----------------------------------------------------------------------------------------

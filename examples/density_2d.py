@@ -3,7 +3,7 @@
 What it shows
 -------------
 Three flows (``nf_ppl.maf``, ``nf_ppl.realnvp`` and the autoregressive rational-quadratic spline
-flow ``nsf`` from ``nf_ppl.expressive``) are fitted with ``inference.fit`` (minibatch maximum
+flow ``nsf`` from ``nf_ppl.flows``) are fitted with ``inference.fit`` (minibatch maximum
 likelihood, validation split, early stopping) to two targets:
 
 * ``moons``: the two interleaved half circles;
@@ -31,17 +31,10 @@ LIMS = {"moons": ((-2.6, 2.6), (-2.0, 2.0)), "gaussian ring": ((-3.0, 3.0), (-3.
 
 
 def _spline_builder():
-    """The spline flow builder (``nf_ppl.nsf`` if exported, else ``nf_ppl.expressive.nsf``), or None."""
+    """The spline flow builder ``nf_ppl.nsf``."""
     import nf_ppl
 
-    fn = getattr(nf_ppl, "nsf", None)
-    if fn is None:
-        try:
-            from nf_ppl.expressive import nsf as fn
-        except Exception as err:  # pragma: no cover - only while the module is being written
-            C.note(f"spline flow unavailable, skipped ({type(err).__name__}: {err})")
-            return None
-    return fn
+    return nf_ppl.nsf
 
 
 def gaussian_baseline(train, test) -> float:

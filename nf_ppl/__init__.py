@@ -5,8 +5,7 @@ Layers (``nf_ppl.layers``) are ``numpyro.distributions.transforms.Transform`` su
 subclasses whose pytree leaves are their trainable parameters.
 """
 
-from .builders import assemble, iaf, maf, realnvp
-from .expressive import bnaf, naf, nsf, spline_coupling
+from .flows import assemble, bnaf, iaf, maf, naf, nsf, realnvp, spline_coupling
 from .flow import Flow
 from .glow import VariationalDequantizer, glow, glow_data_init, uniform_dequantize
 from .glow import bits_per_dim as dequantized_bits_per_dim
@@ -18,7 +17,8 @@ from .models import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, ConditionalMV
                      SequenceModel, autoregressive_model, bits_per_dim, conditional_mvn, crf_forward, crf_score,
                      crf_viterbi, encoders, eos_terminated, pad_sequences, random_orderings, sequence_lengths,
                      top_k_filter, top_p_filter)
-from .numpyro_utils import data_init, flow_module
+from .initialization import data_init
+from .numpyro_utils import flow_module
 
 __version__ = "0.1.0"
 

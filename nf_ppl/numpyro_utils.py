@@ -1,12 +1,10 @@
-"""Glue between flows and NumPyro's effect handlers."""
+"""Glue between flows and NumPyro's effect handlers: :func:`flow_module`."""
 
 from __future__ import annotations
 
 import jax
 import numpyro
 
-from .flow import Flow
-from .layers.base import data_init as layer_data_init
 
 
 def flow_module(name: str, flow):
@@ -30,18 +28,5 @@ def flow_module(name: str, flow):
     return flow if context is None else flow.condition(context)
 
 
-def data_init(flow: Flow, data) -> Flow:
-    """Data-dependent initialisation: set every ``ActNorm`` (and any layer with its own
-    ``data_init``) of ``flow`` from ``data``.
-
-    The data is pushed from the data side towards the base (the inverse direction, the order in
-    which a density evaluation meets the layers) by the layers' ``data_init(y) -> (layer, x)``
-    protocol (:meth:`nf_ppl.layers.Bijector.data_init`: identity by default; ActNorm and the image
-    ActNorm set themselves so that their inverse standardises the values arriving at them;
-    ``Chain``, ``Stack`` and the image compositions pass it on).  Returns a new flow.
-    """
-    data = flow._check_value(data)
-    if flow.context_dim:
-        raise ValueError("data_init of a conditional flow needs a bound context: use flow.condition(context)")
-    transform, _ = layer_data_init(flow.transform, data)
-    return flow.replace(transform=transform)
+# data_init lived here first; it is not NumPyro glue, so it moved to nf_ppl.initialization (same function)
+from .initialization import data_init  # noqa: E402,F401

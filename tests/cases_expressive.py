@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-from nf_ppl import expressive as E
+from nf_ppl import flows as E
 from nf_ppl.layers.neural import BlockNeuralAutoregressive, NeuralAutoregressive
 from nf_ppl.layers.spline import MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling
 

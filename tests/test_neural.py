@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nf_ppl import expressive as E
+from nf_ppl import flows as E
 from nf_ppl.layers.neural import (BlockNeuralAutoregressive, NeuralAutoregressive, leaky_tanh,
                                   log_leaky_tanh_derivative, sigmoidal_map)
 from nf_ppl.roots import NumericalInverseError, default_tolerances, solve_increasing

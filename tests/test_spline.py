@@ -13,7 +13,7 @@ import pytest
 from jax_compat import enable_x64
 
 import nf_ppl
-from nf_ppl import expressive as E
+from nf_ppl import flows as E
 from nf_ppl.layers.spline import MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling
 from nf_ppl.layers.transformers.spline import _knots, rational_quadratic_spline
 from nf_ppl.nn import MADE
