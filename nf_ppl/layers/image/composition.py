@@ -1,15 +1,15 @@
-"""Composition of image layers: :class:`ImageChain` (unrolled) and :class:`ImageStack` (``lax.scan``)."""
+"""Composition of image layers: :class:`ImageChain` (``Chain``, unrolled) and :class:`ImageStack`
+(``Stack``, ``lax.scan``), the vector compositions with image shapes and checks."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 
-from ..base import data_init, forward_and_log_det, inverse_and_log_det
-from ..composition import Chain
-from .base import ImageBijector, _positive_int, _stack, check_image
+
+from ..composition import Chain, Stack
+from .base import IMAGE, _positive_int, _stack, check_image
 
 
 class ImageChain(Chain):
@@ -55,16 +55,18 @@ class ImageChain(Chain):
         return super().inverse_and_log_det(y)
 
 
-class ImageStack(ImageBijector):
-    """``num_layers`` image layers of one pytree structure with stacked parameters, run by ``lax.scan``.
+class ImageStack(Stack):
+    """:class:`~nf_ppl.layers.Stack` for images: ``num_layers`` image layers of one pytree structure with
+    stacked parameters, run by ``lax.scan``.
 
-    The math is that of :class:`ImageChain` (forward first to last, inverse last to first, the
-    log-dets add); compile time does not grow with ``num_layers``.  Every layer must preserve
-    the image shape.  Build with ``ImageStack.from_layers([f_1, ..., f_L])``.
+    The math and the scan are ``Stack``'s (forward first to last, inverse last to first, the log-dets
+    add; compile time does not grow with ``num_layers``); this class only adds the image shapes and
+    their checks, and takes no permutations.  Every layer must preserve the image shape.  Build with
+    ``ImageStack.from_layers([f_1, ..., f_L])``.
     """
 
-    param_names = ("layer",)
     static_names = ("num_layers",)
+    permutations = None
 
     def __init__(self, layer, num_layers: int):
         self.layer, self.num_layers = layer, _positive_int(num_layers, "num_layers")
@@ -72,39 +74,45 @@ class ImageStack(ImageBijector):
             raise ValueError(f"ImageStack layers must preserve the image shape; got {layer.image_shape} -> {layer.output_shape}")
 
     @classmethod
-    def from_layers(cls, layers: Sequence):
+    def from_layers(cls, layers: Sequence, permutations=None):
         layers = list(layers)
         if not layers:
             raise ValueError("ImageStack needs at least one layer")
+        if permutations is not None:
+            raise ValueError("ImageStack takes no permutations (image layers mix channels themselves)")
         if len({jax.tree_util.tree_structure(l) for l in layers}) != 1:
             raise ValueError("ImageStack.from_layers needs layers of one pytree structure (same type and settings)")
         return cls(jax.tree_util.tree_map(_stack, *layers), len(layers))
-
-    def unstack(self) -> list:
-        return [jax.tree_util.tree_map(lambda a: a[i], self.layer) for i in range(self.num_layers)]
 
     @property
     def image_shape(self):
         return tuple(self.layer.image_shape)
 
-    def _apply(self, v, inverse):
-        leaves, treedef = jax.tree_util.tree_flatten(self.layer)
-        floats = [leaf for leaf in leaves if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
-        dtype = jnp.result_type(v, *floats) if floats else jnp.result_type(v, float)
-        fun = inverse_and_log_det if inverse else forward_and_log_det
+    @property
+    def output_shape(self):
+        return self.image_shape
 
-        def body(carry, layer_leaves):
-            z, total = carry
-            z, log_det = fun(jax.tree_util.tree_unflatten(treedef, layer_leaves), z)
-            return (z, total + log_det), None
+    @property
+    def event_dim(self):
+        return 3
 
-        init = (v.astype(dtype), jnp.zeros(v.shape[:-3], dtype))
-        (out, total), _ = jax.lax.scan(body, init, leaves, reverse=inverse)
-        return out, total
+    @property
+    def event_size(self):
+        return None
 
+    @property
+    def domain(self):
+        return IMAGE
 
-    def data_init(self, y):
-        layers = self.unstack()
-        for i in reversed(range(len(layers))):
-            layers[i], y = data_init(layers[i], y)
-        return type(self).from_layers(layers), y
+    @property
+    def codomain(self):
+        return IMAGE
+
+    def forward_shape(self, shape):
+        return tuple(shape)[:-3] + self.output_shape
+
+    def inverse_shape(self, shape):
+        return tuple(shape)[:-3] + self.image_shape
+
+    def _check_input(self, v, name: str = "x") -> None:
+        check_image(v, self.image_shape, name)
