@@ -54,20 +54,18 @@ context with ``model.condition(x)``.
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from numpyro.distributions import Distribution
-from numpyro.distributions.constraints import Constraint
 
-from .._checks import is_concrete, is_int
-from . import decoding
+from .._checks import is_int
 from . import encoders as enc
-from .decoding import MBRResult, _check_temperature, _check_top_k, _check_top_p, top_k_filter, top_p_filter
+from .decoding import MBRResult, top_k_filter, top_p_filter  # noqa: F401  (re-exported)
+from .sequence_data import check_sequence_value, eos_terminated, pad_sequences, sequence_lengths  # noqa: F401
+from .sequence_decoding import SequenceDecoding
 
 __all__ = [
     "SequenceModel",
@@ -93,103 +91,10 @@ def _conditional_log_probs_jit(model, value):
     return model._conditional_log_probs(value)
 
 
-@partial(jax.jit, static_argnums=(3, 4))
-def _decode_jit_inner(model, key, options, sample_shape, mode):
-    temperature, top_k, top_p = options
-    return model._decode(key, sample_shape, mode, temperature, top_k, top_p)
-
-
-def _decode_jit(model, key, temperature, sample_shape, mode, top_k, top_p):
-    """Options are passed as arrays so that every setting shares one compilation."""
-    dtype = model._dtype()
-    top_k = model.vocab_size if top_k is None else top_k
-    top_p = 1.0 if top_p is None else top_p
-    options = (jnp.asarray(temperature, dtype), jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, dtype))
-    return _decode_jit_inner(model, key, options, tuple(sample_shape), mode)
-
-
-@partial(jax.jit, static_argnums=(1,))
-def _beam_jit(model, beam_width):
-    return model._beam_search_core(beam_width)
-
-
-# ----------------------------------------------------------------------
-# Support constraint
-# ----------------------------------------------------------------------
-class _EOSTerminated(Constraint):
-    """Int sequences over ``[0, V)`` whose last axis contains ``eos_id``."""
-
-    is_discrete = True
-    event_dim = 1
-
-    def __init__(self, vocab_size: int, eos_id: int):
-        self.vocab_size = vocab_size
-        self.eos_id = eos_id
-
-    def __call__(self, x):
-        xp = jnp if isinstance(x, jax.Array) else np
-        is_eos = x == self.eos_id
-        before = xp.cumsum(is_eos, axis=-1) - is_eos == 0  # up to and incl. first EOS
-        ok = (x >= 0) & (x < self.vocab_size) & (xp.mod(x, 1) == 0)
-        return xp.all(ok | ~before, axis=-1) & xp.any(is_eos, axis=-1)
-
-    def feasible_like(self, prototype):
-        return jnp.full(jnp.shape(prototype), self.eos_id, dtype=jnp.int32)
-
-    def tree_flatten(self):
-        return (), ((), {"vocab_size": self.vocab_size, "eos_id": self.eos_id})
-
-    def __repr__(self):
-        return f"EOSTerminated(vocab_size={self.vocab_size}, eos_id={self.eos_id})"
-
-    def eq(self, other, static=False):
-        return (isinstance(other, _EOSTerminated) and other.vocab_size == self.vocab_size
-                and other.eos_id == self.eos_id)
-
-
-def eos_terminated(vocab_size: int, eos_id: int = 0) -> Constraint:
-    """Support of :class:`SequenceModel`: sequences over ``[0, vocab_size)`` containing ``eos_id``."""
-    return _EOSTerminated(int(vocab_size), int(eos_id))
-
-
-# ----------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------
-def sequence_lengths(value, eos_id: int = 0):
-    """Length ``J`` of each padded sequence: 1 + index of the first EOS (EOS included);
-    ``L + 1`` marks a row without EOS (not a valid event)."""
-    value = jnp.asarray(value)
-    is_eos = value == eos_id
-    first = jnp.argmax(is_eos, axis=-1)
-    return jnp.where(jnp.any(is_eos, axis=-1), first + 1, value.shape[-1] + 1)
-
-
-def pad_sequences(seqs, max_len: int, eos_id: int = 0, append_eos: bool = True):
-    """Python lists of token ids -> padded int32 array ``(len(seqs), max_len)``.
-
-    With ``append_eos`` the EOS symbol is appended to each sequence; the rest is
-    padded with ``eos_id``. Raises ValueError if a sequence (with its EOS) is longer
-    than ``max_len``, or if a sequence contains EOS before its end.
-    """
-    out = np.full((len(seqs), max_len), eos_id, dtype=np.int32)
-    for i, s in enumerate(seqs):
-        s = list(int(t) for t in s)
-        if append_eos:
-            if eos_id in s:
-                raise ValueError(f"seqs[{i}] already contains eos_id={eos_id} before its end")
-            s = s + [eos_id]
-        if len(s) > max_len:
-            raise ValueError(
-                f"seqs[{i}] has length {len(s)} (EOS included), longer than max_len={max_len}"
-            )
-        out[i, : len(s)] = s
-    return jnp.asarray(out)
-
-
 # ----------------------------------------------------------------------
 # The distribution
 # ----------------------------------------------------------------------
-class SequenceModel(Distribution):
+class SequenceModel(SequenceDecoding, Distribution):
     """Autoregressive distribution over EOS-terminated sequences (see module docstring).
 
     :param params: parameter dict (see :meth:`init`).
@@ -428,73 +333,10 @@ class SequenceModel(Distribution):
     def _dtype(self):
         return self._params["out_b"].dtype
 
-    # ----------------------------------------------------------- validation
     def _check_value(self, value, lengths=None):
         """Validate (concrete) / cast value; return int array ``(..., L)`` padded with EOS."""
-        L, V, eos = self._max_len, self._vocab_size, self._eos_id
-        if is_concrete(value):
-            arr = np.asarray(value)
-            if arr.ndim < 1:
-                raise ValueError(f"value must have shape (..., max_len={L}), got a scalar")
-            if arr.shape[-1] > L:
-                raise ValueError(
-                    f"value has sequences of length {arr.shape[-1]}, longer than the declared "
-                    f"maximum max_len={L}"
-                )
-            if not np.issubdtype(arr.dtype, np.integer):
-                if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
-                    arr = arr.astype(np.int64)
-                else:
-                    raise TypeError(f"value must hold integer tokens, got dtype {arr.dtype}")
-            is_eos = arr == eos
-            has_eos = is_eos.any(axis=-1)
-            if arr.size and not has_eos.all():
-                bad = np.argwhere(~has_eos)[:5].tolist()
-                raise ValueError(
-                    f"value: sequence(s) at batch index {bad} have no end-of-sequence symbol "
-                    f"eos_id={eos} within max_len={L}; every sequence must end with EOS"
-                )
-            counted = (np.cumsum(is_eos, axis=-1) - is_eos) == 0
-            if arr.size:
-                vals = arr[counted]
-                if vals.size and (vals.min() < 0 or vals.max() >= V):
-                    raise ValueError(
-                        f"value tokens must lie in [0, V={V}) up to the first EOS, got values in "
-                        f"[{vals.min()}, {vals.max()}]"
-                    )
-            if lengths is not None and is_concrete(lengths):
-                ln = np.asarray(lengths)
-                if not np.issubdtype(ln.dtype, np.integer):
-                    raise TypeError(f"lengths must be integers, got dtype {ln.dtype}")
-                if ln.shape != arr.shape[:-1]:
-                    raise ValueError(
-                        f"lengths must have shape {arr.shape[:-1]} (the batch shape of value), "
-                        f"got {ln.shape}"
-                    )
-                first = np.argmax(is_eos, axis=-1) + 1
-                if np.any(ln != first):
-                    idx = np.argwhere(ln != first)[:5].tolist()
-                    raise ValueError(
-                        f"lengths do not match the padded batch: lengths (EOS included) must equal "
-                        f"1 + the index of the first EOS; mismatch at batch index {idx}"
-                    )
-            value = jnp.asarray(np.where(counted, arr, eos).astype(np.int32))
-        else:
-            if value.ndim < 1 or value.shape[-1] > L:
-                raise ValueError(f"value must have shape (..., <= max_len={L}), got {value.shape}")
-            if lengths is not None and jnp.shape(lengths) != value.shape[:-1]:
-                raise ValueError(
-                    f"lengths must have shape {value.shape[:-1]} (the batch shape of value), "
-                    f"got {jnp.shape(lengths)}"
-                )
-            value = value.astype(jnp.int32)
-            is_eos = value == eos
-            counted = (jnp.cumsum(is_eos, axis=-1) - is_eos) == 0
-            value = jnp.where(counted, value, eos)
-        if value.shape[-1] < L:
-            pad = jnp.full(value.shape[:-1] + (L - value.shape[-1],), eos, value.dtype)
-            value = jnp.concatenate([value, pad], axis=-1)
-        return value
+        return check_sequence_value(value, lengths, max_len=self._max_len, vocab_size=self._vocab_size,
+                                    eos_id=self._eos_id)
 
     # ------------------------------------------------------------- density
     def conditional_log_probs(self, value, *, context=None):
@@ -538,130 +380,6 @@ class SequenceModel(Distribution):
         lp = self.log_prob(value, lengths, context=context)
         J = sequence_lengths(jnp.asarray(value), self._eos_id)
         return -lp / (J * math.log(2.0))
-
-    # ------------------------------------------------------------ sampling
-    def _flat_contexts(self, shape):
-        """Context broadcast to ``shape + (C,)`` and flattened to ``(n, C)`` (or None)."""
-        if self._context is None:
-            return None
-        ctx = jnp.broadcast_to(self._context, tuple(shape) + self._context.shape[-1:])
-        return ctx.reshape((-1,) + self._context.shape[-1:])
-
-    def _decode_one(self, key, ctx, mode, temperature, top_k, top_p):
-        """Ancestral decoding of one sequence; mode 'sample' or 'greedy' (:func:`decoding.ancestral`).
-        Returns ``(tokens (L,), log_prob ())`` with log_prob under the unfiltered model."""
-        ctx_emb = self._ctx_embedding(ctx)
-        return decoding.ancestral(lambda state, tok, t: self._step(state, tok, t, ctx_emb), self._force_last,
-                                  self._init_state((), self._dtype()), key, bos_id=self.bos_id,
-                                  eos_id=self._eos_id, max_len=self._max_len, greedy=mode == "greedy",
-                                  temperature=temperature, top_k=top_k, top_p=top_p, dtype=self._dtype())
-
-    def _decode(self, key, sample_shape, mode, temperature, top_k, top_p):
-        shape = tuple(sample_shape) + tuple(self.batch_shape)
-        n = int(np.prod(shape)) if shape else 1
-        keys = jax.random.split(key, n)
-        ctx = self._flat_contexts(shape)
-        fn = lambda k, c: self._decode_one(k, c, mode, temperature, top_k, top_p)
-        toks, lp = jax.vmap(fn, in_axes=(0, None if ctx is None else 0))(keys, ctx)
-        return toks.reshape(shape + (self._max_len,)), lp.reshape(shape)
-
-    def sample(self, key, sample_shape=(), *, temperature=1.0, top_k=None, top_p=None, context=None):
-        """Ancestral samples ``sample_shape + batch_shape + (L,)`` padded with EOS.
-
-        At each step the logits are divided by ``temperature`` (> 0), then
-        restricted to the ``top_k`` largest, then to the top-p nucleus (smallest
-        set with mass >= ``top_p`` in (0, 1]); the last position always emits EOS.
-        With the defaults the draws are exact samples of the model.
-        """
-        m = self._with_context(context)
-        _check_temperature(temperature)
-        top_k = _check_top_k(top_k, self._vocab_size)
-        top_p = _check_top_p(top_p)
-        return _decode_jit(m, key, temperature, tuple(sample_shape), "sample", top_k, top_p)[0]
-
-    def sample_with_log_prob(self, key, sample_shape=(), **kwargs):
-        """Samples (as :meth:`sample`) and their log-probabilities under the unfiltered model."""
-        m = self._with_context(kwargs.pop("context", None))
-        temperature = _check_temperature(kwargs.pop("temperature", 1.0))
-        top_k = _check_top_k(kwargs.pop("top_k", None), self._vocab_size)
-        top_p = _check_top_p(kwargs.pop("top_p", None))
-        if kwargs:
-            raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
-        return _decode_jit(m, key, temperature, tuple(sample_shape), "sample", top_k, top_p)
-
-    def greedy(self, *, context=None):
-        """Greedy decoding (argmax at each step): ``(tokens (..., L), log_prob (...))``."""
-        m = self._with_context(context)
-        return _decode_jit(m, jax.random.PRNGKey(0), 1.0, (), "greedy", None, None)
-
-    # ---------------------------------------------------------- beam search
-    def _beam_one(self, ctx, K):
-        """Beam search of width ``K`` for one context (:func:`decoding.beam`)."""
-        dtype = self._dtype()
-        ctx_emb = self._ctx_embedding(ctx)
-        if ctx_emb is not None:
-            ctx_emb = jnp.broadcast_to(ctx_emb, (K,) + ctx_emb.shape)
-        return decoding.beam(lambda state, tok, t: self._step(state, tok, t, ctx_emb), self._force_last,
-                             self._init_state((K,), dtype), self._eos_logp(dtype), bos_id=self.bos_id,
-                             eos_id=self._eos_id, max_len=self._max_len, vocab_size=self._vocab_size,
-                             beam_width=K)
-
-    def beam_search(self, beam_width: int, *, context=None):
-        """Beam search without length normalisation.
-
-        Keeps the ``beam_width`` highest-scoring hypotheses (live and finished together,
-        a finished one extends only by EOS padding at no cost). Returns
-        ``(tokens (..., K, L), log_probs (..., K))`` sorted best first; when fewer than
-        ``K`` distinct sequences exist the extra rows have log-prob ``-inf``. With
-        ``beam_width == 1`` this is greedy decoding; with ``beam_width`` at least the
-        number of sequences the search is exact.
-        """
-        if not is_int(beam_width) or beam_width < 1:
-            raise ValueError(f"beam_width must be an integer >= 1, got {beam_width!r}")
-        m = self._with_context(context)
-        return _beam_jit(m, int(beam_width))
-
-    def _beam_search_core(self, K):
-        m = self
-        shape = tuple(m.batch_shape)
-        ctx = m._flat_contexts(shape)
-        fn = lambda c: m._beam_one(c, K)
-        if ctx is None:
-            toks, scores = fn(None)
-        else:
-            toks, scores = jax.vmap(fn)(ctx)
-        return toks.reshape(shape + (K, self._max_len)), scores.reshape(shape + (K,))
-
-    # ------------------------------------------------------------------ MBR
-    def mbr_decode(self, key, utility: Callable, num_samples: int = 32, *, candidates=None,
-                   vectorized: bool = True, temperature=1.0, top_k=None, top_p=None,
-                   context=None) -> MBRResult:
-        """Minimum-Bayes-risk decoding: ``argmax_{c in C} (1/S) sum_s u(c, y_s)`` over
-        ``S = num_samples`` draws ``y_s`` of the model (with the given sampling options).
-
-        ``utility(candidate, reference)`` takes two padded sequences ``(L,)`` and returns a
-        scalar. With ``vectorized=True`` it must be a JAX function (it is vmapped);
-        otherwise it is called in a Python loop on numpy arrays. ``candidates`` defaults
-        to the samples themselves; a user set has shape ``(M, L)`` or ``(M,) + batch + (L,)``.
-        """
-        if not callable(utility):
-            raise TypeError("utility must be callable as utility(candidate, reference) -> scalar")
-        if not is_int(num_samples) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        m = self._with_context(context)
-        batch = tuple(m.batch_shape)
-        L = self._max_len
-        samples = m.sample(key, (num_samples,), temperature=temperature, top_k=top_k, top_p=top_p)
-        if candidates is None:
-            cands = samples
-        else:
-            cands = jnp.asarray(candidates)
-            if cands.ndim < 2 or cands.shape[-1] != L:
-                raise ValueError(f"candidates must have shape (M, ..., max_len={L}), got {cands.shape}")
-            cands = cands.astype(jnp.int32).reshape(cands.shape[:1] + (1,) * (len(batch) + 2 - cands.ndim)
-                                                    + cands.shape[1:])
-            cands = jnp.broadcast_to(cands, cands.shape[:1] + batch + (L,))
-        return decoding.mbr_select(cands, samples, utility, vectorized=vectorized, dtype=self._dtype())
 
     def __repr__(self):
         cond = f", context_dim={self._context_dim}" if self._context_dim else ""
