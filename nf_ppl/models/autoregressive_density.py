@@ -67,7 +67,8 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions import Distribution, constraints
 
 from .._checks import check_context, check_finite, is_concrete
-from ..nn import MADE, made_degrees, resolve_ordering
+from ..nn import MADE, resolve_ordering
+from .orderings import OrderingsMixin, random_orderings  # noqa: F401  (random_orderings re-exported)
 
 __all__ = [
     "AUTOREGRESSIVE_FAMILIES",
@@ -86,13 +87,6 @@ def bits_per_dim(log_prob, num_dims: int):
     if not isinstance(num_dims, (int, np.integer)) or isinstance(num_dims, bool) or num_dims < 1:
         raise ValueError(f"num_dims must be a positive integer; got {num_dims!r}")
     return -jnp.asarray(log_prob) / (num_dims * math.log(2.0))
-
-
-def random_orderings(key, dim: int, num: int) -> tuple[tuple[int, ...], ...]:
-    """``num`` random permutations of ``0..dim-1`` (a static ensemble for order-agnostic training)."""
-    _check_pos_int(dim, "dim")
-    _check_pos_int(num, "num")
-    return tuple(resolve_ordering("random", dim, k) for k in jax.random.split(key, num))
 
 
 def _check_pos_int(v, name: str, what: str = "") -> int:
@@ -114,7 +108,7 @@ def _gaussian_log_pdf(y, loc, log_scale):
     return -0.5 * z * z - log_scale - _HALF_LOG_2PI
 
 
-class AutoregressiveModel(Distribution):
+class AutoregressiveModel(OrderingsMixin, Distribution):
     """Autoregressive density ``p(y | x)`` over vectors of size ``dim`` (see the module docstring).
 
     Args:
@@ -294,34 +288,6 @@ class AutoregressiveModel(Distribution):
             check_context(None, self.made.context_dim, "AutoregressiveModel")
         return self
 
-    # ------------------------------------------------------------------ orderings
-    def with_ordering(self, ordering, *, key=None, connectivity_key=None) -> "AutoregressiveModel":
-        """The same weights under another autoregressive ordering.
-
-        ``ordering`` is ``"natural" | "reversed" | "random"`` (needs ``key``) or a permutation.
-        Only the MADE's input degrees (hence its masks) change; hidden degrees are kept (any
-        hidden degrees in ``1..dim-1`` give a valid MADE) unless ``connectivity_key`` re-draws
-        them, as in the MADE paper: layer ``l`` degrees uniform on ``[min degree of layer l-1,
-        dim-1]``.  The result is a normalised density for any ordering.
-        """
-        dim = self.dim
-        order = resolve_ordering(ordering, dim, key)
-        degrees = made_degrees(dim, [len(d) for d in self.made.degrees[1:]], order)
-        if connectivity_key is None:
-            degrees = (degrees[0],) + tuple(self.made.degrees[1:])
-        elif dim > 1:
-            hidden = []
-            low = 1
-            for size, k in zip([len(d) for d in self.made.degrees[1:]],
-                               jax.random.split(connectivity_key, len(self.made.degrees) - 1)):
-                d = np.asarray(jax.random.randint(k, (size,), low, dim))
-                hidden.append(tuple(int(v) for v in d))
-                low = int(d.min()) if size else low
-            degrees = (degrees[0],) + tuple(hidden)
-        m = self.made
-        made = MADE(m.weights, m.biases, m.context_weight, degrees, m.num_params, m.activation)
-        return self._replace(made=made)
-
     # ------------------------------------------------------------------ values
     def _check_value(self, value):
         dim = self.dim
@@ -410,29 +376,6 @@ class AutoregressiveModel(Distribution):
         """``-log p(y | x) / (dim ln 2)`` per row (bits per dimension)."""
         return bits_per_dim(self.log_prob(value, context=context), self.dim)
 
-    def order_agnostic_log_prob(self, value, key, orderings, *, context=None):
-        """``log p_o(y)`` under ONE ordering ``o`` drawn uniformly from ``orderings`` with ``key``.
-
-        ``orderings`` is a static tuple of permutations (:func:`random_orderings`).  The choice
-        is a traced index into a ``lax.switch`` over the ensemble, so a jitted training step
-        compiled once re-draws the ordering (the MADE masks) every minibatch.  Training on this
-        objective is NADE/MADE order-agnostic training.
-        """
-        m = self._resolved(context)
-        orderings = _check_orderings(orderings, self.dim)
-        value = m._check_value(value)
-        index = jax.random.randint(key, (), 0, len(orderings))
-        branches = [lambda mm, v, o=o: mm.with_ordering(o)._log_prob_core(v) for o in orderings]
-        return lax.switch(index, branches, m, value)
-
-    def ensemble_log_prob(self, value, orderings, *, context=None):
-        """``log (1/n) sum_o p_o(y)``: the exact density of the uniform mixture over ``orderings``."""
-        m = self._resolved(context)
-        orderings = _check_orderings(orderings, self.dim)
-        value = m._check_value(value)
-        lps = jnp.stack([m.with_ordering(o)._log_prob_core(value) for o in orderings])
-        return logsumexp(lps, axis=0) - math.log(len(orderings))
-
     # ------------------------------------------------------------------ sampling
     def _draw(self, out, noise):
         params = self._split(out)
@@ -493,12 +436,6 @@ class AutoregressiveModel(Distribution):
         cond = f", context_dim={self.context_dim}" if self.context_dim else ""
         return (f"AutoregressiveModel(family={self._family!r}, dim={self.dim}{extra}{cond}, "
                 f"batch_shape={self.batch_shape}, ordering={self.ordering})")
-
-
-def _check_orderings(orderings, dim):
-    if isinstance(orderings, str) or not isinstance(orderings, (tuple, list)) or not orderings:
-        raise ValueError("orderings must be a non-empty tuple of permutations (see random_orderings)")
-    return tuple(resolve_ordering(o, dim) for o in orderings)
 
 
 # jitted entry points: the model is a pytree with hashable aux (the MADE degrees included),
