@@ -351,7 +351,7 @@ def test_base_density_must_be_a_density_and_a_missing_support_is_named():
 
 
 def test_a_failed_quadrature_is_reported_as_failed_never_as_a_number():
-    from symbolic.change_of_variables import _quadrature
+    from symbolic.cov_helpers import _quadrature
 
     value, failure = _quadrature(1 / sp.Abs(_xr), [_xr], [(_xr, -1, 1)])
     assert math.isnan(value) and failure

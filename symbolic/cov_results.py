@@ -1,0 +1,148 @@
+"""The checked results of :class:`~symbolic.change_of_variables.ChangeOfVariables`: the output
+support, the checks of the base density and its normalisation, the public results (inverse, density,
+masses, a ``sympy.stats`` variable) and the reports.  A mixin of the result class."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import sympy as sp
+
+from .cov_helpers import _integrate_box, _monotone_image, _tidy_condition
+
+
+class _CheckedResults:
+    """A part of :class:`~symbolic.change_of_variables.ChangeOfVariables`."""
+
+    def _derive_output_support(self):
+        if len(self._ys) == 1 and self._image is None and len(self._branches) == 1:
+            try:
+                self._image = self._timed("the image of the support (limits)",
+                                          lambda: _monotone_image(self._f[0], self._xs[0], self.support[0]),
+                                          lambda: None)
+            except (TypeError, AttributeError):
+                self._image = None
+        if len(self._ys) == 1 and self._image is not None:
+            return self._image
+        conds = []
+        for b in self._branches:
+            parts = [iv.as_relational(g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
+                     if i not in self._reduced]
+            conds.append(sp.And(*parts))
+        return _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
+
+    def _check_base_density(self):
+        """A density is non-negative on the support: checked at the sample points (when it can be evaluated)."""
+        if self._symbolic_only:
+            return
+        try:
+            values = self._numeric(self._xs + self.parameters, [self._p])(*self._xsamples.T, *self._pvals)[0]
+        except (NameError, TypeError):
+            return
+        if np.any(values < -1e-12):
+            j = int(np.argmin(values))
+            point = ", ".join(f"{v:.4g}" for v in self._xsamples[j])
+            raise ValueError(f"base_density is negative at ({point}) in the support ({values[j]:.4g}): it is not a "
+                             "density there; check its formula and the support")
+
+    def _check_base_normalization(self):
+        self._check_base_density()
+        if self._symbolic_only:
+            return
+        mass, how = self.base_mass()
+        if not self._support_given and not (math.isfinite(mass) and abs(mass - 1.0) <= 1e-6):
+            raise ValueError(
+                f"support is missing: over all of R^{len(self.inputs)} the base density "
+                f"{'integrates to ' + format(mass, '.6g') if math.isfinite(mass) or math.isinf(mass) else 'could not be integrated'}"
+                f" ({how}), so it is not a density there; pass support={{symbol: (low, high)}}")
+        if math.isnan(mass):
+            warnings.warn(f"could not check that the base density integrates to 1 over the support: {how}",
+                          UserWarning, stacklevel=4)
+        elif not math.isfinite(mass) or abs(mass - 1.0) > 1e-6:
+            warnings.warn(
+                f"the base density integrates to {mass:.6g} over the support ({how}), not 1",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    @property
+    def inverse(self) -> tuple:
+        """The inverse map (a tuple of expressions in ``outputs``); needs injectivity."""
+        self._require_density()
+        if self.marginalised:
+            raise ValueError(f"the map has fewer outputs than inputs ({[str(x) for x in self.marginalised]} were "
+                             "integrated out): it has a density but no inverse")
+        if len(self.branches) != 1:
+            raise ValueError(
+                f"the map is not injective on the support: the inverse has {len(self.branches)} "
+                f"branches {self.branches}"
+            )
+        return self.branches[0]
+
+    @property
+    def density(self) -> sp.Expr:
+        """The pushforward density :math:`p_Y` in the output symbols, valid on ``output_support``."""
+        self._require_density()
+        if self._p is None:
+            raise ValueError("no base density was given to change_of_variables")
+        return self._external(self._density)
+
+    @property
+    def output_support(self):
+        """Interval (one output) or SymPy condition (several outputs) where ``density`` lives."""
+        self._require_density()
+        s = self._output_support
+        return s if isinstance(s, sp.Set) else self._external(s)
+
+    def _require_density(self):
+        if not self.has_density:
+            raise ValueError(f"the pushforward has no density: {self.reason}")
+
+    def base_mass(self) -> tuple[float, str]:
+        r""":math:`\int_S p_X(x)\,dx` symbolically where SymPy can, else numerically."""
+        return _integrate_box(self._p, self._xs, self.support, self.parameters, self._pvals, self)
+
+    def normalization(self) -> tuple[float, str]:
+        r""":math:`\int p_Y(y)\,dy` over the output support, and how it was obtained.
+
+        One output: integrated over the image interval (symbolically, falling
+        back to quadrature). Several outputs with an injective map: the integral
+        is pulled back to the input box, :math:`\int_S p_Y(f(x))\lvert\det J_f(x)\rvert dx`.
+        """
+        density = self._density_internal()
+        if self._symbolic_only:
+            return float("nan"), f"unavailable: numeric checks {self.numeric_checks}"
+        if len(self._ys) == 1:
+            return _integrate_box(density, self._ys, [self._output_support], self.parameters, self._pvals, self)
+        if len(self._branches) != 1:
+            return float("nan"), "unavailable (several branches in several dimensions)"
+        pulled = density.subs(dict(zip(self._ys, self._f))) * sp.Abs(self._det)
+        pulled = self._simplified(pulled, "simplifying the pulled-back density")
+        return _integrate_box(pulled, self._xs, self.support, self.parameters, self._pvals, self)
+
+    def _density_internal(self):
+        self._require_density()
+        if self._p is None:
+            raise ValueError("no base density was given to change_of_variables")
+        return self._density
+
+    def to_stats(self, name: str | None = None):
+        """The pushforward as a ``sympy.stats`` random variable (one output; ``ContinuousRV``)."""
+        from sympy import stats
+
+        if len(self.outputs) != 1:
+            raise ValueError(f"to_stats needs a map with one output; this one has {len(self.outputs)}")
+        support = self.output_support
+        if not isinstance(support, sp.Interval):
+            raise ValueError(f"to_stats needs an interval as output support; got {support}")
+        y = self.outputs[0]
+        return stats.ContinuousRV(y, self.density, set=support) if name is None else \
+            stats.ContinuousRV(sp.Symbol(name, real=True), self.density.subs(y, sp.Symbol(name, real=True)), set=support)
+
+    def summary(self, fmt: str = "pretty") -> str:
+        """Human-readable derivation: ``fmt`` is ``"pretty"``, ``"latex"`` or ``"markdown"``."""
+        from .report import render_change_of_variables
+
+        return render_change_of_variables(self, fmt)
