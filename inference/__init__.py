@@ -18,7 +18,8 @@ Public API (see each docstring):
 
 from ._fit import FitHistory, fit, make_optimizer
 from ._io import FlowFileError, LegacyFileWarning, PrecisionCastWarning, build, build_flow, builders, load, register_builder, save, spec_of
-from .autoguide import AutoFlow, check_continuous, flow_sample
+from .autoguide import AutoFlow, check_continuous
+from .guide_sites import flow_sample
 from .pathwise import PathwiseFlow, pathwise
 from .diagnostics import (compare, diagnose, draws_to_inference_data, importance_ess, iw_bound,
                           log_importance_weights, log_marginal_likelihood, posterior_errors, to_inference_data)

@@ -22,12 +22,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import nf_ppl
 from nf_ppl._checks import check_finite, check_finite_params
 
 from ._fit_kernels import cached, make_chunk, make_eval
+from ._optim import make_optimizer  # noqa: F401  (inference.make_optimizer)
 from ._checkpoint import read_checkpoint, write_checkpoint
 from ._io import check_folder, spec_of
 from .fit_history import FitHistory
@@ -45,33 +45,6 @@ PATIENCE_FLOOR_MAX_EPOCHS = 100  # ... where that is at most this many epochs (s
 DEFAULT_TIME_BUDGET = 600.0  # seconds of wall time per call
 MIN_EVAL_STEPS = 50  # default evaluations are a whole number of epochs and at least this many steps apart
 
-
-def make_optimizer(learning_rate=1e-3, *, schedule=None, clip_norm=None, max_steps=None, weight_decay=0.0):
-    """Adam (or AdamW with ``weight_decay``), optionally with a schedule and global-norm clipping.
-
-    ``schedule`` is an optax schedule (callable ``step -> lr``), ``"cosine"`` (5% linear warm-up
-    then cosine decay over ``max_steps``) or ``None`` (constant ``learning_rate``).
-    """
-    if schedule == "cosine":
-        if not max_steps:
-            raise ValueError("schedule='cosine' needs max_steps")
-        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, max_steps // 20), max_steps,
-                                                end_value=learning_rate * 1e-2)
-    elif schedule is None:
-        lr = learning_rate
-    elif callable(schedule):
-        lr = schedule
-    else:
-        raise ValueError(f"schedule must be None, 'cosine' or an optax schedule; got {schedule!r}")
-    opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
-    if clip_norm is not None:
-        if not clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive; got {clip_norm}")
-        opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
-    return opt
-
-
-# -- input checks ---------------------------------------------------------------------------------
 
 def _float_dtype(leaves):
     floats = [l for l in leaves if jnp.issubdtype(jnp.result_type(l), jnp.floating)]

@@ -62,7 +62,6 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import ReshapeTransform, biject_to
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
@@ -74,7 +73,14 @@ from ._io import builders, get_builder
 from .pathwise import pathwise
 from .warm_start import gaussian_path_start
 
-__all__ = ["AutoFlow", "flow_sample", "check_continuous", "default_flow_options", "default_flow_dim"]
+
+def __getattr__(name):  # flow_sample moved to inference.guide_sites; the old import path keeps working
+    if name == "flow_sample":
+        from .guide_sites import flow_sample
+        return flow_sample
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["AutoFlow", "check_continuous", "default_flow_options", "default_flow_dim"]
 
 STRUCTURES = ("auto", "dense", "globals")
 DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent coordinates, "globals" above
@@ -426,31 +432,3 @@ class AutoFlow(AutoContinuous):
         """The image of the base median ``u = 0`` (exactly the median for an elementwise-monotone guide)."""
         z = self.get_transform(params)(jnp.zeros(self.latent_dim))
         return self._unpack_and_constrain(z, params)
-
-
-def flow_sample(name: str, flow, *, support=None, event_shape=None, param_name: str | None = None,
-                stl: bool = False):
-    """Inside a hand-written guide, sample site ``name`` from a trainable flow.
-
-    The flow's leaves are registered as one param site (``param_name``, default
-    ``f"{name}_flow"``, via ``nf_ppl.flow_module``); the flow's vector is reshaped to
-    ``event_shape`` (if given) and pushed to ``support`` with ``biject_to(support)``, e.g.
-    ``support=constraints.positive`` for a site with positive values.  ``stl=True`` gives
-    sticking-the-landing gradients (:mod:`inference.pathwise`), as ``AutoFlow`` does by default.
-
-        def guide(x):
-            flow_sample("theta", nf_ppl.iaf(key, 3, hidden_dims=(8,)))
-            flow_sample("sigma", nf_ppl.maf(key, 1, hidden_dims=(4,)), support=constraints.positive)
-    """
-    if not isinstance(flow, nf_ppl.Flow):
-        raise TypeError(f"flow must be an nf_ppl.Flow; got {type(flow).__name__}")
-    q = nf_ppl.flow_module(param_name or f"{name}_flow", flow)
-    if stl:
-        q = pathwise(q)
-    transforms = []
-    if event_shape is not None and tuple(event_shape) != tuple(q.flow_event_shape):
-        transforms.append(ReshapeTransform(tuple(event_shape), tuple(q.flow_event_shape)))
-    if support is not None and support is not constraints.real and support is not constraints.real_vector:
-        transforms.append(biject_to(support))
-    fn = dist.TransformedDistribution(q, transforms) if transforms else q
-    return numpyro.sample(name, fn)

@@ -62,12 +62,12 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.scipy.special import logsumexp
 from numpyro.distributions import Distribution, constraints
 
 from .._checks import check_context, check_finite, is_concrete
 from ..nn import MADE, resolve_ordering
+from .autoregressive_sampling import AutoregressiveSampling, _log_prob_jit
 from .orderings import OrderingsMixin, random_orderings  # noqa: F401  (random_orderings re-exported)
 
 __all__ = [
@@ -108,7 +108,7 @@ def _gaussian_log_pdf(y, loc, log_scale):
     return -0.5 * z * z - log_scale - _HALF_LOG_2PI
 
 
-class AutoregressiveModel(OrderingsMixin, Distribution):
+class AutoregressiveModel(OrderingsMixin, AutoregressiveSampling, Distribution):
     """Autoregressive density ``p(y | x)`` over vectors of size ``dim`` (see the module docstring).
 
     Args:
@@ -376,60 +376,6 @@ class AutoregressiveModel(OrderingsMixin, Distribution):
         """``-log p(y | x) / (dim ln 2)`` per row (bits per dimension)."""
         return bits_per_dim(self.log_prob(value, context=context), self.dim)
 
-    # ------------------------------------------------------------------ sampling
-    def _draw(self, out, noise):
-        params = self._split(out)
-        if self._family == "gaussian":
-            loc, log_scale = params
-            return loc + jnp.exp(log_scale) * noise[0]
-        if self._family == "laplace":
-            loc, log_scale = params
-            return loc + jnp.exp(log_scale) * noise[0]
-        if self._family == "mixture":
-            log_w, loc, log_scale = params
-            c = jnp.argmax(log_w + noise[1], axis=-2)[..., None, :]
-            mu = jnp.take_along_axis(loc, c, axis=-2)[..., 0, :]
-            ls = jnp.take_along_axis(log_scale, c, axis=-2)[..., 0, :]
-            return mu + jnp.exp(ls) * noise[0]
-        (logp,) = params
-        return jnp.argmax(logp + noise[1], axis=-2).astype(jnp.int32)
-
-    def _sample_core(self, key, sample_shape):
-        shape = tuple(sample_shape) + tuple(self.batch_shape)
-        dim, dt = self.dim, self._dtype
-        k1, k2 = jax.random.split(key)
-        if self._family == "gaussian":
-            noise = (jax.random.normal(k1, shape + (dim,), dt), None)
-        elif self._family == "laplace":
-            noise = (jax.random.laplace(k1, shape + (dim,), dt), None)
-        elif self._family == "mixture":
-            noise = (jax.random.normal(k1, shape + (dim,), dt),
-                     jax.random.gumbel(k2, shape + (self._num_components, dim), dt))
-        else:
-            noise = (None, jax.random.gumbel(k2, shape + (self._num_levels, dim), dt))
-        m = self
-        if self.made.context_dim:
-            ctx = jnp.broadcast_to(self.context, shape + self.context.shape[-1:])
-            m = self._replace(context=ctx, keep_context=False)
-        y0 = jnp.zeros(shape + (dim,), jnp.int32 if self.is_discrete else dt)
-
-        def sweep(_, y):
-            return m._draw(m._network(y), noise)
-
-        return lax.fori_loop(0, dim, sweep, y0)
-
-    def sample(self, key, sample_shape=(), *, context=None):
-        """Exact ancestral draws ``sample_shape + batch_shape + (dim,)`` in ``dim`` network passes
-        (int32 levels for ``"categorical"``)."""
-        m = self._resolved(context)
-        return _sample_jit(m, key, tuple(sample_shape))
-
-    def sample_with_log_prob(self, key, sample_shape=(), *, context=None):
-        """Draws and their exact log-density."""
-        m = self._resolved(context)
-        y = m.sample(key, sample_shape)
-        return y, _log_prob_jit(m, y)
-
     def __repr__(self) -> str:
         extra = {"mixture": f", num_components={self._num_components}",
                  "categorical": f", num_levels={self._num_levels}"}.get(self._family, "")
@@ -440,9 +386,7 @@ class AutoregressiveModel(OrderingsMixin, Distribution):
 
 # jitted entry points: the model is a pytree with hashable aux (the MADE degrees included),
 # so each configuration/shape compiles once.
-_log_prob_jit = jax.jit(lambda m, v: m._log_prob_core(v))
 _cond_log_probs_jit = jax.jit(lambda m, v: m._conditional_log_probs_core(v))
-_sample_jit = jax.jit(lambda m, key, shape: m._sample_core(key, shape), static_argnums=(2,))
 
 
 def autoregressive_model(key, dim: int, *, conditional: str = "gaussian", hidden_dims: Sequence[int] = (64, 64),
