@@ -175,3 +175,22 @@ def test_image_coupling_takes_any_transformer():
         assert sign > 0
         np.testing.assert_allclose(log_det[0], ref, rtol=1e-8, atol=1e-10)
         assert not np.allclose(y, x)  # the spline moved the transformed pixels
+
+
+def test_every_layer_with_a_random_start_is_built_by_init_with_a_key():
+    """One construction rule: ``Layer.init(key, dim, ...)`` for a random start, ``Layer.init(dim, ...)``
+    for a fixed one; the layers built by ``Layer(key, dim, ...)`` take the ``init`` spelling too."""
+    from nf_ppl import layers as L
+
+    key = jax.random.PRNGKey(0)
+    for cls, shape in [(L.MaskedAffineAutoregressive, 3), (L.AffineCoupling, 4), (L.AdditiveCoupling, 4),
+                       (L.SplineCoupling, 4), (L.MaskedSplineAutoregressive, 3), (L.NeuralAutoregressive, 3),
+                       (L.BlockNeuralAutoregressive, 3), (L.ImageAffineCoupling, (2, 2, 2)), (L.LULinear, 3),
+                       (L.Planar, 3), (L.Householder, 3)]:
+        a, b = cls(key, shape) if cls not in (L.LULinear, L.Planar, L.Householder) else cls.init(key, shape), \
+            cls.init(key, shape)
+        assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b), cls.__name__
+        assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    for cls in (L.ElementwiseAffine, L.ActNorm, L.SinhArcsinh, L.RationalQuadraticSpline):
+        identity = cls.init(3)
+        np.testing.assert_allclose(identity(jnp.arange(3.0)), jnp.arange(3.0), atol=1e-12)

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from ..nn import MADE
+from .base import KeyedInit
 from .conditioned import TransformerLayer, with_init_bias
 from .transformers import Affine, check_transformer
 from .transformers.affine import SCALES, log_softplus_scale, soft_clamp  # noqa: F401  (re-exported)
@@ -158,7 +159,7 @@ class MaskedAutoregressive(TransformerLayer):
         return -self._finish(*self._g(y))[1]
 
 
-class MaskedAffineAutoregressive(MaskedAutoregressive):
+class MaskedAffineAutoregressive(KeyedInit, MaskedAutoregressive):
     """Affine autoregressive layer (MAF/IAF): :class:`MaskedAutoregressive` with the
     :class:`~nf_ppl.layers.transformers.Affine` transformer; ``mode`` is ``"maf"`` or ``"iaf"``.
 

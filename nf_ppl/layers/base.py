@@ -181,6 +181,20 @@ def inverse_and_log_det(transform, y):
     return x, log_det
 
 
+class KeyedInit:
+    """``Layer.init(key, dim, ...)`` for layers whose constructor already is ``Layer(key, dim, ...)``.
+
+    The construction rule of the layers: a layer whose start is random has
+    ``Layer.init(key, dim_or_shape, ...)``; a layer that starts at a fixed map (the identity) has
+    ``Layer.init(dim_or_shape, ...)``.  Layers built by ``Layer(key, dim, ...)`` (the couplings, the
+    autoregressive and neural layers) get the ``init`` spelling here too, with the same arguments.
+    """
+
+    @classmethod
+    def init(cls, key, dim, *args, **kwargs):
+        return cls(key, dim, *args, **kwargs)
+
+
 def data_init(transform, y):
     """Data-dependent initialisation of any transform: ``(initialised transform, x)`` where ``x`` is the
     inverse image of ``y``.  Layers with a ``data_init(y)`` method (every :class:`Bijector`; ActNorm,

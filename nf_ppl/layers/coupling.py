@@ -24,6 +24,7 @@ import numpy as np
 
 from .._checks import check_mask
 from ..nn import MLP
+from .base import KeyedInit
 from .conditioned import TransformerLayer, with_init_bias
 from .transformers import Affine, Shift, check_transformer
 from .transformers.affine import soft_clamp  # noqa: F401  (re-exported: nf_ppl.layers.coupling.soft_clamp)
@@ -124,7 +125,7 @@ class Coupling(TransformerLayer):
         return self._merge(x_keep, z_change, keep, change), jnp.sum(log_d, axis=-1), info
 
 
-class AffineCoupling(Coupling):
+class AffineCoupling(KeyedInit, Coupling):
     """Affine coupling layer (RealNVP, Dinh et al. 2017) with any binary mask.
 
     With ``(s, t) = NN(x_A, context)`` and ``s`` soft-clamped to ``(-B, B)``:
@@ -151,7 +152,7 @@ class AffineCoupling(Coupling):
         return Affine("exp", self.log_scale_bound)
 
 
-class AdditiveCoupling(Coupling):
+class AdditiveCoupling(KeyedInit, Coupling):
     """Additive coupling layer (NICE, Dinh et al. 2015): volume preserving.
 
     forward:  ``y_A = x_A``,  ``y_B = x_B + t(x_A)``     (one pass)

@@ -32,7 +32,7 @@ from ..nn import MADE
 from ..roots import (SolveInfo, check_solver_options, newton_correction, raise_if_not_converged,
                      solve_increasing)
 from .autoregressive import MODES, MaskedAutoregressive, check_mode  # noqa: F401  (MODES re-exported)
-from .base import Bijector
+from .base import Bijector, KeyedInit
 from .conditioned import with_init_bias
 from .transformers.sigmoid import DeepSigmoid, sigmoidal_map  # noqa: F401  (re-exported)
 
@@ -73,7 +73,7 @@ def _block_masks(dim: int, b_out: int, b_in: int):
     return row == col, col < row
 
 
-class BlockNeuralAutoregressive(_SolverOptions, Bijector):
+class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
     """Block neural autoregressive layer (BNAF, De Cao et al. 2019).
 
     The network ``N`` has layers ``h_l = act(W_l h_{l-1} + b_l)`` (no activation on the last) of
@@ -306,7 +306,7 @@ class BlockNeuralAutoregressive(_SolverOptions, Bijector):
 # -----------------------------------------------------------------------------------------
 # NAF: the masked autoregressive layer with the deep sigmoidal transformer
 # -----------------------------------------------------------------------------------------
-class NeuralAutoregressive(MaskedAutoregressive):
+class NeuralAutoregressive(KeyedInit, MaskedAutoregressive):
     """Neural autoregressive layer with a deep sigmoidal transformer (NAF-DSF, Huang et al. 2018).
 
     :class:`~nf_ppl.layers.MaskedAutoregressive` with the

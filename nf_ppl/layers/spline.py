@@ -21,7 +21,7 @@ import numpy as np
 from .._checks import check_mask
 from ..nn import MADE
 from .autoregressive import MaskedAutoregressive, check_mode
-from .base import Bijector
+from .base import Bijector, KeyedInit
 from .coupling import Coupling, half_mask
 from .transformers import Inverse, RQSpline
 from .transformers.spline import (check_num_bins, check_spline_minima, check_tail_bound,  # noqa: F401
@@ -111,7 +111,7 @@ class RationalQuadraticSpline(_SplineOptions, Bijector):
 # -----------------------------------------------------------------------------------------
 # coupling layer
 # -----------------------------------------------------------------------------------------
-class SplineCoupling(_SplineOptions, Coupling):
+class SplineCoupling(KeyedInit, _SplineOptions, Coupling):
     """Coupling layer with a rational-quadratic spline transformer (Durkan et al. 2019).
 
     With ``theta = NN(x_A, context)`` (``3K - 1`` raw spline parameters per transformed coordinate):
@@ -143,7 +143,7 @@ class SplineCoupling(_SplineOptions, Coupling):
 # -----------------------------------------------------------------------------------------
 # autoregressive layer
 # -----------------------------------------------------------------------------------------
-class MaskedSplineAutoregressive(_SplineOptions, MaskedAutoregressive):
+class MaskedSplineAutoregressive(KeyedInit, _SplineOptions, MaskedAutoregressive):
     """Autoregressive rational-quadratic spline layer (neural spline flow, Durkan et al. 2019).
 
     A MADE gives, for coordinate ``i``, the ``3K - 1`` raw parameters of a spline ``f_i`` that

@@ -11,6 +11,7 @@ from jax.tree_util import register_pytree_node_class
 
 from ...nn import _activation
 from ...roots import raise_if_not_converged
+from ..base import KeyedInit
 from ..conditioned import with_init_bias
 from ..transformers import Affine, check_transformer
 from .base import ImageBijector, _channel, _normal, _positive_int, _zeros, check_image, check_image_shape, split_key
@@ -73,7 +74,7 @@ class ConvNet:
 MASKS = ("channel", "checkerboard")
 
 
-class ImageCoupling(ImageBijector):
+class ImageCoupling(KeyedInit, ImageBijector):
     """Coupling for images (RealNVP/Glow) with a convolutional conditioner and any elementwise transformer.
 
     Split the image into a conditioning part ``x_A`` and a transformed part ``x_B``:
