@@ -308,10 +308,79 @@ def bench_scale(dims, steps, nuts_max_dim, seeds=(0,), quick=False):
           f"seeds {list(seeds)} (errors against NUTS in the same run, means over seeds; ELBO from 256 draws)")
 
 
+HALF_CAUCHY_DATA = np.array([0.4, -0.3, 1.1])
+
+
+def student_t_model(df=1.5):
+    numpyro.sample("x", dist.StudentT(df, 0.0, 1.0))
+
+
+def half_cauchy_scale_model():
+    """``tau ~ HalfCauchy(1)``, ``y_i ~ N(0, tau)`` for three points: the posterior of ``tau`` has a polynomial
+    right tail (``tau^-5``), which an exponential-tailed guide in ``log tau`` cannot follow."""
+    tau = numpyro.sample("tau", dist.HalfCauchy(1.0))
+    numpyro.sample("y", dist.Normal(0.0, tau), obs=jnp.asarray(HALF_CAUCHY_DATA))
+
+
+def _exact_quantiles(case, probs):
+    from scipy import stats
+
+    if case == "Student-t(1.5)":
+        return stats.t.ppf(probs, 1.5)
+    # half-Cauchy scale: the 1-D posterior of tau by quadrature on a log grid
+    log_tau = np.linspace(-12.0, 14.0, 400001)
+    tau = np.exp(log_tau)
+    log_post = (np.log(2 / np.pi) - np.log1p(tau ** 2) + np.sum(stats.norm.logpdf(HALF_CAUCHY_DATA[:, None], 0.0, tau),
+                                                                   axis=0) + log_tau)  # density in log tau
+    w = np.exp(log_post - log_post.max())
+    cdf = np.cumsum(w) / w.sum()
+    return np.interp(probs, cdf, tau)
+
+
+def bench_heavy(steps, seeds, nuts_samples, quick=False):
+    """Tails of heavy-tailed posteriors: 0.5% and 99.5% quantiles against the exact ones (issue 19 item 3)."""
+    cases = {"Student-t(1.5)": (student_t_model, "x"), "half-Cauchy scale (tau)": (half_cauchy_scale_model, "tau")}
+    guides = {
+        "AutoNormal": lambda m: AutoNormal(m),
+        "AutoFlow (normal base)": lambda m: inference.AutoFlow(m, "iaf"),
+        "AutoFlow (Student-t base)": lambda m: inference.AutoFlow(m, "iaf", base="student_t"),
+    }
+    if quick:  # the smoke run: one case, our guide, a few NUTS draws
+        cases = dict(list(cases.items())[:1])
+        guides = {k: v for k, v in guides.items() if "Student-t" in k}
+    probs = np.array([0.005, 0.995])
+    rows = []
+    for case, (model, site) in cases.items():
+        exact = _exact_quantiles(case, probs)
+        for label, make in guides.items():
+            errs, t0 = [], time.perf_counter()
+            for seed in seeds:
+                guide = make(model)
+                params, _, _ = inference.run_svi(model, guide, num_steps=steps, seed=seed,
+                                                 optimizer=inference.suggest_optimizer(steps, 1e-2))
+                draws = np.asarray(guide.sample_posterior(jax.random.PRNGKey(7), params,
+                                                          sample_shape=(40000,))[site])
+                errs.append(np.abs(np.quantile(draws, probs) - exact) / np.abs(exact))
+            errs = np.mean(errs, axis=0)
+            rows.append({"posterior": case, "method": label, "0.5% q rel err": float(errs[0]),
+                         "99.5% q rel err": float(errs[1]), "seconds": (time.perf_counter() - t0) / len(seeds)})
+        t0 = time.perf_counter()
+        mc = MCMC(NUTS(model), num_warmup=nuts_samples, num_samples=nuts_samples * 5, progress_bar=False)
+        mc.run(jax.random.PRNGKey(0))
+        draws = np.asarray(mc.get_samples()[site])
+        errs = np.abs(np.quantile(draws, probs) - exact) / np.abs(exact)
+        rows.append({"posterior": case, "method": f"NUTS ({nuts_samples} warmup, {nuts_samples * 5} draws)",
+                     "0.5% q rel err": float(errs[0]), "99.5% q rel err": float(errs[1]),
+                     "seconds": time.perf_counter() - t0})
+    table(rows, ["posterior", "method", "0.5% q rel err", "99.5% q rel err", "seconds"],
+          f"Heavy-tailed posteriors: relative error of the 0.5% and 99.5% quantiles against the exact ones, "
+          f"{steps} SVI steps, seeds {list(seeds)} (mean over seeds; 40,000 guide draws)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale")
+    ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale,heavy")
     ap.add_argument("--steps", type=int, default=2000, help="SVI steps per guide (full run)")
     ap.add_argument("--posterior", help="(internal) score the guides on this posterior, print JSON rows")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per guide on posteriordb")
@@ -340,6 +409,8 @@ def main():
         dims = [10] if q else [int(d) for d in args.scale_dims.split(",")]
         bench_scale(dims, 20 if q else args.steps, 0 if q else args.nuts_max_dim,
                     range(1 if q else args.scale_seeds), q)
+    if "heavy" in sections:
+        bench_heavy(20 if q else args.steps, range(1 if q else 3), 20 if q else 2000, q)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

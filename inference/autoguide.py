@@ -220,7 +220,7 @@ class AutoFlow(AutoContinuous):
         if warm_start not in ("pathfinder", None, False):
             raise ValueError(f"warm_start must be 'pathfinder' or None; got {warm_start!r}")
         self._warm_start, self.warm_start_info = warm_start or None, None
-        self._flow_options, self._template = dict(flow_options), None
+        self._flow_options, self._template, self._base_params = dict(flow_options), None, None
         self._sites = None if sites is None else list(sites)
         if self._sites is not None:
             model = handlers.block(model, expose=self._sites)
@@ -250,6 +250,10 @@ class AutoFlow(AutoContinuous):
         self.flow_dim = None if self.flow_coordinates is None else len(self.flow_coordinates)
         self._template = self._make_flow(key, self.flow_dim or dim, dtype)
         check_finite_params(self._template, "AutoFlow's flow")
+        if self._template.base_tail is not None and self.structure == "globals":
+            raise ValueError("a Student-t base (base='student_t') needs AutoFlow's dense structure: its degrees of "
+                             f"freedom are per latent coordinate, and this model has {dim} (> {DENSE_MAX_DIM}, so "
+                             "structure='auto' chose 'globals'); pass structure='dense'")
         self._treedef = jax.tree_util.tree_structure(self._template)
         self._start_scale = jnp.full(dim, self._init_scale, dtype)
         self._loc_unit = jnp.ones(dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
@@ -409,7 +413,8 @@ class AutoFlow(AutoContinuous):
                 linear = (self._basis, cross)
             elif self._affine == "tril":  # only the strict lower triangle is used
                 linear = numpyro.param(f"{self.prefix}_lower", self._start_lower)
-        posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, linear)), (self.latent_dim,))
+        posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, linear)), (self.latent_dim,),
+                                base_tail=flow.base_tail)
         return pathwise(posterior) if self.stl else posterior
 
     @property
@@ -420,7 +425,21 @@ class AutoFlow(AutoContinuous):
         return bool(self._stl_choice)
 
     def get_base_dist(self):
-        return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)
+        """The base of ``z = T(u)`` (for ``NeuTraReparam``): ``N(0, I)``, or the trained Student-t of a guide with
+        ``base="student_t"`` (its degrees of freedom come from the params given to :meth:`use_base_params`,
+        which :func:`inference.neutra_nuts` calls)."""
+        if self._template is None or self._template.base_tail is None:
+            return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)
+        if self._base_params is None:
+            raise ValueError("this AutoFlow has a learned Student-t base: call guide.use_base_params(params) first "
+                             "(inference.neutra_nuts does)")
+        flow = jax.tree_util.tree_unflatten(self._treedef, self._base_params[self._flow_param_name])
+        df = flow.base_df
+        return dist.StudentT(df, jnp.zeros_like(df), jnp.ones_like(df)).to_event(1)
+
+    def use_base_params(self, params):
+        """Remember trained ``params`` for :meth:`get_base_dist` (a learned base depends on them)."""
+        self._base_params = params
 
     def get_flow(self, params):
         """The trained guide as a plain ``nf_ppl.Flow`` over the unconstrained latent vector."""

@@ -226,8 +226,11 @@ def neutra_nuts(model, guide, params, *args, num_warmup: int = 500, num_samples:
                 seed: int = 0, progress_bar: bool = False, nuts_kwargs: dict | None = None, **kwargs):
     """NUTS on the model reparametrised by a trained ``AutoContinuous`` guide (NeuTra, Hoffman et al. 2019).
 
-    Returns ``(mcmc, samples)`` with ``samples`` the draws mapped back to the model's sites.
+    Returns ``(mcmc, samples)`` with ``samples`` the draws mapped back to the model's sites.  A guide
+    with a learned base (``AutoFlow(..., base="student_t")``) is given its trained base too.
     """
+    if hasattr(guide, "use_base_params"):
+        guide.use_base_params(params)
     neutra = NeuTraReparam(guide, params)
     mcmc = MCMC(NUTS(neutra.reparam(model), **(nuts_kwargs or {})), num_warmup=num_warmup,
                 num_samples=num_samples, num_chains=num_chains, progress_bar=progress_bar)

@@ -15,7 +15,7 @@ from .common import _build, depth_scale
 
 
 def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation,
-                    activation, scale, log_scale_bound, out_scale, trainable_base, scan, dtype):
+                    activation, scale, log_scale_bound, out_scale, trainable_base, scan, dtype, base="normal"):
     if out_scale is None and mode == "maf":
         out_scale = depth_scale(num_layers)
 
@@ -24,12 +24,13 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
             k, dim, hidden_dims, mode=mode, context_dim=context_dim, activation=activation, scale=scale,
             log_scale_bound=log_scale_bound, out_scale=out_scale, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
 
 
 def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
-        out_scale: float | None = None, trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal",
+        scan: bool = True, dtype=None) -> Flow:
     """Masked autoregressive flow: one-pass log-density, ``dim`` sequential passes to sample.
 
     Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="maf"``.  Eight layers by
@@ -40,12 +41,13 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
     return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, trainable_base=trainable_base,
-                           scan=scan, dtype=dtype)
+                           scan=scan, dtype=dtype, base=base)
 
 
 def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
-        out_scale: float | None = None, trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal",
+        scan: bool = True, dtype=None) -> Flow:
     """Inverse autoregressive flow: one-pass sampling (with log-density of its own samples), sequential inverse.
 
     Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="iaf"``; the usual
@@ -54,12 +56,13 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
     return _autoregressive("iaf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, trainable_base=trainable_base,
-                           scan=scan, dtype=dtype)
+                           scan=scan, dtype=dtype, base=base)
 
 
 def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
             mask=None, permutation="auto", activation: str = "elu", log_scale_bound: float = 3.0,
-            trainable_base: bool = False, scan: bool = True, dtype=None) -> Flow:
+            trainable_base: bool = False, base: str = "normal",
+        scan: bool = True, dtype=None) -> Flow:
     """RealNVP: affine coupling layers, one pass in both directions.
 
     ``mask`` (default: first half conditions the second) is used by every layer; the
@@ -81,7 +84,7 @@ def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] =
         return AffineCoupling(k, dim, mask, hidden_dims, context_dim=context_dim, activation=activation,
                               log_scale_bound=log_scale_bound, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
 
 
 for _name, _builder in (("maf", maf), ("iaf", iaf), ("realnvp", realnvp)):

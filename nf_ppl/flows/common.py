@@ -2,8 +2,8 @@
 layers into a :class:`~nf_ppl.flow.Flow`, and the depth-scaled initialisation.
 
 Each builder (``nf_ppl.flows.affine``: ``maf``, ``iaf``, ``realnvp``; ``.spline``: ``nsf``,
-``spline_coupling``; ``.neural``: ``bnaf``, ``naf``) is called as ``builder(key, dim, *, num_layers=..., hidden_dims=..., **options)`` and
-returns a :class:`~nf_ppl.flow.Flow` with event shape ``(dim,)`` over a standard normal base.
+``spline_coupling``; ``.neural``: ``bnaf``, ``naf``) is called as
+``builder(key, dim, *, num_layers=..., hidden_dims=..., **options)`` and returns a :class:`~nf_ppl.flow.Flow` with event shape ``(dim,)`` over a standard normal base.
 Identical layers are stacked and run by ``lax.scan`` (``scan=True``), so compile time stays flat
 as ``num_layers`` grows; layer ``l`` is followed by a permutation (reversal by default).
 
@@ -23,7 +23,9 @@ Common options:
         ``1/sqrt(num_layers)`` for maf (a random start, which maximum likelihood trains faster from,
         kept near the base at any depth; :func:`depth_scale`) and 0.01 for iaf (each layer starts
         near the identity, as a variational guide wants).
-    trainable_base: also learn the base normal's location and log-scale.
+    trainable_base: also learn the base's location and log-scale.
+    base: ``"normal"`` (default) or ``"student_t"``: a Student-t base with learned degrees of freedom
+        per coordinate (starting at 30), for heavy-tailed data or posteriors.
     scan: ``False`` unrolls the layers in a ``Chain`` instead of a ``Stack``.
 """
 
@@ -59,9 +61,23 @@ def _permutations(key, dim: int, num_layers: int, permutation):
     raise ValueError(f"permutation must be 'reverse', 'random', 'auto' or None; got {permutation!r}")
 
 
+BASES = ("normal", "student_t")
+STUDENT_T_INITIAL_DF = 30.0  # a Student-t base starts close to the normal; training moves its tails
+
+
+def check_base(base) -> str:
+    """``"normal"`` or ``"student_t"``, or a ValueError naming ``base``."""
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES}; got {base!r}")
+    return base
+
+
 def assemble(layers: Sequence, dim: int, *, permutations=None, scan: bool = True,
-             context_dim: int = 0, trainable_base: bool = False, dtype=None) -> Flow:
-    """Compose layers (each followed by ``permutations[l]``) into a ``Flow`` over ``N(0, I_dim)``."""
+             context_dim: int = 0, trainable_base: bool = False, base: str = "normal", dtype=None) -> Flow:
+    """Compose layers (each followed by ``permutations[l]``) into a ``Flow`` over ``N(0, I_dim)``, or over a
+    Student-t with learned degrees of freedom per coordinate (``base="student_t"``, starting at
+    ``STUDENT_T_INITIAL_DF``)."""
+    check_base(base)
     if scan:
         transform = Stack.from_layers(layers, permutations)
     else:
@@ -71,19 +87,24 @@ def assemble(layers: Sequence, dim: int, *, permutations=None, scan: bool = True
             if permutations is not None:
                 parts.append(Permutation(permutations[i]))
         transform = Chain(parts)
-    base = {}
     if trainable_base:
-        base = dict(base_loc=jnp.zeros(dim, dtype), base_log_scale=jnp.zeros(dim, dtype))
-    return Flow(transform, (dim,), context_dim=context_dim, **base)
+        base_args = dict(base_loc=jnp.zeros(dim, dtype), base_log_scale=jnp.zeros(dim, dtype))
+    else:
+        base_args = {}
+    if base == "student_t":
+        base_args["base_tail"] = jnp.full(dim, math.sqrt(1.0 / STUDENT_T_INITIAL_DF - 0.001), dtype)
+    return Flow(transform, (dim,), context_dim=context_dim, **base_args)
 
 
-def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype):
+def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype,
+           base: str = "normal"):
     _check_common(dim, num_layers)
+    check_base(base)
     k_perm, *keys = jax.random.split(key, num_layers + 1)
     layers = [make_layer(k) for k in keys]
     perms = _permutations(k_perm, dim, num_layers, permutation)
     return assemble(layers, dim, permutations=perms, scan=scan, context_dim=context_dim,
-                    trainable_base=trainable_base, dtype=dtype)
+                    trainable_base=trainable_base, base=base, dtype=dtype)
 
 
 def depth_scale(num_layers) -> float:
