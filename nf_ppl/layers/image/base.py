@@ -103,11 +103,15 @@ def _channel(v):
     return v[:, None, None]
 
 
-class ImageBijector(Bijector):
-    """Base of the image layers: ``event_dim = 3``, a static forward-side ``image_shape``."""
+class ImageShaped:
+    """The shapes of a map of ``(C, H, W)`` images (a mixin of image layers and compositions): event
+    rank 3, ``image_shape`` on the base side, ``output_shape`` on the data side."""
 
     event_dim = 3
-    image_shape: tuple[int, int, int]
+
+    @property
+    def event_size(self):
+        return None
 
     @property
     def domain(self):
@@ -127,6 +131,12 @@ class ImageBijector(Bijector):
 
     def inverse_shape(self, shape):
         return tuple(shape)[:-3] + tuple(self.image_shape)
+
+
+class ImageBijector(ImageShaped, Bijector):
+    """Base of the image layers: ``event_dim = 3``, a static forward-side ``image_shape``."""
+
+    image_shape: tuple[int, int, int]
 
     def _check_x(self, x):
         check_image(x, self.image_shape, "x")

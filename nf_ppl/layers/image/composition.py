@@ -9,17 +9,15 @@ import jax
 
 
 from ..composition import Chain, Stack
-from .base import IMAGE, _positive_int, _stack, check_image
+from .base import ImageShaped, _positive_int, _stack, check_image
 
 
-class ImageChain(Chain):
+class ImageChain(ImageShaped, Chain):
     """Composition of image layers applied first to last (the image analogue of :class:`Chain`).
 
     ``ImageChain([f1, f2, f3])(x) == f3(f2(f1(x)))``; log|det J| is the sum of the layers'
     per-image log-dets.  Consecutive layers must agree on image shapes (checked on construction).
     """
-
-    event_dim = 3
 
     def __init__(self, layers: Sequence):
         super().__init__(layers)
@@ -36,16 +34,6 @@ class ImageChain(Chain):
     def output_shape(self):
         return tuple(self.layers[-1].output_shape)
 
-    @property
-    def event_size(self):
-        return None
-
-    def forward_shape(self, shape):
-        return tuple(shape)[:-3] + self.output_shape
-
-    def inverse_shape(self, shape):
-        return tuple(shape)[:-3] + self.image_shape
-
     def forward_and_log_det(self, x):
         check_image(x, self.image_shape, "x")
         return super().forward_and_log_det(x)
@@ -55,7 +43,7 @@ class ImageChain(Chain):
         return super().inverse_and_log_det(y)
 
 
-class ImageStack(Stack):
+class ImageStack(ImageShaped, Stack):
     """:class:`~nf_ppl.layers.Stack` for images: ``num_layers`` image layers of one pytree structure with
     stacked parameters, run by ``lax.scan``.
 
@@ -87,32 +75,6 @@ class ImageStack(Stack):
     @property
     def image_shape(self):
         return tuple(self.layer.image_shape)
-
-    @property
-    def output_shape(self):
-        return self.image_shape
-
-    @property
-    def event_dim(self):
-        return 3
-
-    @property
-    def event_size(self):
-        return None
-
-    @property
-    def domain(self):
-        return IMAGE
-
-    @property
-    def codomain(self):
-        return IMAGE
-
-    def forward_shape(self, shape):
-        return tuple(shape)[:-3] + self.output_shape
-
-    def inverse_shape(self, shape):
-        return tuple(shape)[:-3] + self.image_shape
 
     def _check_input(self, v, name: str = "x") -> None:
         check_image(v, self.image_shape, name)
