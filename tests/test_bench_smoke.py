@@ -1,5 +1,6 @@
-"""Smoke test of the benchmark suite: every script runs end to end with ``--quick``, and the runner
-(``python -m bench``) writes its report.
+"""Smoke test of the benchmark suite: every script runs end to end with ``--quick`` (marked ``bench``:
+benchmarks are not run by CI, so ``pytest -m bench`` runs these on demand, about two minutes of CPU),
+and the runner (``python -m bench``) writes its report (in every run, on the cheapest script).
 
 No timing is asserted: only that every script ran and printed its tables into the report.
 """
@@ -27,6 +28,7 @@ def _env():
 RUNNER_CASE = "symbolic"  # the cheapest script also goes through the runner, which writes the report
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("name", sorted(set(BENCHMARKS) - {RUNNER_CASE}))
 def test_bench_quick_prints_its_tables(name):
     """One benchmark script per test (pytest-xdist spreads them over its workers), started directly:
