@@ -100,6 +100,8 @@ def _fit(args) -> int:
     options = {"hidden_dims": list(args.hidden)}
     if args.layers is not None:  # else the builder's own default (8 for maf, 10 for realnvp, ...)
         options["num_layers"] = args.layers
+    if args.base != "normal":
+        options["base"] = args.base
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
     flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
                                   time_budget=args.time_budget, batch_size=min(args.batch_size, len(train)),
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layers", type=int, default=None,
                      help="number of flow layers (default: the builder's, e.g. 8 for maf, 10 for realnvp)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
+    fit.add_argument("--base", choices=("normal", "student_t"), default="normal",
+                     help="base distribution: normal (default) or student_t (learned degrees of freedom per column, "
+                          "for heavy-tailed data)")
     fit.add_argument("--epochs", type=int, default=None,
                      help="maximum epochs (passes over the training rows; default: fit's, 500)")
     fit.add_argument("--steps", type=int, default=None, help="maximum optimiser steps (default: no cap besides --epochs)")

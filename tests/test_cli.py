@@ -105,3 +105,15 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("demo", "verify", "fit", "sample", "logprob"):
         assert command in text
+
+
+def test_fit_with_a_student_t_base_saves_and_loads_it(tmp_path):
+    import inference
+
+    rng = np.random.default_rng(1)
+    csv = tmp_path / "heavy.csv"
+    np.savetxt(csv, rng.standard_t(2.0, size=(600, 2)), delimiter=",")
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(csv), "--flow", "maf", "--base", "student_t", "--out", str(model), *FIT]) == 0
+    flow = inference.load(str(model))
+    assert flow.base_kind == "student_t" and np.all(np.asarray(flow.base_df) < 30.0)  # trained away from its start
