@@ -194,3 +194,19 @@ def test_every_layer_with_a_random_start_is_built_by_init_with_a_key():
     for cls in (L.ElementwiseAffine, L.ActNorm, L.SinhArcsinh, L.RationalQuadraticSpline):
         identity = cls.init(3)
         np.testing.assert_allclose(identity(jnp.arange(3.0)), jnp.arange(3.0), atol=1e-12)
+
+
+def test_image_coupling_with_a_numerical_inverse_follows_the_layers_rule():
+    """Eager: a failed solve raises naming the layer; under jit the failed images' values and log-dets are NaN."""
+    from nf_ppl.layers import ImageCoupling
+    from nf_ppl.roots import NumericalInverseError
+
+    layer = ImageCoupling(jax.random.PRNGKey(0), (2, 2, 2), T.DeepSigmoid(3, max_iter=1), 3)
+    layer = jax.tree_util.tree_map(lambda a: a + 0.5 * jax.random.normal(jax.random.PRNGKey(1), a.shape), layer)
+    y = 3.0 * jax.random.normal(jax.random.PRNGKey(2), (6, 2, 2, 2))
+    with pytest.raises(NumericalInverseError, match="ImageCoupling"):
+        layer.inverse_and_log_det(y)
+    x, log_det = jax.jit(lambda l, v: l.inverse_and_log_det(v))(layer, y)
+    failed = np.isnan(np.asarray(log_det))
+    assert failed.any()
+    assert np.array_equal(np.isnan(np.asarray(x)).all(axis=(1, 2, 3)), failed)

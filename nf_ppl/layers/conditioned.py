@@ -45,12 +45,7 @@ class TransformerLayer(Bijector):
 
     def _finish(self, out, log_det, info):
         """Numerical transformers: raise eagerly on failure, NaN for failed rows under jit."""
-        if info is None:
-            return out, log_det
-        raise_if_not_converged(info, type(self).__name__, self.transformer.max_iter)
-        ok = info.converged
-        nan = jnp.asarray(jnp.nan, out.dtype)
-        return jnp.where(ok[..., None], out, nan), jnp.where(ok, log_det, nan)
+        return finish_numerical(out, log_det, info, type(self).__name__, self.transformer.max_iter)
 
     def forward_and_log_det(self, x):
         self._check_input(x)
@@ -84,6 +79,20 @@ class TransformerLayer(Bijector):
         layer uses them: ``transformer.unpack(conditioner(v))``, e.g. ``(shift, log_scale)`` for
         :class:`~nf_ppl.layers.transformers.Affine`."""
         return self.transformer.unpack(self.conditioner(jnp.asarray(v)))
+
+
+def finish_numerical(out, log_det, info, owner: str, max_iter: int):
+    """The rule for a direction that may have solved for roots (``info`` a :class:`~nf_ppl.roots.SolveInfo`,
+    one entry per event; None for closed forms): outside ``jit`` a failed solve raises
+    :class:`~nf_ppl.roots.NumericalInverseError` naming ``owner``; under ``jit`` the failed events' values
+    and log-dets become NaN.  ``out`` may have any event rank (vectors, images)."""
+    if info is None:
+        return out, log_det
+    raise_if_not_converged(info, owner, max_iter)
+    ok = info.converged
+    nan = jnp.asarray(jnp.nan, out.dtype)
+    ok_out = ok.reshape(ok.shape + (1,) * (out.ndim - ok.ndim))
+    return jnp.where(ok_out, out, nan), jnp.where(ok, log_det, nan)
 
 
 def with_init_bias(bias, transformer, size: int):

@@ -10,9 +10,8 @@ import numpy as np
 from jax.tree_util import register_pytree_node_class
 
 from ...nn import _activation
-from ...roots import raise_if_not_converged
 from ..base import KeyedInit
-from ..conditioned import with_init_bias
+from ..conditioned import finish_numerical, with_init_bias
 from ..transformers import Affine, check_transformer
 from .base import ImageBijector, _channel, _normal, _positive_int, _zeros, check_image, check_image_shape, split_key
 
@@ -165,7 +164,7 @@ class ImageCoupling(KeyedInit, ImageBijector):
         return jnp.concatenate([inp, ctx], axis=-3)
 
     def _transform(self, v_change, x_cond, inverse):
-        """``(tau or tau^{-1} of v_change, log tau' per pixel)`` with the parameters the ConvNet gives for
+        """``(tau or tau^{-1} of v_change, log tau' per pixel, info)`` with the parameters the ConvNet gives for
         ``x_cond``: images flattened to the ``(..., num_params, n)`` layout of the transformer protocol."""
         out = self.net(self._with_context(x_cond))
         batch = out.shape[:-3]
@@ -174,28 +173,29 @@ class ImageCoupling(KeyedInit, ImageBijector):
         pixels = v_change.shape[-3:]
         apply = self.transformer.inverse_with_info if inverse else self.transformer.forward_with_info
         z, log_d, info = apply(v_change.reshape(batch + (-1,)), params)
-        if info is not None:
-            raise_if_not_converged(info, type(self).__name__, self.transformer.max_iter)
-            z = jnp.where(info.converged[..., None], z, jnp.nan)
-        return z.reshape(batch + pixels), log_d.reshape(batch + pixels)
+        return z.reshape(batch + pixels), log_d.reshape(batch + pixels), info
 
     def _apply(self, v, inverse):
+        """One direction, with the layers' rule for numerical transformers (:func:`finish_numerical`)."""
+        return finish_numerical(*self._apply_with_info(v, inverse), type(self).__name__, self.transformer.max_iter)
+
+    def _apply_with_info(self, v, inverse):
         if self.mask == "checkerboard":
             keep = jnp.asarray(self._checker() > 0)
             m = jnp.asarray(self._checker(), jnp.result_type(v, float))
-            z, log_d = self._transform(v, v * m, inverse)
+            z, log_d, info = self._transform(v, v * m, inverse)
             out = jnp.where(keep, v, z)
-            return out, jnp.sum(jnp.where(keep, jnp.zeros_like(log_d), log_d), axis=(-3, -2, -1))
+            return out, jnp.sum(jnp.where(keep, jnp.zeros_like(log_d), log_d), axis=(-3, -2, -1)), info
         c = self.image_shape[0]
         k = self._sizes()[0]
         if self.parity == 0:
             v_cond, v_change = v[..., :k, :, :], v[..., k:, :, :]
         else:
             v_change, v_cond = v[..., : c - k, :, :], v[..., c - k:, :, :]
-        changed, log_d = self._transform(v_change, v_cond, inverse)
+        changed, log_d, info = self._transform(v_change, v_cond, inverse)
         v_cond = jnp.broadcast_to(v_cond, changed.shape[:-3] + v_cond.shape[-3:])
         parts = [v_cond, changed] if self.parity == 0 else [changed, v_cond]
-        return jnp.concatenate(parts, axis=-3), jnp.sum(log_d, axis=(-3, -2, -1))
+        return jnp.concatenate(parts, axis=-3), jnp.sum(log_d, axis=(-3, -2, -1)), info
 
 
 class ImageAffineCoupling(ImageCoupling):
