@@ -22,6 +22,9 @@ from ._checks import check_context, check_finite
 from .layers.base import forward_and_log_det, inverse_and_log_det
 
 
+_CHILDREN = ("transform", "base_loc", "base_log_scale", "context", "base_tail")  # pytree children (names)
+
+
 class Flow(dist.TransformedDistribution):
     """Normalizing flow distribution with event shape ``event_shape`` (a vector ``(dim,)`` for most flows).
 
@@ -48,7 +51,7 @@ class Flow(dist.TransformedDistribution):
 
     arg_constraints = {}
     pytree_data_fields = ()
-    child_names = ("transform", "base_loc", "base_log_scale", "context", "base_tail")  # pytree children
+    child_names = _CHILDREN  # pytree children, for messages
     pytree_aux_fields = ()
 
     def __init__(self, transform, event_shape, *, base_loc=None, base_log_scale=None, base_tail=None,
@@ -70,12 +73,7 @@ class Flow(dist.TransformedDistribution):
 
     # -- pytree -------------------------------------------------------------------
     def tree_flatten(self):
-        # a Student-t base adds a fifth child and an aux marker; a normal base keeps the first layout,
-        # so flows saved before Student-t bases existed load unchanged
-        children = (self.transform, self.base_loc, self.base_log_scale, self.context)
-        if self.base_tail is None:
-            return children, (self.flow_event_shape, self.context_dim)
-        return children + (self.base_tail,), (self.flow_event_shape, self.context_dim, "student_t")
+        return _layout({n: getattr(self, n) for n in _CHILDREN}, self.flow_event_shape, self.context_dim)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -106,14 +104,11 @@ class Flow(dist.TransformedDistribution):
         return jax.tree_util.tree_map(cast, self)
 
     def replace(self, **changes) -> "Flow":
-        names = ("transform", "base_loc", "base_log_scale", "context", "base_tail")
-        unknown = set(changes) - set(names)
+        unknown = set(changes) - set(_CHILDREN)
         if unknown:
             raise TypeError(f"Flow.replace got unknown fields {sorted(unknown)}")
-        values = {n: changes.get(n, getattr(self, n)) for n in names}
-        aux = (self.flow_event_shape, self.context_dim) + (() if values["base_tail"] is None else ("student_t",))
-        children = tuple(values[n] for n in names[:4])
-        children += () if values["base_tail"] is None else (values["base_tail"],)
+        values = {n: changes.get(n, getattr(self, n)) for n in _CHILDREN}
+        children, aux = _layout(values, self.flow_event_shape, self.context_dim)
         return type(self).tree_unflatten(aux, children)
 
     # -- structure --------------------------------------------------------------------
@@ -236,6 +231,15 @@ class Flow(dist.TransformedDistribution):
     def __repr__(self) -> str:
         cond = f", context_dim={self.context_dim}" if self.context_dim else ""
         return f"Flow(event_shape={self.flow_event_shape}, batch_shape={self.batch_shape}{cond}, transform={self.transform!r})"
+
+
+def _layout(values: dict, event_shape, context_dim):
+    """``(children, aux)`` of a flow: a Student-t base adds a fifth child and an aux marker; a normal base
+    keeps the first layout, so flows saved before Student-t bases existed load unchanged."""
+    children = tuple(values[n] for n in _CHILDREN[:4])
+    if values["base_tail"] is None:
+        return children, (event_shape, context_dim)
+    return children + (values["base_tail"],), (event_shape, context_dim, "student_t")
 
 
 def tail_to_df(tail):

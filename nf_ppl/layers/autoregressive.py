@@ -66,6 +66,15 @@ from .transformers.affine import SCALES, log_softplus_scale, soft_clamp  # noqa:
 MODES = ("maf", "iaf")
 
 
+def made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale=0.01):
+    """The MADE conditioner of an autoregressive layer: ``transformer.num_params`` outputs per coordinate
+    (parameter-major), its last bias offset by the transformer's ``init_bias``."""
+    made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
+                     activation=activation, out_scale=out_scale, dtype=dtype)
+    made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
+    return made
+
+
 def check_mode(mode) -> str:
     """``"maf"`` or ``"iaf"``, or a ValueError naming ``mode``."""
     if mode not in MODES:
@@ -98,9 +107,7 @@ class MaskedAutoregressive(TransformerLayer):
              dtype=None):
         transformer = check_transformer(transformer)
         check_mode(mode)
-        made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
-                         activation=activation, out_scale=out_scale, dtype=dtype)
-        made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
+        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale)
         return cls(made, transformer, mode)
 
     def _set_made(self, made, mode):
@@ -185,8 +192,8 @@ class MaskedAffineAutoregressive(KeyedInit, MaskedAutoregressive):
         out_scale = default_out_scale(mode) if out_scale is None else float(out_scale)
         if not out_scale >= 0:
             raise ValueError(f"out_scale must be a non-negative number; got {out_scale}")
-        made = MADE.init(key, dim, hidden_dims, 2, ordering=ordering, context_dim=context_dim,
-                         activation=activation, out_scale=out_scale, dtype=dtype)
+        transformer = Affine(default_scale(mode) if scale is None else scale, log_scale_bound)
+        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale)
         self._set_affine(made, mode, scale, log_scale_bound)
 
     @classmethod

@@ -28,12 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_positive
-from ..nn import MADE
 from ..roots import (SolveInfo, check_solver_options, newton_correction, raise_if_not_converged,
                      solve_increasing)
-from .autoregressive import MODES, MaskedAutoregressive, check_mode  # noqa: F401  (MODES re-exported)
+from .autoregressive import MODES, MaskedAutoregressive, check_mode, made_for  # noqa: F401  (MODES re-exported)
 from .base import Bijector, KeyedInit
-from .conditioned import with_init_bias
 from .transformers.sigmoid import DeepSigmoid, sigmoidal_map  # noqa: F401  (re-exported)
 
 _SOLVER_STATICS = ("atol", "rtol", "max_iter", "max_expand")
@@ -344,9 +342,7 @@ class NeuralAutoregressive(KeyedInit, MaskedAutoregressive):
         self.num_components = transformer.num_components
         self.atol, self.rtol = transformer.atol, transformer.rtol
         self.max_iter, self.max_expand = transformer.max_iter, transformer.max_expand
-        made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
-                         activation=activation, dtype=dtype)
-        made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
+        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype)
         self._set_made(made, mode)
 
     @property

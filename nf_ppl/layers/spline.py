@@ -20,7 +20,7 @@ import numpy as np
 
 from .._checks import check_mask
 from ..nn import MADE
-from .autoregressive import MaskedAutoregressive, check_mode
+from .autoregressive import MaskedAutoregressive, check_mode, made_for
 from .base import Bijector, KeyedInit
 from .coupling import Coupling, half_mask
 from .transformers import Inverse, RQSpline
@@ -175,8 +175,8 @@ class MaskedSplineAutoregressive(KeyedInit, _SplineOptions, MaskedAutoregressive
                  min_derivative: float = 1e-3, dtype=None):
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height, min_derivative)
         check_mode(mode)
-        made = MADE.init(key, dim, hidden_dims, self.num_params, ordering=ordering, context_dim=context_dim,
-                         activation=activation, dtype=dtype)
+        self.mode = mode
+        made = made_for(key, dim, self.transformer, hidden_dims, ordering, context_dim, activation, dtype)
         self._set_made(made, mode)
 
     @classmethod
