@@ -82,3 +82,19 @@ def test_autoflow_with_a_student_t_base_reaches_the_tails_of_a_heavy_tailed_post
         lo, hi = np.quantile(draws, [0.005, 0.995])
         errors[base] = max(abs(hi - exact), abs(-lo - exact)) / exact
     assert errors["student_t"] < 0.25 and errors["student_t"] < errors["normal"], errors
+
+
+def test_autoflow_student_t_base_is_refused_by_globals_and_gives_neutra_its_trained_base():
+    from numpyro import handlers
+
+    guide = inference.AutoFlow(_heavy, "iaf", base="student_t", structure="globals")
+    with pytest.raises(ValueError, match="a Student-t base .* needs AutoFlow's dense structure.* structure='dense'"):
+        handlers.seed(guide, 0)()
+    guide = inference.AutoFlow(_heavy, "iaf", base="student_t", num_layers=1, hidden_dims=(4, 4))
+    params, _, _ = inference.run_svi(_heavy, guide, num_steps=20, seed=0)
+    with pytest.raises(ValueError, match=r"learned Student-t base: call guide.use_base_params\(params\) first"):
+        guide.get_base_dist()
+    guide.use_base_params(params)
+    base = guide.get_base_dist().base_dist
+    assert isinstance(base, dist.StudentT)
+    np.testing.assert_allclose(base.df, guide.get_flow(params).base_df)
