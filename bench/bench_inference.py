@@ -60,7 +60,9 @@ def table(rows, cols, title):
 
 QUICK_GUIDES = ("AutoNormal", "AutoFlow(iaf)")  # --quick: one peer, our default
 QUICK_FUNNEL_GUIDES = ("AutoFlow(iaf)",)  # --quick: the funnel's table and NeuTra need only ours
-FUNNEL_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)", "AutoFlow(iaf, plain)")
+FUNNEL_GUIDES = ("AutoNormal", "AutoIAFNormal", "AutoFlow(iaf)", "AutoFlow(iaf, diag)", "AutoFlow(iaf, plain)",
+                 "AutoFlow(maf, mass-covering)")
+GUIDES = None  # --guides: the labels to run (default: all)
 
 
 def guides_for(model, labels=None):
@@ -77,8 +79,13 @@ def guides_for(model, labels=None):
         "AutoFlow(iaf, diag)": lambda: inference.AutoFlow(model, "iaf", affine="diag"),
         "AutoFlow(realnvp)": lambda: inference.AutoFlow(model, "realnvp"),
         "AutoFlow(iaf, plain)": lambda: inference.AutoFlow(model, "iaf", stl=False, warm_start=None),
+        MASS_COVERING: lambda: inference.AutoFlow(model, "maf", stl=False, path_pooling="resample"),
     }
     return guides if labels is None else {k: guides[k] for k in labels}
+
+
+MASS_COVERING = "AutoFlow(maf, mass-covering)"  # trained with inference.MassCovering() instead of the ELBO
+LOSSES = {MASS_COVERING: lambda: inference.MassCovering()}  # label -> SVI loss (default: the ELBO)
 
 
 def eight_schools_centered(J, y, sigma):
@@ -107,10 +114,11 @@ def load_posterior(name):
     return pdb.load(name)
 
 
-def score_guide(model, make, kw, ref, steps, seed):
+def score_guide(model, make, kw, ref, steps, seed, make_loss=None):
     guide = make()
     params, _, secs = inference.run_svi(model, guide, num_steps=steps, seed=seed,
-                                        optimizer=inference.suggest_optimizer(steps, 1e-2), **kw)
+                                        optimizer=inference.suggest_optimizer(steps, 1e-2),
+                                        loss=make_loss() if make_loss else None, **kw)
     d = inference.diagnose(model, guide, params, num_samples=1000, **kw)
     draws = guide.sample_posterior(jax.random.PRNGKey(1), params, sample_shape=(4000,), **kw)
     err = inference.posterior_errors({k: np.asarray(v) for k, v in draws.items()}, ref)
@@ -121,8 +129,8 @@ def posterior_rows(post, steps, seeds, quick=False):
     """Score every guide on one posterior (in this process); one progress line per guide on stderr."""
     model, kw, ref = load_posterior(post)
     rows = []
-    for label, make in guides_for(model, QUICK_GUIDES if quick else None).items():
-        scores = np.array([score_guide(model, make, kw, ref, steps, seed) for seed in seeds])
+    for label, make in guides_for(model, QUICK_GUIDES if quick else GUIDES).items():
+        scores = np.array([score_guide(model, make, kw, ref, steps, seed, LOSSES.get(label)) for seed in seeds])
         mean = scores.mean(0)
         rows.append({"posterior": post.split("-")[-1], "guide": label, "mean err (ref sd)": float(mean[0]),
                      "sd rel err": float(mean[1]), "k-hat": float(mean[2]), "worst k-hat": float(scores[:, 2].max()),
@@ -141,7 +149,7 @@ def posterior_rows_in_subprocess(post, steps, num_seeds, quick=False, timeout=No
     """
     timeout = timeout or (300 if quick else 1800)
     cmd = [sys.executable, os.path.abspath(__file__), "--posterior", post, "--steps", str(steps),
-           "--seeds", str(num_seeds)] + (["--quick"] if quick else [])
+           "--seeds", str(num_seeds)] + (["--quick"] if quick else []) + (["--guides", ";".join(GUIDES)] if GUIDES else [])
     for attempt in range(1, tries + 1):
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -177,11 +185,13 @@ def funnel(d=10):
 def bench_funnel(steps, seeds, nuts_samples, quick=False):
     sd_x = np.exp(9 / 4)  # exact: sd(v) = 3, sd(x_i) = sqrt(E exp(v)) = exp(9/4)
     rows, trained = [], None
-    for label, make in guides_for(funnel, QUICK_FUNNEL_GUIDES if quick else FUNNEL_GUIDES).items():
+    labels = QUICK_FUNNEL_GUIDES if quick else [g for g in FUNNEL_GUIDES if GUIDES is None or g in GUIDES]
+    for label, make in guides_for(funnel, labels).items():
         ev, ex, kh = [], [], []
         for seed in seeds:
             guide = make()
-            params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, seed=seed,
+            loss = LOSSES[label]() if label in LOSSES else None
+            params, _, _ = inference.run_svi(funnel, guide, num_steps=steps, seed=seed, loss=loss,
                                              optimizer=inference.suggest_optimizer(steps, 1e-2))
             s = guide.sample_posterior(jax.random.PRNGKey(7), params, sample_shape=(20000,))
             ev.append(abs(np.std(np.asarray(s["v"])) / 3 - 1))
@@ -194,6 +204,8 @@ def bench_funnel(steps, seeds, nuts_samples, quick=False):
     table(rows, ["guide", "|sd(v)/3 - 1|", "max over seeds", "mean |log sd(x) ratio|", "k-hat"],
           f"Neal's funnel d=10 vs exact sds, {steps} steps, seeds {list(seeds)} (mean over seeds)")
 
+    if trained is None:  # --guides without AutoFlow(iaf): no NeuTra table
+        return
     import arviz as az
     rows = []
     guide, params = trained
@@ -383,12 +395,15 @@ def main():
     ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale,heavy")
     ap.add_argument("--steps", type=int, default=2000, help="SVI steps per guide (full run)")
     ap.add_argument("--posterior", help="(internal) score the guides on this posterior, print JSON rows")
+    ap.add_argument("--guides", help="semicolon-separated guide labels to run in pdb/funnel (default: all)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per guide on posteriordb")
     ap.add_argument("--scale-dims", default="10,100,1000,10000", help="latent dimensions of the scale section")
     ap.add_argument("--scale-seeds", type=int, default=3, help="SVI seeds per guide in the scale section")
     ap.add_argument("--nuts-max-dim", type=int, default=10000, help="largest D with a NUTS reference (scale)")
     args = ap.parse_args()
     q = args.quick
+    global GUIDES
+    GUIDES = args.guides.split(";") if args.guides else None
     if args.posterior:
         print(json.dumps(posterior_rows(args.posterior, args.steps, range(args.seeds), q)))
         return

@@ -13,13 +13,16 @@ Public API (see each docstring):
   ``khat_threshold``, ``psis_expectation``, ``importance_ess``, ``to_inference_data``,
   ``draws_to_inference_data``, ``compare``: diagnostics of trained guides (PSIS computed here,
   ArviZ 0.x and 1.x both accepted for the ArviZ output).
-* ``run_svi``, ``suggest_optimizer``, ``neutra_nuts``: SVI and NeuTra-NUTS helpers.
+* ``run_svi``, ``suggest_optimizer``, ``neutra_nuts``: SVI and NeuTra-NUTS helpers; ``IWAE(K)``
+  (importance-weighted bound, doubly-reparametrised gradients) and ``MassCovering(K)`` (reweighted
+  wake-sleep's inclusive-KL update) as SVI losses beyond the ELBO.
 """
 
 from ._fit import FitHistory, fit, make_optimizer
 from ._io import FlowFileError, LegacyFileWarning, PrecisionCastWarning, build, build_flow, builders, load, register_builder, save, spec_of
 from .autoguide import AutoFlow, check_continuous
 from .guide_sites import flow_sample
+from .objectives import IWAE, MassCovering
 from .pathwise import PathwiseFlow, pathwise
 from .diagnostics import (compare, diagnose, draws_to_inference_data, importance_ess, iw_bound,
                           log_importance_weights, log_marginal_likelihood, posterior_errors, to_inference_data)
@@ -27,7 +30,7 @@ from .psis import khat_threshold, psis, psis_expectation, psis_khat
 from .svi import AmortizedFlowGuide, neutra_nuts, run_svi, suggest_optimizer
 from .warm_start import GaussianStart, gaussian_path_start
 
-__all__ = ["AmortizedFlowGuide", "AutoFlow", "FitHistory", "FlowFileError", "GaussianStart", "LegacyFileWarning", "PathwiseFlow",
+__all__ = ["AmortizedFlowGuide", "AutoFlow", "IWAE", "MassCovering", "FitHistory", "FlowFileError", "GaussianStart", "LegacyFileWarning", "PathwiseFlow",
            "PrecisionCastWarning",
            "build",
            "build_flow", "builders", "check_continuous", "compare", "diagnose", "draws_to_inference_data", "fit",

@@ -53,6 +53,7 @@ Structure by latent dimension (``structure="auto"``, the default):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import jax
@@ -62,6 +63,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
+from numpyro.distributions.transforms import IdentityTransform
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
@@ -71,7 +73,7 @@ from nf_ppl.layers import Chain, ElementwiseAffine, LULinear, SubspaceFlow
 
 from ._io import builders, get_builder
 from .pathwise import pathwise
-from .warm_start import gaussian_path_start
+from .warm_start import POOLINGS, dispersed_points, multi_path_start
 
 
 def __getattr__(name):  # flow_sample moved to inference.guide_sites; the old import path keeps working
@@ -127,6 +129,39 @@ def check_continuous(model, args=(), kwargs=None, *, owner="AutoFlow"):
             f"TraceEnum_ELBO), or use AutoGuideList with {owner} on the continuous sites "
             f"(handlers.block(model, hide={discrete})) and a discrete guide for the others.")
     return trace
+
+
+def _is_enumerated(site) -> bool:
+    """A discrete latent sample site marked for enumeration (``config_enumerate``, ``infer={'enumerate': ...}``)."""
+    return (site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
+            and bool(site.get("infer", {}).get("enumerate")))
+
+
+@contextlib.contextmanager
+def _enumerated_sites_pass(active: bool):
+    """Let NumPyro's guide set-up accept discrete sites marked for enumeration.
+
+    ``AutoGuide._setup_prototype`` asks ``biject_to`` for every discrete latent site only to raise
+    "Continuous inference cannot handle discrete sample site" early; the rest of the set-up already
+    handles enumerated sites (``initialize_model`` sums them out of the potential with funsor and
+    leaves them out of the latent vector).  For the duration of the set-up, and only when the model
+    has enumerated sites (``check_continuous`` has refused every other discrete site by then),
+    ``biject_to`` answers the identity for discrete supports."""
+    if not active:
+        yield
+        return
+    import numpyro.infer.autoguide as numpyro_autoguide
+
+    original = numpyro_autoguide.biject_to
+
+    def biject_to(constraint):
+        return IdentityTransform() if constraint.is_discrete else original(constraint)
+
+    numpyro_autoguide.biject_to = biject_to
+    try:
+        yield
+    finally:
+        numpyro_autoguide.biject_to = original
 
 
 def _resolve_builder(flow):
@@ -192,8 +227,14 @@ class AutoFlow(AutoContinuous):
     def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_uniform,
                  init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine="tril", seed: int | None = None,
                  sites=None, warm_start: str | None = "pathfinder", stl="auto", structure: str = "auto",
-                 flow_dim: int | None = None, cross: bool = False, **flow_options):
+                 flow_dim: int | None = None, cross: bool = False, num_paths: int = 4, path_pooling: str = "best",
+                 **flow_options):
         self._flow_name, self._builder = _resolve_builder(flow)
+        if isinstance(num_paths, bool) or not isinstance(num_paths, (int, np.integer)) or num_paths < 1:
+            raise ValueError(f"num_paths must be a positive int; got {num_paths!r}")
+        if path_pooling not in POOLINGS:
+            raise ValueError(f"path_pooling must be one of {POOLINGS}; got {path_pooling!r}")
+        self._num_paths, self._path_pooling = int(num_paths), path_pooling
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}")
         if flow_dim is not None and (isinstance(flow_dim, bool) or not isinstance(flow_dim, (int, np.integer))
@@ -230,9 +271,11 @@ class AutoFlow(AutoContinuous):
 
     # -- setup --------------------------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs):
-        check_continuous(self.model, args, kwargs, owner=type(self).__name__)
+        trace = check_continuous(self.model, args, kwargs, owner=type(self).__name__)
+        self.enumerated_sites = tuple(name for name, site in trace.items() if _is_enumerated(site))
         try:
-            super()._setup_prototype(*args, **kwargs)
+            with _enumerated_sites_pass(bool(self.enumerated_sites)):
+                super()._setup_prototype(*args, **kwargs)
         except RuntimeError as err:
             if "valid initial parameters" not in str(err):
                 raise
@@ -333,9 +376,13 @@ class AutoFlow(AutoContinuous):
         return True
 
     def _start_from_path(self, key):
-        """Replace the initial ``loc``/``scale``/``L`` by :func:`gaussian_path_start`'s Gaussian."""
-        start = jax.jit(lambda z0: gaussian_path_start(self._log_density(), z0, key, init_scale=self._init_scale))(
-            self._init_latent)
+        """Replace the initial ``loc``/``scale``/``L`` by the multi-path warm start's Gaussian
+        (:func:`inference.warm_start.multi_path_start`: path 0 from ``init_loc_fn``'s point, the others
+        from points uniform in ``(-2, 2)^D``), and say so when the paths end in different modes."""
+        x0s = dispersed_points(self._init_latent, jax.random.fold_in(key, 2), self._num_paths)
+        found = multi_path_start(self._log_density(), x0s, key, pooling=self._path_pooling,
+                                 init_scale=self._init_scale)
+        start = found.start
         if not self._finite_start(start.loc, start.scale_tril):
             return
         lo, hi = self._scale_bounds
@@ -343,12 +390,22 @@ class AutoFlow(AutoContinuous):
             scale = jnp.clip(jnp.sqrt(jnp.sum(start.scale_tril ** 2, -1)), lo, hi)
         else:
             scale = jnp.clip(jnp.diagonal(start.scale_tril), lo, hi)
-        self._init_latent = start.loc
+        self._init_latent = start.loc.astype(self._init_latent.dtype)
         self._start_scale = scale.astype(self._start_scale.dtype)
         self._loc_unit = self._start_scale  # loc moves in units of the warm start's posterior scale
         if self._start_lower is not None:
-            self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1)
-        self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration}
+            self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1).astype(
+                self._start_lower.dtype)
+        self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration, "num_paths": self._num_paths,
+                                "num_modes": found.num_modes, "mode_locs": found.mode_locs,
+                                "mode_weights": found.mode_weights, "pooling": self._path_pooling}
+        if found.num_modes > 1 and self._path_pooling == "best":
+            masses = ", ".join(f"{w:.2f}" for w in found.mode_weights)
+            warnings.warn(f"{type(self).__name__}: the warm start's {self._num_paths} L-BFGS paths ended in "
+                          f"{found.num_modes} separate modes (estimated posterior masses {masses}; their unconstrained "
+                          "locations are in guide.warm_start_info['mode_locs']). An ELBO-trained guide keeps one "
+                          "mode. To cover them all: AutoFlow(model, 'maf', stl=False, path_pooling='resample') "
+                          "trained with loss=inference.MassCovering()", RuntimeWarning, stacklevel=4)
 
     def _make_flow(self, key, dim, dtype):
         if self._flow_name == "instance":
@@ -366,6 +423,36 @@ class AutoFlow(AutoContinuous):
         if flow.context_dim:
             raise ValueError("AutoFlow needs an unconditional flow (context_dim=0); see AmortizedFlowGuide")
         return flow
+
+    # -- enumerated discrete sites ------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        """Sample the latent sites; for a model with enumerated discrete sites each site is sampled inside
+        its plates (``TraceEnum_ELBO`` needs every plate of the model in the guide's trace, which
+        NumPyro's ``AutoContinuous`` guides leave out, so they fail there with a ``KeyError``)."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        if not self.enumerated_sites:
+            return super().__call__(*args, **kwargs)
+        from contextlib import ExitStack
+
+        from numpyro.distributions.transforms import biject_to
+        from numpyro.distributions.util import sum_rightmost
+
+        latent = self._sample_latent(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, unconstrained in self._unpack_latent(latent).items():
+            site = self.prototype_trace[name]
+            transform = biject_to(site["fn"].support)
+            value = transform(unconstrained)
+            event_dim = site["fn"].event_dim
+            log_density = -transform.log_abs_det_jacobian(unconstrained, value)
+            log_density = sum_rightmost(log_density, jnp.ndim(log_density) - jnp.ndim(value) + event_dim)
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                result[name] = numpyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=event_dim))
+        return result
 
     # -- the distribution ---------------------------------------------------------------------
     @staticmethod

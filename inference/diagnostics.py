@@ -80,7 +80,9 @@ def _reading(khat: float, threshold: float, num_samples: int, elbo: float, iw: f
     if khat >= threshold:
         words = (f"unreliable (k-hat {khat:.2f} >= {threshold:.2f}, the threshold for {num_samples} draws): "
                  "the importance weights are heavy-tailed, so the guide misses mass the posterior has; "
-                 "train longer, use a heavier-tailed base or more flow layers, or refine with NeuTra NUTS")
+                 "train longer, use a heavier-tailed base (base='student_t') or more flow layers, train with "
+                 "the mass-covering objective (AutoFlow(model, 'maf', stl=False) with loss=inference.MassCovering()), "
+                 "or refine with NeuTra NUTS")
     elif khat >= 0.5:
         words = (f"acceptable (k-hat {khat:.2f} < {threshold:.2f}, the threshold for {num_samples} draws), "
                  "but the importance estimates converge slowly; the guide's tails are somewhat light")
@@ -99,7 +101,8 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
     Keys: ``elbo``, ``iw_bound``, ``khat``, ``khat_threshold`` (``min(1 - 1/log10(S), 0.7)`` for
     the ``S`` finite weights), ``reliable`` (``khat < khat_threshold``), ``reading`` (a sentence:
     whether the importance weights can be trusted and what to try if not, and, for a guide with a
-    warm start such as ``AutoFlow``, whether training left it below its warm start's ELBO), ``is_ess``,
+    warm start such as ``AutoFlow``, whether its paths found several modes and whether training left
+    it below its warm start's ELBO), ``is_ess``,
     ``is_ess_fraction``, ``num_samples``, ``num_nonfinite``.
     """
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
@@ -111,6 +114,11 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
     elbo, iw = float(np.mean(log_w)), iw_bound(log_w)
     reading = _reading(khat, threshold, num_finite, elbo, iw)
     start = getattr(guide, "warm_start_info", None)
+    if start is not None and start.get("num_modes", 1) > 1:
+        masses = ", ".join(f"{w:.2f}" for w in start["mode_weights"])
+        reading += (f"; the warm start's L-BFGS paths ended in {start['num_modes']} separate modes (estimated "
+                    f"masses {masses}): check that the guide covers them (path_pooling='resample' with "
+                    "loss=inference.MassCovering() does)")
     if start is not None:
         start_elbo = float(start["elbo"])
         kept = log_w[finite]  # a robust standard error (median absolute deviation): one extreme weight must not hide it

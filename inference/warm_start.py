@@ -27,9 +27,10 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-__all__ = ["GaussianStart", "gaussian_path_start"]
+__all__ = ["GaussianStart", "PathsStart", "dispersed_points", "gaussian_path_start", "multi_path_start"]
 
 
 class GaussianStart(NamedTuple):
@@ -99,3 +100,131 @@ def gaussian_path_start(log_density: Callable, x0, key, *, max_iters: int = 100,
                          scale_tril=jnp.where(use_path, trils[best], plain_tril),
                          elbo=jnp.where(use_path, elbos[best], plain_elbo),
                          iteration=jnp.where(use_path, best, -1))
+
+
+class PathsStart(NamedTuple):
+    """What :func:`multi_path_start` found: the Gaussian to start from, and each path's result.
+
+    ``start``: the chosen Gaussian (the best path's, or the pooled one); ``paths``: every path's
+    best Gaussian (fields with a leading axis of length ``L``); ``mode_of_path``: the mode each path
+    ended in (``-1``: the path never left its plain start or ended more than ``MODE_ELBO_GAP`` nats
+    below the best); ``mode_locs``/``mode_weights``: one location per distinct mode and its
+    importance-sampling estimate of that mode's posterior mass (weights sum to 1)."""
+
+    start: GaussianStart
+    paths: GaussianStart
+    mode_of_path: np.ndarray
+    mode_locs: np.ndarray
+    mode_weights: np.ndarray
+
+    @property
+    def num_modes(self) -> int:
+        return int(len(self.mode_locs))
+
+
+MODE_ELBO_GAP = 20.0  # nats below the best path's ELBO beyond which a path's end is not reported as a mode
+POOLINGS = ("best", "resample")
+
+
+def dispersed_points(x0, key, num_paths: int, radius: float = 2.0):
+    """``x0`` and ``num_paths - 1`` points uniform in ``(-radius, radius)^D`` (NumPyro's ``init_to_uniform``
+    rule in unconstrained space): the initial points of :func:`multi_path_start`."""
+    x0 = jnp.asarray(x0)
+    others = jax.random.uniform(key, (int(num_paths) - 1,) + x0.shape, x0.dtype, -radius, radius)
+    return jnp.concatenate([x0[None], others])
+
+
+def _paths(log_density, x0s, key, max_iters, num_draws, init_scale, eigenvalue_floor):
+    one = lambda x0: gaussian_path_start(log_density, x0, key, max_iters=max_iters, num_draws=num_draws,
+                                         init_scale=init_scale, eigenvalue_floor=eigenvalue_floor)
+    return jax.vmap(one)(x0s)
+
+
+def _group_modes(paths: GaussianStart):
+    """Group the paths' Gaussians into modes: two are one mode when either location lies within
+    ``sqrt(D) + 3`` whitened units of the other's Gaussian (a typical draw is ``sqrt(D)`` away)."""
+    locs, trils = np.asarray(paths.loc, float), np.asarray(paths.scale_tril, float)
+    elbos, iters = np.asarray(paths.elbo, float), np.asarray(paths.iteration)
+    num, dim = locs.shape
+    finite = np.isfinite(elbos) & np.all(np.isfinite(trils), axis=(1, 2)) & np.all(np.isfinite(locs), axis=1)
+    top = np.max(elbos[finite]) if finite.any() else -np.inf
+    usable = finite & (iters >= 0) & (elbos >= top - MODE_ELBO_GAP)
+    mode = -np.ones(num, int)
+    reps = []  # the best path of each mode
+    for i in np.argsort(-np.where(usable, elbos, -np.inf)):
+        if not usable[i]:
+            continue
+        for m, r in enumerate(reps):
+            d_ir = np.linalg.norm(np.linalg.solve(trils[r], locs[i] - locs[r]))
+            d_ri = np.linalg.norm(np.linalg.solve(trils[i], locs[r] - locs[i]))
+            if min(d_ir, d_ri) < np.sqrt(dim) + 3.0:
+                mode[i] = m
+                break
+        else:
+            mode[i] = len(reps)
+            reps.append(i)
+    return mode, reps
+
+
+def _pool(log_density, paths: GaussianStart, reps, key, num_draws):
+    """Importance-sample the equal mixture of the modes' Gaussians; return the weighted moments as a Gaussian
+    and each mode's share of the weight (its posterior mass, estimated)."""
+    locs = jnp.stack([paths.loc[r] for r in reps])
+    trils = jnp.stack([paths.scale_tril[r] for r in reps])
+    num, dim = locs.shape
+    eps = jax.random.normal(key, (num, num_draws, dim), locs.dtype)
+    z = (locs[:, None, :] + jnp.einsum("mij,mnj->mni", trils, eps)).reshape(num * num_draws, dim)
+
+    def log_normal(x, loc, tril):
+        w = jax.scipy.linalg.solve_triangular(tril, (x - loc).T, lower=True)
+        return (-0.5 * jnp.sum(w ** 2, 0) - jnp.sum(jnp.log(jnp.diagonal(tril)))
+                - 0.5 * dim * jnp.log(2 * jnp.pi))
+
+    log_q = jax.nn.logsumexp(jax.vmap(lambda l, t: log_normal(z, l, t))(locs, trils), 0) - jnp.log(num)
+    log_w = jax.vmap(log_density)(z) - log_q
+    log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
+    w = jax.nn.softmax(log_w)
+    mean = w @ z
+    centred = z - mean
+    cov = (centred * w[:, None]).T @ centred + 1e-6 * jnp.eye(dim, dtype=z.dtype)
+    mode_weights = jnp.sum(w.reshape(num, num_draws), 1)
+    tril = jnp.linalg.cholesky(0.5 * (cov + cov.T))
+    elbo = _gaussian_elbo(log_density, mean, tril, eps[0])
+    return GaussianStart(mean, tril, elbo, jnp.asarray(-2)), mode_weights
+
+
+def multi_path_start(log_density: Callable, x0s, key, *, pooling: str = "best", max_iters: int = 100,
+                     num_draws: int = 32, init_scale: float = 0.1, eigenvalue_floor: float = 1e-8,
+                     num_pool_draws: int = 512) -> PathsStart:
+    """Several L-BFGS paths at once (``vmap``), one from each row of ``x0s`` (``(L, D)``; see
+    :func:`dispersed_points`), as in multi-path Pathfinder (Zhang et al. 2022).
+
+    Every path gives its best Gaussian (:func:`gaussian_path_start`, same draws for all, so their
+    ELBO estimates compare); the paths' Gaussians are grouped into modes (``PathsStart.mode_of_path``).
+    ``pooling="best"`` starts from the path with the best ELBO estimate (never worse, by that
+    estimate, than the single path from ``x0s[0]``); ``pooling="resample"`` with more than one mode
+    starts from the moments of the importance-weighted draws of the modes' equal mixture, a broad
+    Gaussian that covers every mode found (for mass-covering objectives, which keep the modes a
+    guide starts with; an ELBO-trained guide drops all but one again).  With one mode both give the best path.
+    Not traceable as a whole (the grouping runs on the host); each stage is jitted.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    x0s = jnp.asarray(x0s)
+    if x0s.ndim != 2:
+        raise ValueError(f"x0s must have shape (num_paths, D); got shape {x0s.shape}")
+    k_path, k_pool = key, jax.random.fold_in(key, 1)  # path draws as gaussian_path_start's with the same key
+    paths = jax.jit(lambda x: _paths(log_density, x, k_path, int(max_iters), int(num_draws), init_scale,
+                                     eigenvalue_floor))(x0s)
+    mode, reps = _group_modes(paths)
+    elbos = np.where(np.isfinite(np.asarray(paths.elbo)), np.asarray(paths.elbo), -np.inf)
+    best = int(np.argmax(elbos))
+    start = jax.tree_util.tree_map(lambda a: a[best], paths)
+    weights = np.ones(1)
+    if len(reps) > 1:
+        pooled, weights = jax.jit(lambda: _pool(log_density, paths, reps, k_pool, int(num_pool_draws)))()
+        weights = np.asarray(weights)
+        if pooling == "resample":
+            start = pooled
+    locs = np.asarray(paths.loc)[reps] if reps else np.asarray(start.loc)[None]
+    return PathsStart(start, paths, mode, locs, weights)

@@ -1,0 +1,106 @@
+"""AutoFlow on models with enumerated discrete sites (TraceEnum_ELBO), against NUTS with enumeration.
+
+References: NUTS on the same models (NumPyro sums the discrete sites out of its potential), for a
+Gaussian mixture with unknown means, scales and weights and for a two-state hidden Markov model
+with unknown emission means; the discrete posterior from ``Predictive(..., infer_discrete=True)``
+against the exact responsibilities given the continuous draws.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import MCMC, NUTS, Predictive
+
+import inference
+
+funsor = pytest.importorskip("funsor")  # NumPyro's enumeration needs funsor (the test extra installs it)
+from numpyro.contrib.funsor import config_enumerate, markov  # noqa: E402
+from numpyro.infer import TraceEnum_ELBO  # noqa: E402
+
+RNG = np.random.default_rng(0)
+MIX_DATA = jnp.asarray(np.concatenate([RNG.normal(-2.0, 0.6, 30), RNG.normal(2.5, 1.0, 20)]))
+
+
+@config_enumerate
+def mixture(data):
+    weights = numpyro.sample("w", dist.Dirichlet(jnp.ones(2)))
+    with numpyro.plate("components", 2):
+        # informative prior means keep the labels apart (no label-switched mode), so NUTS and the guide agree on which is which
+        mu = numpyro.sample("mu", dist.Normal(jnp.array([-2.0, 2.0]), 0.5))
+        sigma = numpyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with numpyro.plate("data", len(data)):
+        c = numpyro.sample("c", dist.Categorical(weights))
+        numpyro.sample("obs", dist.Normal(mu[c], sigma[c]), obs=data)
+
+
+HMM_STATES = np.array([0] * 8 + [1] * 8 + [0] * 6)
+HMM_DATA = jnp.asarray(np.where(HMM_STATES == 0, -1.0, 1.5) + RNG.normal(0.0, 0.5, len(HMM_STATES)))
+TRANSITION = jnp.array([[0.9, 0.1], [0.1, 0.9]])
+
+
+@config_enumerate
+def hmm(data):
+    means = numpyro.sample("means", dist.Normal(jnp.array([-1.0, 1.0]), 1.0).to_event(1))
+    scale = numpyro.sample("scale", dist.LogNormal(-0.5, 0.5))
+    state = 0
+    for t in markov(range(len(data))):
+        state = numpyro.sample(f"s_{t}", dist.Categorical(TRANSITION[state]))
+        numpyro.sample(f"y_{t}", dist.Normal(means[state], scale), obs=data[t])
+
+
+def _nuts(model, data):
+    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=1000, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), data)
+    return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
+def _guide_draws(model, data, steps):
+    guide = inference.AutoFlow(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        params, _, _ = inference.run_svi(model, guide, data, num_steps=steps, seed=0, loss=TraceEnum_ELBO())
+    draws = guide.sample_posterior(jax.random.PRNGKey(1), params, data, sample_shape=(4000,))
+    return guide, params, {k: np.asarray(v) for k, v in draws.items()}
+
+
+@pytest.mark.parametrize("model, data, sites", [(mixture, MIX_DATA, ("w", "mu", "sigma")),
+                                                (hmm, HMM_DATA, ("means", "scale"))], ids=["mixture", "hmm"])
+def test_autoflow_with_enumerated_sites_matches_nuts(model, data, sites):
+    guide, params, draws = _guide_draws(model, data, 800)
+    assert set(guide.enumerated_sites) and all(name not in draws for name in guide.enumerated_sites)
+    reference = _nuts(model, data)
+    for name in sites:
+        sd = reference[name].std(0)
+        np.testing.assert_array_less(np.abs(draws[name].mean(0) - reference[name].mean(0)) / sd, 0.2)
+        np.testing.assert_array_less(np.abs(draws[name].std(0) / sd - 1), 0.25)
+
+
+def test_the_discrete_posterior_follows_from_predictive_with_infer_discrete():
+    guide, params, _ = _guide_draws(mixture, MIX_DATA, 400)
+    predictive = Predictive(mixture, guide=guide, params=params, num_samples=300, infer_discrete=True,
+                            return_sites=["c", "w", "mu", "sigma"])
+    out = {k: np.asarray(v) for k, v in predictive(jax.random.PRNGKey(2), MIX_DATA).items()}
+    # exact responsibilities given each draw's continuous values, averaged over draws
+    x = np.asarray(MIX_DATA)[None, :, None]
+    log_r = (np.log(out["w"])[:, None, :] - np.log(out["sigma"])[:, None, :]
+             - 0.5 * ((x - out["mu"][:, None, :]) / out["sigma"][:, None, :]) ** 2)
+    r = np.exp(log_r - log_r.max(-1, keepdims=True))
+    r = (r / r.sum(-1, keepdims=True))[..., 1].mean(0)
+    np.testing.assert_allclose(out["c"].mean(0), r, atol=0.12)  # 300 Bernoulli draws per point
+    assert np.all(out["c"][:, :30].mean(0) < 0.2) and np.all(out["c"][:, 30:].mean(0) > 0.6)
+
+
+def test_discrete_sites_not_marked_for_enumeration_are_refused():
+    def unmarked(data):
+        c = numpyro.sample("c", dist.Bernoulli(0.5))
+        numpyro.sample("obs", dist.Normal(c, 1.0), obs=data)
+
+    with pytest.raises(ValueError, match="config_enumerate"):
+        inference.run_svi(unmarked, inference.AutoFlow(unmarked), 0.3, num_steps=2)
