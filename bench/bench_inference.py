@@ -389,10 +389,93 @@ def bench_heavy(steps, seeds, nuts_samples, quick=False):
           f"{steps} SVI steps, seeds {list(seeds)} (mean over seeds; 40,000 guide draws)")
 
 
+def bimodal_model(minor=0.3):
+    """Two well-separated modes in 2-D (masses 0.7 and 0.3, sd 0.5 each, 5 sds apart)."""
+    mix = dist.MixtureSameFamily(dist.Categorical(jnp.array([1 - minor, minor])),
+                                 dist.MultivariateNormal(jnp.array([[-2.5, 0.0], [2.5, 0.0]]), jnp.eye(2)[None] * 0.25))
+    numpyro.sample("z", mix)
+
+
+def bench_modes(steps, seeds, nuts_samples, quick=False):
+    """Mass of the minor mode (exact 0.3) under each guide and under NUTS (issue 19 items 2 and 4)."""
+    from numpyro.infer.autoguide import AutoBNAFNormal
+
+    guides = {
+        "AutoNormal (ELBO)": (lambda: AutoNormal(bimodal_model), None),
+        "AutoBNAFNormal (ELBO)": (lambda: AutoBNAFNormal(bimodal_model), None),
+        "AutoFlow default (ELBO)": (lambda: inference.AutoFlow(bimodal_model), None),
+        "AutoFlow(iaf), IWAE(16)": (lambda: inference.AutoFlow(bimodal_model), lambda: inference.IWAE(16)),
+        "AutoFlow(maf, stl=False, path_pooling='resample'), MassCovering()": (
+            lambda: inference.AutoFlow(bimodal_model, "maf", stl=False, path_pooling="resample"),
+            lambda: inference.MassCovering()),
+    }
+    if quick:
+        guides = dict(list(guides.items())[-1:])
+    rows = []
+    for label, (make, make_loss) in guides.items():
+        masses, t0 = [], time.perf_counter()
+        for seed in seeds:
+            guide = make()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                params, _, _ = inference.run_svi(bimodal_model, guide, num_steps=steps, seed=seed,
+                                                 loss=make_loss() if make_loss else None)
+            z = np.asarray(guide.sample_posterior(jax.random.PRNGKey(7), params, sample_shape=(20000,))["z"])
+            masses.append(float(np.mean(z[:, 0] > 0)))
+        rows.append({"method": label, "minor-mode mass per seed (exact 0.3)": ", ".join(f"{m:.3f}" for m in masses),
+                     "max abs error": float(np.max(np.abs(np.array(masses) - 0.3))),
+                     "seconds": (time.perf_counter() - t0) / len(seeds)})
+    t0 = time.perf_counter()
+    masses = []
+    for chain_seed in seeds:
+        mc = MCMC(NUTS(bimodal_model), num_warmup=nuts_samples, num_samples=nuts_samples * 2, progress_bar=False)
+        mc.run(jax.random.PRNGKey(chain_seed))
+        masses.append(float(np.mean(np.asarray(mc.get_samples()["z"])[:, 0] > 0)))
+    rows.append({"method": f"NUTS, one chain ({nuts_samples} warmup, {nuts_samples * 2} draws)",
+                 "minor-mode mass per seed (exact 0.3)": ", ".join(f"{m:.3f}" for m in masses),
+                 "max abs error": float(np.max(np.abs(np.array(masses) - 0.3))),
+                 "seconds": (time.perf_counter() - t0) / len(seeds)})
+    table(rows, ["method", "minor-mode mass per seed (exact 0.3)", "max abs error", "seconds"],
+          f"Two well-separated modes (masses 0.7 / 0.3): the minor mode's mass, {steps} SVI steps, seeds {list(seeds)}")
+
+
+def bench_discrete(steps, quick=False):
+    """AutoFlow + TraceEnum_ELBO against NUTS with enumeration on models with discrete sites (issue 19 item 1)."""
+    import importlib.util
+
+    if importlib.util.find_spec("funsor") is None:
+        print("\n(discrete section skipped: funsor is not installed; pip install 'nf-ppl[enum]')")
+        return
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import test_enumeration as te
+    from numpyro.infer import TraceEnum_ELBO
+
+    cases = {"Gaussian mixture (50 points)": (te.mixture, te.MIX_DATA, ("w", "mu", "sigma")),
+             "HMM, 2 states, 22 steps": (te.hmm, te.HMM_DATA, ("means", "scale"))}
+    rows = []
+    for case, (model, data, sites) in cases.items():
+        t0 = time.perf_counter()
+        mc = MCMC(NUTS(model), num_warmup=50 if quick else 1000, num_samples=50 if quick else 4000, progress_bar=False)
+        mc.run(jax.random.PRNGKey(0), data)
+        ref = {k: np.asarray(v) for k, v in mc.get_samples().items()}
+        nuts_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        guide = inference.AutoFlow(model)
+        params, _, _ = inference.run_svi(model, guide, data, num_steps=steps, seed=0, loss=TraceEnum_ELBO())
+        draws = guide.sample_posterior(jax.random.PRNGKey(1), params, data, sample_shape=(4000,))
+        err = inference.posterior_errors({k: np.asarray(v) for k, v in draws.items() if k in sites},
+                                         {k: ref[k] for k in sites})
+        rows.append({"model": case, "AutoFlow mean err (NUTS sd)": err["mean_err_sd"],
+                     "AutoFlow sd rel err": err["sd_rel_err"], "AutoFlow s": time.perf_counter() - t0,
+                     "NUTS s (1000 + 4000)": nuts_s})
+    table(rows, ["model", "AutoFlow mean err (NUTS sd)", "AutoFlow sd rel err", "AutoFlow s", "NUTS s (1000 + 4000)"],
+          f"Enumerated discrete sites: AutoFlow with TraceEnum_ELBO ({steps} steps) against NUTS with enumeration")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale,heavy")
+    ap.add_argument("--sections", default="pdb,funnel,speed,fit,scale,heavy,modes,discrete")
     ap.add_argument("--steps", type=int, default=2000, help="SVI steps per guide (full run)")
     ap.add_argument("--posterior", help="(internal) score the guides on this posterior, print JSON rows")
     ap.add_argument("--guides", help="semicolon-separated guide labels to run in pdb/funnel (default: all)")
@@ -426,6 +509,10 @@ def main():
                     range(1 if q else args.scale_seeds), q)
     if "heavy" in sections:
         bench_heavy(20 if q else args.steps, range(1 if q else 3), 20 if q else 2000, q)
+    if "modes" in sections:
+        bench_modes(20 if q else args.steps, range(1 if q else 3), 20 if q else 2000, q)
+    if "discrete" in sections:
+        bench_discrete(20 if q else args.steps, q)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -28,13 +28,13 @@ from .diagnostics import (compare, diagnose, draws_to_inference_data, importance
                           log_importance_weights, log_marginal_likelihood, posterior_errors, to_inference_data)
 from .psis import khat_threshold, psis, psis_expectation, psis_khat
 from .svi import AmortizedFlowGuide, neutra_nuts, run_svi, suggest_optimizer
-from .warm_start import GaussianStart, gaussian_path_start
+from .warm_start import GaussianStart, PathsStart, gaussian_path_start, multi_path_start
 
 __all__ = ["AmortizedFlowGuide", "AutoFlow", "IWAE", "MassCovering", "FitHistory", "FlowFileError", "GaussianStart", "LegacyFileWarning", "PathwiseFlow",
            "PrecisionCastWarning",
            "build",
            "build_flow", "builders", "check_continuous", "compare", "diagnose", "draws_to_inference_data", "fit",
-           "flow_sample", "gaussian_path_start", "importance_ess", "iw_bound", "khat_threshold", "load",
+           "flow_sample", "gaussian_path_start", "multi_path_start", "PathsStart", "importance_ess", "iw_bound", "khat_threshold", "load",
            "log_importance_weights", "log_marginal_likelihood", "make_optimizer", "neutra_nuts", "pathwise",
            "posterior_errors", "psis", "psis_expectation", "psis_khat",
            "register_builder", "run_svi", "save", "spec_of", "suggest_optimizer", "to_inference_data"]

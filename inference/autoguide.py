@@ -213,12 +213,31 @@ class AutoFlow(AutoContinuous):
             ``guide.flow_coordinates`` lists them and ``guide.flow_dim`` is their number.
         cross: for ``"globals"``, also learn a linear dependence of every other coordinate on the
             flow's output (default ``False``; see the module docstring).
+        num_paths: L-BFGS paths of the warm start (default 4), run at once (``vmap``): the first from
+            ``init_loc_fn``'s point, the others from points uniform in ``(-2, 2)^D`` in unconstrained
+            space (NumPyro's ``init_to_uniform`` rule), as in multi-path Pathfinder.  The paths'
+            Gaussians are grouped into modes; when they end in more than one, a warning gives the
+            modes' estimated masses and ``guide.warm_start_info`` holds ``num_modes``,
+            ``mode_locs`` (unconstrained) and ``mode_weights``.  ``num_paths=1`` is the single path.
+        path_pooling: ``"best"`` (default) starts from the path with the best ELBO estimate;
+            ``"resample"`` starts, when the paths found several modes, from the moments of the
+            importance-weighted draws of the modes' mixture, a broad Gaussian covering all of them
+            (for ``loss=inference.MassCovering()``, which keeps the modes a guide starts with; the
+            ELBO drops all but one again).
         **flow_options: passed to the builder (defaults: ``num_layers=5``, ``hidden_dims=(w, w)`` with
             ``w = max(8, D)``, and for maf/iaf ``out_scale=0.01``, a near-identity start; for
             ``"globals"`` the builder makes a flow of ``flow_dim`` coordinates, ``w = max(8, flow_dim)``).
 
     After set-up (the first SVI call), ``guide.warm_start_info`` holds the warm start's ELBO
-    estimate and the L-BFGS iteration it chose (-1: the plain start), or None without a warm start.
+    estimate, the L-BFGS iteration it chose (-1: the plain start; -2: the pooled Gaussian) and the
+    modes the paths found, or None without a warm start.
+
+    Discrete latent sites marked for enumeration (``numpyro.contrib.funsor.config_enumerate``) are
+    summed out exactly: train with ``TraceEnum_ELBO()`` (the guide covers the continuous sites and
+    samples each inside its plates, which ``TraceEnum_ELBO`` needs) and draw the discrete sites'
+    posterior with ``Predictive(model, guide=guide, params=params, infer_discrete=True)``;
+    ``guide.enumerated_sites`` names them.  Other discrete sites are refused with a ``ValueError``.
+    Enumeration needs ``funsor`` (``pip install nf-ppl[enum]``).
 
     Suggested optimiser: ``optax.adam(1e-2)`` or ``numpyro.optim.ClippedAdam(1e-2, clip_norm=10)``
     for a few thousand steps (see :func:`inference.suggest_optimizer`).

@@ -14,6 +14,10 @@ Carpenter, Gelman and Vehtari 2022) in spirit:
    random numbers make the comparison fair) and keep the best; the plain start
    ``N(z_0, init_scale^2 I)`` is a candidate too, so the result is never worse by this estimate.
 
+:func:`multi_path_start` runs several such paths at once from dispersed points (multi-path
+Pathfinder), groups their Gaussians into modes, estimates each mode's mass by importance sampling
+and starts from the best path or from a broad Gaussian that covers every mode found.
+
 Unlike the MAP or a Laplace approximation at the mode, the ELBO choice stops early on posteriors
 whose mode is degenerate (hierarchical scales going to zero, Neal's funnel): there the best
 Gaussian lies part of the way along the path.  Pathfinder itself uses the L-BFGS inverse-Hessian
