@@ -116,9 +116,14 @@ class _WeightedObjective(ELBO):
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         keys = jax.random.split(rng_key, self.num_particles)
         parts = jax.vmap(lambda k: self._particle(k, param_map, model, guide, args, kwargs))(keys)
-        log_w = parts["log_w"]
+        # a particle whose weight or surrogate piece is NaN or inf (an overflow far in the guide's tail) gets
+        # weight 0 instead of turning every weight into NaN; with none finite the loss is NaN and
+        # run_svi's stable update skips the step
+        finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in parts.values()]), 0)
+        log_w = jnp.where(finite, parts["log_w"], -jnp.inf)
         bound = jax.nn.logsumexp(log_w) - jnp.log(self.num_particles)
         weights = jax.lax.stop_gradient(jax.nn.softmax(log_w))
+        parts = {k: jnp.where(finite, v, 0.0) for k, v in parts.items()}
         surrogate = self._surrogate(parts, weights, bound)
         value = jax.lax.stop_gradient(bound)
         return {"loss": -(value + surrogate - jax.lax.stop_gradient(surrogate)), "mutable_state": None}

@@ -2,7 +2,7 @@
 
 References: NUTS on the same models (NumPyro sums the discrete sites out of its potential), for a
 Gaussian mixture with unknown means, scales and weights and for a two-state hidden Markov model
-with unknown emission means; the discrete posterior from ``Predictive(..., infer_discrete=True)``
+with unknown emission means (that one in bench/bench_inference.py, for time); the discrete posterior from ``Predictive(..., infer_discrete=True)``
 against the exact responsibilities given the continuous draws.
 """
 
@@ -70,9 +70,10 @@ def _guide_draws(model, data, steps):
     return guide, params, {k: np.asarray(v) for k, v in draws.items()}
 
 
-@pytest.mark.parametrize("model, data, sites", [(mixture, MIX_DATA, ("w", "mu", "sigma")),
-                                                (hmm, HMM_DATA, ("means", "scale"))], ids=["mixture", "hmm"])
+@pytest.mark.parametrize("model, data, sites", [(mixture, MIX_DATA, ("w", "mu", "sigma"))], ids=["mixture"])
 def test_autoflow_with_enumerated_sites_matches_nuts(model, data, sites):
+    # the hidden Markov model (hmm below) is checked the same way in bench/bench_inference.py --sections discrete
+    # (its 22 enumerated steps cost a minute of compilation, too much for the suite)
     guide, params, draws = _guide_draws(model, data, 800)
     assert set(guide.enumerated_sites) and all(name not in draws for name in guide.enumerated_sites)
     reference = _nuts(model, data)

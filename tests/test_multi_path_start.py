@@ -56,12 +56,8 @@ def test_both_modes_are_found_with_their_masses_and_the_pooled_start_has_the_mix
     np.testing.assert_allclose(np.sqrt(np.diag(cov)), [np.sqrt(var_x), MODE_SD], rtol=0.1)
 
 
-@pytest.mark.parametrize("log_density", [banana_log_density,
-                                         dist.MultivariateNormal(jnp.array([1.0, -2.0, 0.5]),
-                                                                 jnp.diag(jnp.array([0.01, 1.0, 100.0]))).log_prob],
-                         ids=["banana", "badly-scaled-gaussian"])
-def test_a_single_mode_is_reported_as_one_and_the_start_is_no_worse_than_one_path(log_density):
-    dim = 2 if log_density is banana_log_density else 3
+def test_a_single_mode_is_reported_as_one_and_the_start_is_no_worse_than_one_path():
+    log_density, dim = banana_log_density, 2  # curved: paths from different points end in the one mode
     found = _start(log_density, dim=dim)
     assert found.num_modes == 1 and np.all(found.mode_of_path[found.mode_of_path >= 0] == 0)
     one = gaussian_path_start(log_density, jnp.zeros(dim) + 0.3, jax.random.PRNGKey(1))
@@ -89,7 +85,7 @@ def test_the_elbo_guide_warns_and_drops_a_mode_where_the_mass_covering_guide_kee
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         guide = inference.AutoFlow(bimodal_model)
-        params, _, _ = inference.run_svi(bimodal_model, guide, num_steps=600, seed=0)
+        params, _, _ = inference.run_svi(bimodal_model, guide, num_steps=200, seed=0)
     assert any("2 separate modes" in str(w.message) for w in caught)
     assert guide.warm_start_info["num_modes"] == 2
     assert min(_minor_mass(guide, params), 1 - _minor_mass(guide, params)) < 0.02  # one mode only

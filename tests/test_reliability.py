@@ -381,6 +381,12 @@ def test_cli_refuses_a_model_whose_standardisation_was_edited(tmp_path, capsys):
     assert code == 2 and "SHA-256 of the header" in err and not (tmp_path / "lp.csv").exists()
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT back to its default.  A test runner's worker may ignore SIGINT, and an
+    ignored signal stays ignored across exec, so Python would not install its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_to_cli_fit_saves_the_best_so_far(tmp_path):
     data = _csv(tmp_path / "d.csv", _data(2000))
     model = tmp_path / "m.npz"
@@ -388,7 +394,8 @@ def test_sigint_to_cli_fit_saves_the_best_so_far(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nf_ppl.cli", "fit", str(data), "--out", str(model), "--steps",
                              "1000000", "--epochs", "1000000", "--patience", "1000000", "--layers", "2",
                              "--hidden", "8"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     err_chunks = []
     reader = threading.Thread(target=lambda: err_chunks.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
     reader.start()
