@@ -26,7 +26,12 @@ importance sampling from ``q`` itself,
     grad_theta  =  - sum_k  w~_k  grad_theta log q_theta(z_k)      (z_k held fixed),
 
 so ``q`` is pulled toward every region where the weights are large, i.e. where ``q`` has too little
-mass: the fit covers the posterior instead of seeking one mode.  ``KL(p || q)`` is infinite for a
+mass: the fit covers the posterior instead of seeking one mode.  When the weights are degenerate
+(their effective sample size ``ESS = 1 / sum_k w~_k^2`` is a few particles, as for a guide still far
+from a posterior of a few dozen dimensions) that estimate chases single draws and can diverge; so the
+update is mixed with the ELBO's reparametrised gradient, ``rho * inclusive + (1 - rho) * ELBO`` with
+``rho = min(1, ESS / elbo_below_ess)`` (default ``elbo_below_ess = 8``): pure inclusive-KL steps once
+eight or more particles carry the weight, mostly ELBO steps while one or two do.  ``KL(p || q)`` is infinite for a
 ``q`` with lighter tails than ``p``, which is why this objective spreads guides out where the
 ELBO shrinks them.  The reported loss is ``-L_K`` (the importance-weighted bound), so histories
 compare with :class:`IWAE`'s.  It needs ``log q_theta`` at fixed points with its parameter
@@ -181,6 +186,10 @@ class MassCovering(_WeightedObjective):
     Args:
         num_particles: ``K`` draws from the guide per step (default 64); more particles give a
             less biased estimate of the inclusive divergence's gradient.
+        elbo_below_ess: the effective sample size of the weights below which the step is partly an
+            ELBO step (``rho = min(1, ESS / elbo_below_ess)``, see the module docstring; default 8);
+            ``None`` gives the pure inclusive-KL update (it diverged on a 26-dimensional regression
+            posterior, bench/RESULTS.md).
 
     The guide is pulled toward every region where its importance weights are large, so it keeps
     modes and tails that an ELBO-trained guide drops; the model's own parameters (if any) get the
@@ -189,7 +198,10 @@ class MassCovering(_WeightedObjective):
     (``AutoFlow(..., stl=False)``, any NumPyro autoguide); see the module docstring.
     """
 
-    def __init__(self, num_particles: int = 64):
+    def __init__(self, num_particles: int = 64, elbo_below_ess: float | None = 8.0):
+        if elbo_below_ess is not None and not (isinstance(elbo_below_ess, (int, float)) and elbo_below_ess > 0):
+            raise ValueError(f"elbo_below_ess must be a positive number of particles or None; got {elbo_below_ess!r}")
+        self.elbo_below_ess = None if elbo_below_ess is None else float(elbo_below_ess)
         super().__init__(num_particles)
 
     def _particle(self, key, param_map, model, guide, args, kwargs):
@@ -209,4 +221,10 @@ class MassCovering(_WeightedObjective):
         surrogate = jnp.sum(weights * parts["log_q_fixed_point"])
         if "log_p_fixed" in parts:
             surrogate = surrogate + jnp.sum(weights * parts["log_p_fixed"])
-        return surrogate
+        if self.elbo_below_ess is None:
+            return surrogate
+        ess = 1.0 / jnp.sum(weights ** 2)
+        rho = jax.lax.stop_gradient(jnp.minimum(1.0, ess / self.elbo_below_ess))
+        used = weights > 0  # the finite particles (the others hold 0 here)
+        elbo = jnp.sum(jnp.where(used, parts["log_w"], 0.0)) / jnp.maximum(1, jnp.sum(used))
+        return rho * surrogate + (1 - rho) * elbo

@@ -142,3 +142,37 @@ def test_refusals():
     svi = SVI(subsampled, AutoNormal(subsampled), optax.adam(1e-2), IWAE(4))
     with pytest.raises(ValueError, match="subsampl"):
         svi.update(svi.init(jax.random.PRNGKey(0)))
+
+
+def test_degenerate_weights_turn_the_mass_covering_step_into_an_elbo_step(x64):
+    # with elbo_below_ess larger than K the step is rho * inclusive + (1 - rho) * ELBO with rho = ESS / 4 < 1;
+    # compare with both pure gradients from the same particles
+    params = _params(0.2, 1.1)
+    key = jax.random.PRNGKey(4)
+    guide = gaussian_guide(0.0, 1.0)
+    pure = jax.grad(lambda p: MassCovering(3, elbo_below_ess=None).loss(key, p, conjugate_model, guide))(params)
+    mixed = jax.grad(lambda p: MassCovering(3, elbo_below_ess=4.0).loss(key, p, conjugate_model, guide))(params)
+    elbo = jax.grad(lambda p: -jnp.mean(_log_weights(p, key, 3)))(params)
+    w = jax.nn.softmax(_log_weights(params, key, 3))
+    rho = float(1.0 / jnp.sum(w ** 2)) / 4.0
+    assert 0.25 < rho < 0.75
+    for name in params:
+        assert float(mixed[name]) == pytest.approx(rho * float(pure[name]) + (1 - rho) * float(elbo[name]), rel=1e-8)
+    with pytest.raises(ValueError, match="elbo_below_ess"):
+        MassCovering(8, elbo_below_ess=0)
+
+
+def _log_weights(params, key, k):
+    """The K particles' log-weights as MassCovering draws them (same keys), with reparametrised gradients."""
+    from numpyro.infer.util import log_density
+    from numpyro import handlers
+
+    guide = gaussian_guide(0.0, 1.0)
+
+    def one(kk):
+        k_guide, k_model = jax.random.split(kk)
+        log_q, tr = log_density(handlers.seed(guide, k_guide), (), {}, params)
+        log_p, _ = log_density(handlers.replay(handlers.seed(conjugate_model, k_model), tr), (), {}, params)
+        return log_p - log_q
+
+    return jax.vmap(one)(jax.random.split(key, k))
