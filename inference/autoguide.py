@@ -85,6 +85,7 @@ def __getattr__(name):  # flow_sample moved to inference.guide_sites; the old im
 __all__ = ["AutoFlow", "check_continuous", "default_flow_options", "default_flow_dim"]
 
 STRUCTURES = ("auto", "dense", "globals")
+_BASE_WORDS = {"student_t": "Student-t", "mixture": "Gaussian-mixture"}
 DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent coordinates, "globals" above
 GLOBALS_FLOW_STEP = 0.1  # "globals": factor on the default step size for the flow's parameters
 
@@ -312,10 +313,12 @@ class AutoFlow(AutoContinuous):
         self.flow_dim = None if self.flow_coordinates is None else len(self.flow_coordinates)
         self._template = self._make_flow(key, self.flow_dim or dim, dtype)
         check_finite_params(self._template, "AutoFlow's flow")
-        if self._template.base_tail is not None and self.structure == "globals":
-            raise ValueError("a Student-t base (base='student_t') needs AutoFlow's dense structure: its degrees of "
-                             f"freedom are per latent coordinate, and this model has {dim} (> {DENSE_MAX_DIM}, so "
-                             "structure='auto' chose 'globals'); pass structure='dense'")
+        if self._template.base_parts() and self.structure == "globals":
+            kind = self._template.base_kind
+            why = ("structure='globals' was asked for" if self._structure_choice == "globals" else
+                   f"this model has {dim} latent coordinates (> {DENSE_MAX_DIM}), so structure='auto' chose 'globals'")
+            raise ValueError(f"a {_BASE_WORDS.get(kind, kind)} base (base={kind!r}) needs AutoFlow's dense structure: "
+                             f"its parameters are per latent coordinate, and {why}; pass structure='dense'")
         self._treedef = jax.tree_util.tree_structure(self._template)
         self._start_scale = jnp.full(dim, self._init_scale, dtype)
         self._loc_unit = jnp.ones(dim, dtype)  # loc = start + loc_unit * shift (see _get_posterior)
@@ -520,7 +523,7 @@ class AutoFlow(AutoContinuous):
             elif self._affine == "tril":  # only the strict lower triangle is used
                 linear = numpyro.param(f"{self.prefix}_lower", self._start_lower)
         posterior = nf_ppl.Flow(Chain(self._layers(flow, loc, scale, linear)), (self.latent_dim,),
-                                base_tail=flow.base_tail)
+                                **flow.base_parts())
         return pathwise(posterior) if self.stl else posterior
 
     @property
@@ -531,15 +534,18 @@ class AutoFlow(AutoContinuous):
         return bool(self._stl_choice)
 
     def get_base_dist(self):
-        """The base of ``z = T(u)`` (for ``NeuTraReparam``): ``N(0, I)``, or the trained Student-t of a guide with
-        ``base="student_t"`` (its degrees of freedom come from the params given to :meth:`use_base_params`,
-        which :func:`inference.neutra_nuts` calls)."""
-        if self._template is None or self._template.base_tail is None:
+        """The base of ``z = T(u)`` (for ``NeuTraReparam``): ``N(0, I)``, or the trained learned base of a guide
+        with ``base="student_t"`` or ``base="mixture"`` (it comes from the params given to
+        :meth:`use_base_params`, which :func:`inference.neutra_nuts` calls)."""
+        if self._template is None or not self._template.base_parts():
             return dist.Normal(jnp.zeros(self.latent_dim), 1.0).to_event(1)
         if self._base_params is None:
-            raise ValueError("this AutoFlow has a learned Student-t base: call guide.use_base_params(params) first "
-                             "(inference.neutra_nuts does)")
+            kind = self._template.base_kind
+            raise ValueError(f"this AutoFlow has a learned {_BASE_WORDS.get(kind, kind)} base: call "
+                             "guide.use_base_params(params) first (inference.neutra_nuts does)")
         flow = jax.tree_util.tree_unflatten(self._treedef, self._base_params[self._flow_param_name])
+        if flow.base_mixture is not None:
+            return flow.base_dist
         df = flow.base_df
         return dist.StudentT(df, jnp.zeros_like(df), jnp.ones_like(df)).to_event(1)
 

@@ -208,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layers", type=int, default=None,
                      help="number of flow layers (default: the builder's, e.g. 8 for maf, 10 for realnvp)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden sizes, e.g. 64,64 (default)")
-    fit.add_argument("--base", choices=("normal", "student_t"), default="normal",
-                     help="base distribution: normal (default) or student_t (learned degrees of freedom per column, "
-                          "for heavy-tailed data)")
+    fit.add_argument("--base", choices=("normal", "student_t", "mixture"), default="normal",
+                     help="base distribution: normal (default), student_t (learned degrees of freedom per column, "
+                          "for heavy-tailed data) or mixture (a learned mixture of 4 Gaussians, for clustered data)")
     fit.add_argument("--epochs", type=int, default=None,
                      help="maximum epochs (passes over the training rows; default: fit's, 500)")
     fit.add_argument("--steps", type=int, default=None, help="maximum optimiser steps (default: no cap besides --epochs)")

@@ -22,7 +22,8 @@ from ._checks import check_context, check_finite
 from .layers.base import forward_and_log_det, inverse_and_log_det
 
 
-_CHILDREN = ("transform", "base_loc", "base_log_scale", "context", "base_tail")  # pytree children (names)
+_CHILDREN = ("transform", "base_loc", "base_log_scale", "context", "base_tail", "base_mixture")  # pytree children
+_OPTIONAL_BASES = {"base_tail": "student_t", "base_mixture": "mixture"}  # optional base child -> aux marker
 
 
 class Flow(dist.TransformedDistribution):
@@ -44,6 +45,14 @@ class Flow(dist.TransformedDistribution):
             or spline flow of a Gaussian cannot reach (a flow with linear tails keeps the base's
             tail decay).  Sampling stays reparameterised (Student-t draws are Gaussian draws scaled
             by a Gamma draw, which JAX differentiates in its shape).
+        base_mixture: optional ``(logits, locs, log_scales)`` with shapes ``(K,)``, ``(K,) + event_shape``
+            and ``(K,) + event_shape``: the base becomes a mixture of ``K`` diagonal Gaussians
+            ``sum_k softmax(logits)_k N(locs_k, exp(log_scales_k))`` (all trainable leaves), so a
+            multimodal density (separated clusters, a posterior with several modes) needs no
+            flow layer to tear one Gaussian apart.  Sampling picks a component, which is not
+            reparameterised: the weights learn from the density (maximum likelihood,
+            ``inference.MassCovering``), not from an ELBO's reparametrised gradient.  Not with
+            ``base_loc``/``base_tail``.
         context_dim: size of the context vector of a conditional flow (0 = unconditional).
         context: a bound context of shape ``batch_shape + (context_dim,)``; usually set through
             :meth:`condition`.
@@ -55,7 +64,7 @@ class Flow(dist.TransformedDistribution):
     pytree_aux_fields = ()
 
     def __init__(self, transform, event_shape, *, base_loc=None, base_log_scale=None, base_tail=None,
-                 context_dim: int = 0, context=None, validate_args=None):
+                 base_mixture=None, context_dim: int = 0, context=None, validate_args=None):
         self.transform = transform
         self.flow_event_shape = tuple(int(s) for s in np.atleast_1d(event_shape))
         self.base_loc, self.base_log_scale = base_loc, base_log_scale
@@ -65,6 +74,10 @@ class Flow(dist.TransformedDistribution):
                 raise ValueError(f"base_tail must have the event shape {self.flow_event_shape} (one tail parameter "
                                  f"per coordinate); got shape {base_tail.shape}")
         self.base_tail = base_tail
+        self.base_mixture = None if base_mixture is None else _check_mixture(base_mixture, self.flow_event_shape)
+        if self.base_mixture is not None and (base_tail is not None or base_loc is not None):
+            raise ValueError("base_mixture brings its own locations and scales: pass it without base_loc, "
+                             "base_log_scale or base_tail")
         self.context_dim, self.context = int(context_dim), context
         if context is not None:
             check_context(context, self.context_dim, "Flow")
@@ -79,7 +92,9 @@ class Flow(dist.TransformedDistribution):
     def tree_unflatten(cls, aux, children):
         obj = cls.__new__(cls)
         obj.transform, obj.base_loc, obj.base_log_scale, obj.context = children[:4]
-        obj.base_tail = children[4] if len(aux) > 2 else None
+        marker = aux[2] if len(aux) > 2 else None
+        obj.base_tail = children[4] if marker == "student_t" else None
+        obj.base_mixture = children[4] if marker == "mixture" else None
         obj.flow_event_shape, obj.context_dim = aux[:2]
         batch_shape = () if not _has_shape(obj.context) else tuple(jnp.shape(obj.context)[:-1])
         dist.Distribution.__init__(obj, batch_shape, obj.flow_event_shape, validate_args=False)
@@ -121,6 +136,10 @@ class Flow(dist.TransformedDistribution):
         """``Normal(loc, scale)`` or, with ``base_tail``, ``StudentT(base_df, loc, scale)`` (``loc = 0``,
         ``scale = 1`` unless trainable), independent over the event shape."""
         n = len(self.flow_event_shape)
+        if self.base_mixture is not None:
+            logits, locs, log_scales = self.base_mixture
+            return dist.MixtureSameFamily(dist.Categorical(logits=logits),
+                                          dist.Normal(locs, jnp.exp(log_scales)).to_event(n))
         if self.base_loc is None:
             loc = jnp.zeros(self.flow_event_shape, _float(self.base_tail))
             scale = jnp.ones_like(loc)
@@ -138,7 +157,14 @@ class Flow(dist.TransformedDistribution):
     @property
     def base_kind(self) -> str:
         """``"normal"`` or ``"student_t"``."""
+        if self.base_mixture is not None:
+            return "mixture"
         return "normal" if self.base_tail is None else "student_t"
+
+    def base_parts(self) -> dict:
+        """The optional base children that are set (``base_tail`` or ``base_mixture``), as ``Flow`` keywords:
+        a flow built around this one's base (``Flow(T, shape, **flow.base_parts())``) keeps it."""
+        return {name: getattr(self, name) for name in _OPTIONAL_BASES if getattr(self, name) is not None}
 
     @base_dist.setter
     def base_dist(self, value):  # TransformedDistribution internals may assign it
@@ -234,12 +260,27 @@ class Flow(dist.TransformedDistribution):
 
 
 def _layout(values: dict, event_shape, context_dim):
-    """``(children, aux)`` of a flow: a Student-t base adds a fifth child and an aux marker; a normal base
-    keeps the first layout, so flows saved before Student-t bases existed load unchanged."""
+    """``(children, aux)`` of a flow: an optional base (Student-t, mixture) adds a fifth child and an aux marker
+    naming it; a normal base keeps the first layout, so flows saved before those bases existed load unchanged."""
     children = tuple(values[n] for n in _CHILDREN[:4])
-    if values["base_tail"] is None:
-        return children, (event_shape, context_dim)
-    return children + (values["base_tail"],), (event_shape, context_dim, "student_t")
+    for name, marker in _OPTIONAL_BASES.items():
+        if values[name] is not None:
+            return children + (values[name],), (event_shape, context_dim, marker)
+    return children, (event_shape, context_dim)
+
+
+def _check_mixture(base_mixture, event_shape):
+    """``(logits, locs, log_scales)`` with shapes ``(K,)``, ``(K,) + event_shape`` twice, or a ValueError."""
+    if not isinstance(base_mixture, (tuple, list)) or len(base_mixture) != 3:
+        raise ValueError("base_mixture must be a tuple (logits, locs, log_scales)")
+    logits, locs, log_scales = (a if hasattr(a, "shape") else jnp.asarray(a) for a in base_mixture)
+    k = logits.shape[0] if len(logits.shape) == 1 else 0
+    want = (k,) + tuple(event_shape)
+    if k < 1 or tuple(locs.shape) != want or tuple(log_scales.shape) != want:
+        raise ValueError(f"base_mixture must hold logits of shape (K,) and locs and log_scales of shape (K,) + "
+                         f"{tuple(event_shape)}; got shapes {tuple(logits.shape)}, {tuple(locs.shape)}, "
+                         f"{tuple(log_scales.shape)}")
+    return (logits, locs, log_scales)
 
 
 def tail_to_df(tail):

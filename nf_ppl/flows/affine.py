@@ -11,11 +11,11 @@ from ..flow import Flow
 from ..layers.autoregressive import MaskedAffineAutoregressive
 from ..layers.coupling import AffineCoupling, half_mask
 from ..registry import register_builder
-from .common import _build, depth_scale
+from .common import _build, depth_scale, MIXTURE_COMPONENTS
 
 
 def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation,
-                    activation, scale, log_scale_bound, out_scale, trainable_base, scan, dtype, base="normal"):
+                    activation, scale, log_scale_bound, out_scale, trainable_base, scan, dtype, base="normal", base_components=MIXTURE_COMPONENTS):
     if out_scale is None and mode == "maf":
         out_scale = depth_scale(num_layers)
 
@@ -24,12 +24,12 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
             k, dim, hidden_dims, mode=mode, context_dim=context_dim, activation=activation, scale=scale,
             log_scale_bound=log_scale_bound, out_scale=out_scale, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
-        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal",
+        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
         scan: bool = True, dtype=None) -> Flow:
     """Masked autoregressive flow: one-pass log-density, ``dim`` sequential passes to sample.
 
@@ -41,12 +41,12 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
     return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, trainable_base=trainable_base,
-                           scan=scan, dtype=dtype, base=base)
+                           scan=scan, dtype=dtype, base=base, base_components=base_components)
 
 
 def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="reverse", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
-        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal",
+        out_scale: float | None = None, trainable_base: bool = False, base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
         scan: bool = True, dtype=None) -> Flow:
     """Inverse autoregressive flow: one-pass sampling (with log-density of its own samples), sequential inverse.
 
@@ -56,12 +56,12 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
     return _autoregressive("iaf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, trainable_base=trainable_base,
-                           scan=scan, dtype=dtype, base=base)
+                           scan=scan, dtype=dtype, base=base, base_components=base_components)
 
 
 def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
             mask=None, permutation="auto", activation: str = "elu", log_scale_bound: float = 3.0,
-            trainable_base: bool = False, base: str = "normal",
+            trainable_base: bool = False, base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
         scan: bool = True, dtype=None) -> Flow:
     """RealNVP: affine coupling layers, one pass in both directions.
 
@@ -84,7 +84,7 @@ def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] =
         return AffineCoupling(k, dim, mask, hidden_dims, context_dim=context_dim, activation=activation,
                               log_scale_bound=log_scale_bound, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 for _name, _builder in (("maf", maf), ("iaf", iaf), ("realnvp", realnvp)):

@@ -20,13 +20,13 @@ from ..layers.base import forward_and_log_det, inverse_and_log_det
 from ..layers.composition import Chain, Stack
 from ..layers.neural import BlockNeuralAutoregressive, NeuralAutoregressive
 from ..registry import register_builder
-from .common import _build, depth_scale
+from .common import _build, depth_scale, MIXTURE_COMPONENTS
 
 
 def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8, 8), context_dim: int = 0,
          mode: str = "maf", permutation="reverse", slope: float = 0.5, cross_scale: float | None = None,
          atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False,
-        base: str = "normal",
+        base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
          scan: bool = True, dtype=None) -> Flow:
     """Block neural autoregressive flow (De Cao et al. 2019).
 
@@ -50,13 +50,13 @@ def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8,
                                          cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter,
                                          max_expand=max_expand, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 def naf(key, dim: int, *, num_layers: int = 3, hidden_dims: Sequence[int] = (64, 64), num_components: int = 8,
         context_dim: int = 0, mode: str = "maf", permutation="reverse", activation: str = "elu",
         atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False,
-        base: str = "normal", scan: bool = True, dtype=None) -> Flow:
+        base: str = "normal", base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
     """Neural autoregressive flow with a deep sigmoidal transformer (Huang et al. 2018).
 
     Each layer is a :class:`~nf_ppl.layers.neural.NeuralAutoregressive`: a MADE gives, per
@@ -69,7 +69,7 @@ def naf(key, dim: int, *, num_layers: int = 3, hidden_dims: Sequence[int] = (64,
                                     context_dim=context_dim, activation=activation, atol=atol, rtol=rtol,
                                     max_iter=max_iter, max_expand=max_expand, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 def numerical_info(transform, v, *, inverse: bool = True):

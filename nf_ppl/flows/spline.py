@@ -12,14 +12,14 @@ from ..flow import Flow
 from ..layers.coupling import half_mask
 from ..layers.spline import MaskedSplineAutoregressive, SplineCoupling, check_num_bins, check_tail_bound
 from ..registry import register_builder
-from .common import _build
+from .common import _build, MIXTURE_COMPONENTS
 
 
 def nsf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), num_bins: int = 8,
         tail_bound: float = 3.0, context_dim: int = 0, mode: str = "maf", permutation="reverse",
         activation: str = "elu", min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3, trainable_base: bool = False,
-        base: str = "normal", scan: bool = True, dtype=None) -> Flow:
+        base: str = "normal", base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
     """Autoregressive neural spline flow (Durkan et al. 2019).
 
     Layers are :class:`~nf_ppl.layers.spline.MaskedSplineAutoregressive` with ``num_bins``
@@ -35,14 +35,14 @@ def nsf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
             activation=activation, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
             min_derivative=min_derivative, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 def spline_coupling(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = (64, 64),
                     num_bins: int = 8, tail_bound: float = 3.0, context_dim: int = 0, mask=None,
                     permutation="auto", activation: str = "elu", min_bin_width: float = 1e-3,
                     min_bin_height: float = 1e-3, min_derivative: float = 1e-3, trainable_base: bool = False,
-        base: str = "normal",
+        base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
                     scan: bool = True, dtype=None) -> Flow:
     """Coupling neural spline flow: :class:`~nf_ppl.layers.spline.SplineCoupling` layers, one pass both ways.
 
@@ -61,7 +61,7 @@ def spline_coupling(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence
                               context_dim=context_dim, activation=activation, min_bin_width=min_bin_width,
                               min_bin_height=min_bin_height, min_derivative=min_derivative, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
 for _name, _builder in (("nsf", nsf), ("spline_coupling", spline_coupling)):
