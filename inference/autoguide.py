@@ -132,6 +132,17 @@ def check_continuous(model, args=(), kwargs=None, *, owner="AutoFlow"):
     return trace
 
 
+ENUMERATION_MIN_NUMPYRO = (0, 21)  # TraceEnum_ELBO skips guide-only (auxiliary) sites from 0.21 on
+
+
+def _numpyro_version() -> tuple:
+    parts = []
+    for piece in numpyro.__version__.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def _is_enumerated(site) -> bool:
     """A discrete latent sample site marked for enumeration (``config_enumerate``, ``infer={'enumerate': ...}``)."""
     return (site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
@@ -293,6 +304,12 @@ class AutoFlow(AutoContinuous):
     def _setup_prototype(self, *args, **kwargs):
         trace = check_continuous(self.model, args, kwargs, owner=type(self).__name__)
         self.enumerated_sites = tuple(name for name, site in trace.items() if _is_enumerated(site))
+        if self.enumerated_sites and _numpyro_version() < ENUMERATION_MIN_NUMPYRO:
+            raise RuntimeError(f"{type(self).__name__} on a model with enumerated discrete sites "
+                               f"{list(self.enumerated_sites)} needs NumPyro >= "
+                               f"{'.'.join(map(str, ENUMERATION_MIN_NUMPYRO))} (older TraceEnum_ELBO fails on an "
+                               f"autoguide's auxiliary latent site); this is NumPyro {numpyro.__version__}: "
+                               "pip install -U numpyro")
         try:
             with _enumerated_sites_pass(bool(self.enumerated_sites)):
                 super()._setup_prototype(*args, **kwargs)

@@ -21,6 +21,10 @@ from numpyro.infer import MCMC, NUTS, Predictive
 import inference
 
 funsor = pytest.importorskip("funsor")  # NumPyro's enumeration needs funsor (the test extra installs it)
+from inference.autoguide import ENUMERATION_MIN_NUMPYRO, _numpyro_version  # noqa: E402
+
+if _numpyro_version() < ENUMERATION_MIN_NUMPYRO:  # AutoFlow refuses these models there, with the reason
+    pytest.skip(f"NumPyro {numpyro.__version__} < {ENUMERATION_MIN_NUMPYRO}", allow_module_level=True)
 from numpyro.contrib.funsor import config_enumerate, markov  # noqa: E402
 from numpyro.infer import TraceEnum_ELBO  # noqa: E402
 
