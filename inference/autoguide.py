@@ -90,6 +90,18 @@ DENSE_MAX_DIM = 256  # "auto" uses the dense structure up to this many latent co
 GLOBALS_FLOW_STEP = 0.1  # "globals": factor on the default step size for the flow's parameters
 
 
+MULTI_PATH_MAX_DIM = 32  # num_paths="auto": 4 paths up to this many latent coordinates, 1 above
+
+
+def default_num_paths(dim: int) -> int:
+    """Warm-start paths for ``num_paths="auto"``: 4 up to ``MULTI_PATH_MAX_DIM`` latent coordinates, 1 above.
+
+    Each path costs ``D`` Hessian-vector products per iterate (its dense Laplace Gaussians), so four
+    paths cost four times the set-up; where that is cheap they buy the report of separate modes. On
+    posteriordb the extra paths changed no guide's accuracy beyond seed noise (bench/RESULTS.md)."""
+    return 4 if int(dim) <= MULTI_PATH_MAX_DIM else 1
+
+
 def default_flow_dim(dim: int) -> int:
     """Most coordinates the flow of ``structure="globals"`` acts on: ``min(D, 8)``."""
     return min(int(dim), 8)
@@ -225,7 +237,8 @@ class AutoFlow(AutoContinuous):
             ``guide.flow_coordinates`` lists them and ``guide.flow_dim`` is their number.
         cross: for ``"globals"``, also learn a linear dependence of every other coordinate on the
             flow's output (default ``False``; see the module docstring).
-        num_paths: L-BFGS paths of the warm start (default 4), run at once (``vmap``): the first from
+        num_paths: L-BFGS paths of the warm start, run at once (``vmap``; ``"auto"``, the default: 4 up to
+            32 latent coordinates, 1 above, :func:`default_num_paths`): the first from
             ``init_loc_fn``'s point, the others from points uniform in ``(-2, 2)^D`` in unconstrained
             space (NumPyro's ``init_to_uniform`` rule), as in multi-path Pathfinder.  The paths'
             Gaussians are grouped into modes; when they end in more than one, a warning gives the
@@ -258,14 +271,15 @@ class AutoFlow(AutoContinuous):
     def __init__(self, model, flow="iaf", *, prefix="auto", init_loc_fn=init_to_uniform,
                  init_scale: float = 0.1, scale_bounds=(1e-5, 1e3), affine="tril", seed: int | None = None,
                  sites=None, warm_start: str | None = "pathfinder", stl="auto", structure: str = "auto",
-                 flow_dim: int | None = None, cross: bool = False, num_paths: int = 4, path_pooling: str = "best",
+                 flow_dim: int | None = None, cross: bool = False, num_paths="auto", path_pooling: str = "best",
                  **flow_options):
         self._flow_name, self._builder = _resolve_builder(flow)
-        if isinstance(num_paths, bool) or not isinstance(num_paths, (int, np.integer)) or num_paths < 1:
-            raise ValueError(f"num_paths must be a positive int; got {num_paths!r}")
+        if num_paths != "auto" and (isinstance(num_paths, bool) or not isinstance(num_paths, (int, np.integer))
+                                    or num_paths < 1):
+            raise ValueError(f"num_paths must be a positive int or 'auto'; got {num_paths!r}")
         if path_pooling not in POOLINGS:
             raise ValueError(f"path_pooling must be one of {POOLINGS}; got {path_pooling!r}")
-        self._num_paths, self._path_pooling = int(num_paths), path_pooling
+        self._num_paths, self._path_pooling = num_paths, path_pooling
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}")
         if flow_dim is not None and (isinstance(flow_dim, bool) or not isinstance(flow_dim, (int, np.integer))
@@ -418,7 +432,8 @@ class AutoFlow(AutoContinuous):
         """Replace the initial ``loc``/``scale``/``L`` by the multi-path warm start's Gaussian
         (:func:`inference.warm_start.multi_path_start`: path 0 from ``init_loc_fn``'s point, the others
         from points uniform in ``(-2, 2)^D``), and say so when the paths end in different modes."""
-        x0s = dispersed_points(self._init_latent, jax.random.fold_in(key, 2), self._num_paths)
+        self.num_paths = default_num_paths(self.latent_dim) if self._num_paths == "auto" else int(self._num_paths)
+        x0s = dispersed_points(self._init_latent, jax.random.fold_in(key, 2), self.num_paths)
         found = multi_path_start(self._log_density(), x0s, key, pooling=self._path_pooling,
                                  init_scale=self._init_scale)
         start = found.start
@@ -435,12 +450,12 @@ class AutoFlow(AutoContinuous):
         if self._start_lower is not None:
             self._start_lower = jnp.tril(start.scale_tril / jnp.diagonal(start.scale_tril)[:, None], -1).astype(
                 self._start_lower.dtype)
-        self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration, "num_paths": self._num_paths,
+        self.warm_start_info = {"elbo": start.elbo, "iteration": start.iteration, "num_paths": self.num_paths,
                                 "num_modes": found.num_modes, "mode_locs": found.mode_locs,
                                 "mode_weights": found.mode_weights, "pooling": self._path_pooling}
         if found.num_modes > 1 and self._path_pooling == "best":
             masses = ", ".join(f"{w:.2f}" for w in found.mode_weights)
-            warnings.warn(f"{type(self).__name__}: the warm start's {self._num_paths} L-BFGS paths ended in "
+            warnings.warn(f"{type(self).__name__}: the warm start's {self.num_paths} L-BFGS paths ended in "
                           f"{found.num_modes} separate modes (estimated posterior masses {masses}; their unconstrained "
                           "locations are in guide.warm_start_info['mode_locs']). An ELBO-trained guide keeps one "
                           "mode. To cover them all: AutoFlow(model, 'maf', stl=False, path_pooling='resample') "

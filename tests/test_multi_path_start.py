@@ -72,6 +72,8 @@ def test_refusals():
         multi_path_start(banana_log_density, jnp.zeros(2), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="num_paths"):
         inference.AutoFlow(bimodal_model, num_paths=0)
+    from inference.autoguide import default_num_paths
+    assert [default_num_paths(d) for d in (2, 32, 33, 100)] == [4, 4, 1, 1]  # extra paths where they are cheap
     with pytest.raises(ValueError, match="path_pooling"):
         inference.AutoFlow(bimodal_model, path_pooling="mean")
 
@@ -87,7 +89,7 @@ def test_the_elbo_guide_warns_and_drops_a_mode_where_the_mass_covering_guide_kee
         guide = inference.AutoFlow(bimodal_model)
         params, _, _ = inference.run_svi(bimodal_model, guide, num_steps=200, seed=0)
     assert any("2 separate modes" in str(w.message) for w in caught)
-    assert guide.warm_start_info["num_modes"] == 2
+    assert guide.warm_start_info["num_modes"] == 2 and guide.num_paths == 4
     assert min(_minor_mass(guide, params), 1 - _minor_mass(guide, params)) < 0.02  # one mode only
     assert "2 separate modes" in inference.diagnose(bimodal_model, guide, params, num_samples=400)["reading"]
 
