@@ -63,7 +63,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import IdentityTransform
+from numpyro.distributions.transforms import IdentityTransform, biject_to
+from numpyro.distributions.util import sum_rightmost
 from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
@@ -178,10 +179,10 @@ def _enumerated_sites_pass(active: bool):
 
     original = numpyro_autoguide.biject_to
 
-    def biject_to(constraint):
+    def identity_for_discrete(constraint):
         return IdentityTransform() if constraint.is_discrete else original(constraint)
 
-    numpyro_autoguide.biject_to = biject_to
+    numpyro_autoguide.biject_to = identity_for_discrete
     try:
         yield
     finally:
@@ -487,11 +488,6 @@ class AutoFlow(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         if not self.enumerated_sites:
             return super().__call__(*args, **kwargs)
-        from contextlib import ExitStack
-
-        from numpyro.distributions.transforms import biject_to
-        from numpyro.distributions.util import sum_rightmost
-
         latent = self._sample_latent(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
         result = {}
@@ -502,7 +498,7 @@ class AutoFlow(AutoContinuous):
             event_dim = site["fn"].event_dim
             log_density = -transform.log_abs_det_jacobian(unconstrained, value)
             log_density = sum_rightmost(log_density, jnp.ndim(log_density) - jnp.ndim(value) + event_dim)
-            with ExitStack() as stack:
+            with contextlib.ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     stack.enter_context(plates[frame.name])
                 result[name] = numpyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=event_dim))

@@ -108,14 +108,9 @@ class _WeightedObjective(ELBO):
         return log_p, log_q, model_trace, guide_trace
 
     @staticmethod
-    def _log_q_at(values, param_map, guide, args, kwargs, key):
-        """``log q`` of the guide at the given values of its random sites, under ``param_map``."""
-        conditioned = handlers.condition(handlers.seed(guide, key), data=values)
-        return log_density(conditioned, args, kwargs, param_map)[0]
-
-    @staticmethod
-    def _log_p_at(values, param_map, model, args, kwargs, key):
-        conditioned = handlers.condition(handlers.seed(model, key), data=values)
+    def _log_density_at(fn, values, param_map, args, kwargs, key):
+        """``log`` density of the model or guide ``fn`` with its random sites conditioned on ``values``."""
+        conditioned = handlers.condition(handlers.seed(fn, key), data=values)
         return log_density(conditioned, args, kwargs, param_map)[0]
 
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
@@ -164,11 +159,11 @@ class IWAE(_WeightedObjective):
             log_q_fixed = log_q
         else:
             frozen = jax.lax.stop_gradient(param_map)
-            log_q_fixed = self._log_q_at(_reparam_sites(guide_trace), frozen, guide, args, kwargs, key)
+            log_q_fixed = self._log_density_at(guide, _reparam_sites(guide_trace), frozen, args, kwargs, key)
         out["log_w_path"] = log_p - log_q_fixed  # gradient: the path term only
         if _has_params(model_trace):  # model parameters at fixed z, for sum w~ grad log p
             values = jax.lax.stop_gradient(_reparam_sites(guide_trace))
-            out["log_p_fixed"] = self._log_p_at(values, param_map, model, args, kwargs, key)
+            out["log_p_fixed"] = self._log_density_at(model, values, param_map, args, kwargs, key)
         return out
 
     def _surrogate(self, parts, weights, bound):
@@ -212,9 +207,9 @@ class MassCovering(_WeightedObjective):
         log_p, log_q, model_trace, guide_trace = self._traces(key, param_map, model, guide, args, kwargs)
         values = jax.lax.stop_gradient(_reparam_sites(guide_trace))
         out = {"log_w": log_p - log_q,
-               "log_q_fixed_point": self._log_q_at(values, param_map, guide, args, kwargs, key)}
+               "log_q_fixed_point": self._log_density_at(guide, values, param_map, args, kwargs, key)}
         if _has_params(model_trace):
-            out["log_p_fixed"] = self._log_p_at(values, param_map, model, args, kwargs, key)
+            out["log_p_fixed"] = self._log_density_at(model, values, param_map, args, kwargs, key)
         return out
 
     def _surrogate(self, parts, weights, bound):
