@@ -125,6 +125,34 @@ def score_guide(model, make, kw, ref, steps, seed, make_loss=None):
     return err["mean_err_sd"], err["sd_rel_err"], d["khat"], d["elbo"], secs
 
 
+NUTS_PREFIXES = (125, 250, 500, 1000, 2000, 4000)  # draws at which NUTS's errors are read (one chain)
+NUTS_WARMUP = 0  # --nuts-warmup W > 0: a NUTS row per posterior and each guide's NUTS time to equal accuracy
+
+
+def nuts_accuracy(model, kw, ref, seed, warmup, draws=NUTS_PREFIXES[-1]):
+    """One NUTS chain: warm-up seconds (compile included), sampling seconds, and its errors after each prefix."""
+    mc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, progress_bar=False)
+    t0 = time.perf_counter()
+    mc.warmup(jax.random.PRNGKey(seed), **kw)
+    jax.block_until_ready(mc.post_warmup_state)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mc.run(mc.post_warmup_state.rng_key, **kw)
+    samples = {k: np.asarray(v) for k, v in mc.get_samples().items()}
+    sample_s = time.perf_counter() - t0
+    errors = {n: inference.posterior_errors({k: v[:n] for k, v in samples.items()}, ref) for n in NUTS_PREFIXES}
+    return warm_s, sample_s, errors
+
+
+def nuts_time_to(errors, warm_s, sample_s, mean_err, sd_err):
+    """Seconds NUTS needs to reach errors at or below ``(mean_err, sd_err)`` (its first prefix that does;
+    time of a prefix of n draws: warm-up + n/N of the sampling time), and that n; ``(nan, None)`` if none does."""
+    for n in NUTS_PREFIXES:
+        if errors[n]["mean_err_sd"] <= mean_err and errors[n]["sd_rel_err"] <= sd_err:
+            return warm_s + sample_s * n / NUTS_PREFIXES[-1], n
+    return float("nan"), None
+
+
 def posterior_rows(post, steps, seeds, quick=False):
     """Score every guide on one posterior (in this process); one progress line per guide on stderr."""
     model, kw, ref = load_posterior(post)
@@ -136,6 +164,17 @@ def posterior_rows(post, steps, seeds, quick=False):
                      "sd rel err": float(mean[1]), "k-hat": float(mean[2]), "worst k-hat": float(scores[:, 2].max()),
                      "ELBO": float(mean[3]), "fit s": float(mean[4])})
         print(f"  done: {post} {label}: " + ", ".join(f"{v:.3g}" for v in mean), file=sys.stderr, flush=True)
+    if NUTS_WARMUP:
+        warm_s, sample_s, errors = nuts_accuracy(model, kw, ref, seeds[0], NUTS_WARMUP)
+        for row in rows:
+            secs, n = nuts_time_to(errors, warm_s, sample_s, row["mean err (ref sd)"], row["sd rel err"])
+            row["NUTS s to equal accuracy"] = secs
+            row["NUTS draws"] = n if n is not None else f"> {NUTS_PREFIXES[-1]}"
+        full = errors[NUTS_PREFIXES[-1]]
+        rows.append({"posterior": post.split("-")[-1], "guide": f"NUTS (1 chain, {NUTS_WARMUP} warm-up, "
+                     f"{NUTS_PREFIXES[-1]} draws)", "mean err (ref sd)": full["mean_err_sd"],
+                     "sd rel err": full["sd_rel_err"], "fit s": warm_s + sample_s})
+        print(f"  done: {post} NUTS: {warm_s:.1f} + {sample_s:.1f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -149,7 +188,8 @@ def posterior_rows_in_subprocess(post, steps, num_seeds, quick=False, timeout=No
     """
     timeout = timeout or (300 if quick else 1800)
     cmd = [sys.executable, os.path.abspath(__file__), "--posterior", post, "--steps", str(steps),
-           "--seeds", str(num_seeds)] + (["--quick"] if quick else []) + (["--guides", ";".join(GUIDES)] if GUIDES else [])
+           "--seeds", str(num_seeds)] + (["--quick"] if quick else []) + (["--guides", ";".join(GUIDES)] if GUIDES else []) \
+        + (["--nuts-warmup", str(NUTS_WARMUP)] if NUTS_WARMUP else [])
     for attempt in range(1, tries + 1):
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -172,9 +212,12 @@ def bench_posteriordb(steps, names, num_seeds, quick=False):
         rows = [row for post in names for row in posterior_rows(post, steps, range(num_seeds), quick)]
     else:
         rows = [row for post in names for row in posterior_rows_in_subprocess(post, steps, num_seeds, quick)]
-    table(rows, ["posterior", "guide", "mean err (ref sd)", "sd rel err", "k-hat", "worst k-hat", "ELBO", "fit s"],
+    cols = ["posterior", "guide", "mean err (ref sd)", "sd rel err", "k-hat", "worst k-hat", "ELBO", "fit s"]
+    table(rows, cols + (["NUTS s to equal accuracy", "NUTS draws"] if NUTS_WARMUP else []),
           f"posteriordb, {steps} SVI steps each (Adam 1e-2, clip 10, cosine decay), mean over seeds "
-          f"{list(range(num_seeds))}")
+          f"{list(range(num_seeds))}" + (f"; NUTS (seed 0, {NUTS_WARMUP} warm-up) timed in the same process: the time "
+                                         "its first prefix of draws with both errors at or below the guide's took"
+                                         if NUTS_WARMUP else ""))
 
 
 def funnel(d=10):
@@ -483,10 +526,14 @@ def main():
     ap.add_argument("--scale-dims", default="10,100,1000,10000", help="latent dimensions of the scale section")
     ap.add_argument("--scale-seeds", type=int, default=3, help="SVI seeds per guide in the scale section")
     ap.add_argument("--nuts-max-dim", type=int, default=10000, help="largest D with a NUTS reference (scale)")
+    ap.add_argument("--nuts-warmup", type=int, default=0,
+                    help="pdb: also run NUTS (this many warm-up steps) and give each guide NUTS's time to equal accuracy")
+    ap.add_argument("--posteriors", help="pdb: comma-separated posterior names (default: all)")
     args = ap.parse_args()
     q = args.quick
-    global GUIDES
+    global GUIDES, NUTS_WARMUP
     GUIDES = args.guides.split(";") if args.guides else None
+    NUTS_WARMUP = args.nuts_warmup
     if args.posterior:
         print(json.dumps(posterior_rows(args.posterior, args.steps, range(args.seeds), q)))
         return
@@ -496,6 +543,8 @@ def main():
     if "pdb" in sections:
         names = ["eight_schools-eight_schools_noncentered"] if q else [
             "eight_schools-eight_schools_noncentered", "eight_schools_centered", *list(pdb.POSTERIORS)[1:]]
+        if args.posteriors:
+            names = [n for n in names if n.split("-")[-1] in args.posteriors.split(",") or n in args.posteriors.split(",")]
         bench_posteriordb(20 if q else args.steps, names, 1 if q else args.seeds, q)
     if "funnel" in sections:
         bench_funnel(20 if q else args.steps, range(1 if q else 4), 20 if q else 2000, q)

@@ -52,6 +52,8 @@ def _run(args, out) -> int:
     warmup, draws_n = (100, 100) if quick else (1000, 2000)
     sigma, y = C.EIGHT_SCHOOLS_SIGMA, C.EIGHT_SCHOOLS_Y
     models = {"centered": C.eight_schools_centered, "non-centered": C.eight_schools_noncentered}
+    if quick:  # a smoke run: one form is enough to exercise every step (tests/test_examples.py)
+        models = {"non-centered": models["non-centered"]}
     idatas, metrics = {}, {"posterior_mean": {}, "posterior_sd": {}, "khat": {}, "divergences": {}}
     pd_opts = {"display.width": 120, "display.max_columns": 12}
 

@@ -55,7 +55,7 @@ def test_auto_structure_switches_to_globals_above_the_threshold_with_linear_para
     sizes = {}
     for dim in (DENSE_MAX_DIM, DENSE_MAX_DIM + 1, 2 * DENSE_MAX_DIM + 2):
         model, y, _, _ = shared_mean_model(dim)
-        guide = inference.AutoFlow(model)
+        guide = inference.AutoFlow(model, warm_start=None)  # the structure and the counts do not depend on the start
         params = _set_up(guide, model, y)
         sizes[dim] = (guide.structure, sum(np.size(p) for p in jax.tree_util.tree_leaves(params)), guide.flow_dim)
     assert sizes[DENSE_MAX_DIM][0] == "dense"
@@ -85,7 +85,7 @@ def _sites_model(sizes):
 ])
 def test_globals_flow_acts_on_the_coordinates_of_the_smallest_sites(sizes, flow_dim, expected):
     model = _sites_model(sizes)
-    guide = inference.AutoFlow(model, structure="globals", flow_dim=flow_dim)
+    guide = inference.AutoFlow(model, structure="globals", flow_dim=flow_dim, num_layers=1, hidden_dims=(16,))
     svi = SVI(model, guide, inference.suggest_optimizer(10), Trace_ELBO())
     svi.init(jax.random.PRNGKey(0))
     assert list(guide.flow_coordinates) == expected and guide.flow_dim == len(expected)

@@ -184,7 +184,7 @@ def test_continuous_1d_integrates_to_one_and_matches_samples(family):
 
 
 @pytest.mark.parametrize("family", CONTINUOUS)
-@pytest.mark.parametrize("ordering", ["natural", "reversed"])
+@pytest.mark.parametrize("ordering", ["reversed"])  # the natural order's conditionals: test_log_prob_matches_product_of_explicit_conditionals
 def test_continuous_2d_integrates_to_one_and_matches_samples(family, ordering):
     # log_scale_bound=1.5 keeps every conditional scale in (0.22, 4.5) so a 1201^2 grid resolves it (Laplace kinks need the fine grid)
     m = make(family, 2, seed=12, scale=0.5, ordering=ordering, bound=1.5)

@@ -25,7 +25,7 @@ def test_flow_prior_under_nuts_matches_flow_samples():
     def model():
         numpyro.sample("theta", flow)
 
-    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=1500, progress_bar=False)
+    mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=600, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(1))
     draws = np.asarray(mcmc.get_samples()["theta"])
     ref = np.asarray(flow.sample(jax.random.PRNGKey(2), (20000,)))

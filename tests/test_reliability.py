@@ -390,7 +390,8 @@ def _default_sigint():
 def test_sigint_to_cli_fit_saves_the_best_so_far(tmp_path):
     data = _csv(tmp_path / "d.csv", _data(2000))
     model = tmp_path / "m.npz"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               JAX_DISABLE_MOST_OPTIMIZATIONS="1")  # the suite's compile setting (tests/conftest.py)
     proc = subprocess.Popen([sys.executable, "-m", "nf_ppl.cli", "fit", str(data), "--out", str(model), "--steps",
                              "1000000", "--epochs", "1000000", "--patience", "1000000", "--layers", "2",
                              "--hidden", "8"],
