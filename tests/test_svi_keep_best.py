@@ -90,7 +90,7 @@ def test_run_svi_returns_the_warm_start_when_training_makes_it_worse():
     assert guide.warm_start_info is not None and np.isfinite(elbo).all()
     # NumPyro's own SVI.run keeps the wrecked parameters; diagnose says what happened
     from numpyro.infer import SVI, Trace_ELBO
-    plain = guide  # the same guide and start (no second warm start to compute)
+    plain = inference.AutoFlow(model)
     wrecked = SVI(model, plain, optax.adam(5e-2), Trace_ELBO()).run(jax.random.PRNGKey(0), 200, x, y,
                                                                     progress_bar=False).params
     report = inference.diagnose(model, plain, wrecked, x, y, num_samples=500)
