@@ -116,21 +116,23 @@ def test_float32_keeps_dtype_and_matches_float64(name):
 EXTREME = np.array([-1e3, -50.0, -1.0, 0.0, 1.0, 50.0, 1e3])
 
 
+def _loss_and_values(direction, layer, v):
+    """A loss touching every output of ``direction`` (``forward_and_log_det`` or its inverse), and those outputs."""
+    out, ld = direction(layer, v)
+    return jnp.sum(ld) + jnp.sum(jnp.tanh(out)), (out, ld)
+
+
 def _fwd_loss(layer, x):
-    y, ld = forward_and_log_det(layer, x)
-    return jnp.sum(ld) + jnp.sum(jnp.tanh(y))
+    return _loss_and_values(forward_and_log_det, layer, x)[0]
 
 
 def _inv_loss(layer, y):
-    x, ld = inverse_and_log_det(layer, y)
-    return jnp.sum(ld) + jnp.sum(jnp.tanh(x))
+    return _loss_and_values(inverse_and_log_det, layer, y)[0]
 
 
 def _values_and_grads(direction):
     """One compiled program per direction: ``(grads wrt (layer, input), (out, log_det))``."""
-    def loss(layer, v):
-        out, ld = direction(layer, v)
-        return jnp.sum(ld) + jnp.sum(jnp.tanh(out)), (out, ld)
+    loss = lambda layer, v: _loss_and_values(direction, layer, v)
     return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
 
 
