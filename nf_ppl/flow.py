@@ -12,6 +12,8 @@ so ``jax.grad(lambda f: -f.log_prob(x).mean())(flow)`` trains it without NumPyro
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,18 +223,28 @@ class Flow(dist.TransformedDistribution):
         value = self._check_value(value)
         if intermediates is not None:
             x, log_det = intermediates[0]
-        else:
+            return self.base_dist.log_prob(x) - log_det
+        if self.context_dim:
+            self.bound_transform()  # a clear error when no context is bound, before tracing
+        log_p = _log_prob(self, value)
+        if _eager_with_nan(log_p):  # op by op, a numerical inverse that did not converge says so
             x, log_det = inverse_and_log_det(self.bound_transform(), value)
-        return self.base_dist.log_prob(x) - log_det
+            log_p = self.base_dist.log_prob(x) - log_det
+        return log_p
 
     def sample_with_intermediates(self, key, sample_shape=(), *, context=None):
         """Draws and the intermediates ``[(base_draws, log_det)]`` that make ``log_prob`` cheap."""
         if context is not None:
             return self.condition(context).sample_with_intermediates(key, sample_shape)
-        transform = self.bound_transform()
-        x = self.base_dist.expand(self.batch_shape).sample(key, tuple(sample_shape))
-        y, log_det = forward_and_log_det(transform, x)
-        return y, [(x, log_det)]
+        if self.context_dim:
+            self.bound_transform()
+        sample_shape = tuple(int(s) for s in sample_shape)
+        y, inter = _sample_with_intermediates(self, key, sample_shape)
+        if _eager_with_nan(y):  # op by op, a numerical forward pass that did not converge says so
+            x = inter[0][0]
+            y, log_det = forward_and_log_det(self.bound_transform(), x)
+            inter = [(x, log_det)]
+        return y, inter
 
     def sample(self, key, sample_shape=(), *, context=None):
         return self.sample_with_intermediates(key, sample_shape, context=context)[0]
@@ -257,6 +269,30 @@ class Flow(dist.TransformedDistribution):
     def __repr__(self) -> str:
         cond = f", context_dim={self.context_dim}" if self.context_dim else ""
         return f"Flow(event_shape={self.flow_event_shape}, batch_shape={self.batch_shape}{cond}, transform={self.transform!r})"
+
+
+# The density and sampling passes run as one compiled program per flow structure and shape.  Inside a
+# trace (jit, grad, vmap, SVI) this only names a sub-computation; called eagerly, it replaces
+# op-by-op dispatch, which compiled a small program per operation and shape (a 5-layer maf's first
+# eager log_prob took 1.6 s and every later one 0.3 s, against 0.35 s and under 1 ms jitted).
+# A NaN in an eager result repeats the pass op by op, so errors raised on concrete values still are.
+def _eager_with_nan(values) -> bool:
+    """True for concrete values with a NaN: the compiled pass is then repeated op by op, where a
+    layer's numerical solve that did not converge raises its own error instead of returning NaN."""
+    return not isinstance(values, jax.core.Tracer) and bool(jnp.isnan(values).any())
+
+
+@jax.jit
+def _log_prob(flow: Flow, value):
+    x, log_det = inverse_and_log_det(flow.bound_transform(), value)
+    return flow.base_dist.log_prob(x) - log_det
+
+
+@partial(jax.jit, static_argnums=2)
+def _sample_with_intermediates(flow: Flow, key, sample_shape: tuple):
+    x = flow.base_dist.expand(flow.batch_shape).sample(key, sample_shape)
+    y, log_det = forward_and_log_det(flow.bound_transform(), x)
+    return y, [(x, log_det)]
 
 
 def _layout(values: dict, event_shape, context_dim):

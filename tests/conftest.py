@@ -59,6 +59,11 @@ def _settle_xla_flags() -> None:
 def pytest_configure(config):
     _settle_xla_flags()  # before any test makes JAX create its CPU backend (importing jax does not)
     jax.config.update("jax_disable_most_optimizations", True)
+    if getattr(config.option, "dist", None) == "load":  # pytest -n N: keep each layer's harness tests together
+        config.option.dist = "loadgroup"
+
+
+GROUPED_BY_CASE = ("test_layer_properties.py", "test_flow_properties.py", "test_glow.py", "test_transformers.py")
 
 
 MAPPINGS_BEFORE_CLEARING = 20_000  # a third of Linux's default vm.max_map_count (65,530)
@@ -93,10 +98,19 @@ SMOKE_FILES = ("test_demo.py", "test_examples.py", "test_psis.py")
 SMOKE_HARNESS_LAYERS = ("AffineCoupling", "MAF-layer")  # the property harness runs on these in the smoke subset
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark the smoke subset (``pytest -m smoke``) that CI runs on the oldest supported versions."""
+    """Mark the smoke subset (``pytest -m smoke``) that CI runs on the oldest supported versions, and
+    send the property-harness tests of one layer or flow to one pytest-xdist worker.
+
+    A layer's tests share the small programs that build it (one per parameter shape, compiled by each
+    process that builds it); spread over two workers, both compiled them.
+    """
     for item in items:
         file = item.path.name
+        case = getattr(item, "callspec", None) and item.callspec.params.get("name")
+        if file in GROUPED_BY_CASE and case:
+            item.add_marker(pytest.mark.xdist_group(str(case)))  # one group across files: same builds
         harness_layer = file == "test_layer_properties.py" and getattr(item, "callspec", None) is not None \
             and item.callspec.params.get("name") in SMOKE_HARNESS_LAYERS
         if file in SMOKE_FILES or harness_layer:

@@ -8,6 +8,8 @@ initialisation hides sign errors.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,15 +129,20 @@ for _name, _make in list(BUILDERS.items()):
 
 
 def make_layer(name, dim, dtype=jnp.float64, seed=0):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    layer = LAYERS[name](k1, dim, dtype)
-    return cast(perturb(layer, k2), dtype)
+    return _made("layer", name, dim, jnp.dtype(dtype), seed, 0.3, bool(jax.config.jax_enable_x64))
 
 
 def make_flow(name, dim, dtype=jnp.float64, seed=0, scale=0.3):
+    return _made("flow", name, dim, jnp.dtype(dtype), seed, scale, bool(jax.config.jax_enable_x64))
+
+
+@functools.lru_cache(maxsize=None)
+def _made(kind, name, dim, dtype, seed, scale, x64):
+    """Layers and flows are immutable pytrees, so the tests of one case share one build (``x64`` keys the
+    cache: the same request gives float32 arrays when float64 is off)."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    flow = BUILDERS[name](k1, dim, dtype)
-    return cast(perturb(flow, k2, scale), dtype)
+    obj = (LAYERS if kind == "layer" else BUILDERS)[name](k1, dim, dtype)
+    return cast(perturb(obj, k2, scale), dtype)
 
 
 def trainable(obj):

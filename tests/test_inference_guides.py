@@ -132,14 +132,13 @@ def _sd_errors(guide, steps, seeds):
     return np.array(errors)
 
 
-def test_autoflow_beats_autonormal_on_centered_eight_schools():
-    """Same optimiser and steps for both; AutoFlow's sd error is small on every seed and below AutoNormal's.
-    (Against AutoIAFNormal and the other NumPyro guides: bench/bench_inference.py's posteriordb table.)"""
-    steps, seeds = 1000, 3
-    ours = _sd_errors(inference.AutoFlow(schools, "iaf"), steps, seeds)
-    normal = _sd_errors(AutoNormal(schools), steps, seeds)
-    assert np.all(ours < 0.15), ours  # robust across seeds
-    assert ours.mean() < normal.mean(), (ours, normal)
+def test_autoflow_matches_the_reference_sds_of_centered_eight_schools_on_every_seed():
+    """Posterior sds within 15% on average (against posteriordb) on each of three seeds (AutoNormal's sd error
+    there is 0.80 in bench/RESULTS.md).  (The comparison with AutoNormal, AutoIAFNormal and the other
+    NumPyro guides, which is a quality figure and not a correctness check: bench/bench_inference.py's
+    posteriordb table.)"""
+    ours = _sd_errors(inference.AutoFlow(schools, "iaf"), 1000, 3)
+    assert np.all(ours < 0.15), ours
 
 
 def funnel(d=10):
@@ -153,12 +152,10 @@ def _funnel_sd_v_error(guide, steps):
     return abs(v.std() / 3.0 - 1.0)  # exact: v ~ N(0, 3)
 
 
-def test_autoflow_reaches_into_neals_funnel_better_than_autonormal():
-    """(Against AutoIAFNormal and the others: the funnel table of bench/bench_inference.py.)"""
-    steps = 1500
-    ours = _funnel_sd_v_error(inference.AutoFlow(funnel, "iaf"), steps)
-    normal = _funnel_sd_v_error(AutoNormal(funnel), steps)
-    assert ours < 0.15 and ours < normal, (ours, normal)
+def test_autoflow_reaches_into_neals_funnel():
+    """The sd of ``v`` (exactly 3) within 15%; a Gaussian guide cannot reach the neck (AutoNormal's error is
+    0.82 in bench/RESULTS.md).  (The comparison with NumPyro's guides: the funnel table of bench/bench_inference.py.)"""
+    assert _funnel_sd_v_error(inference.AutoFlow(funnel, "iaf"), 1500) < 0.15
 
 
 def test_flow_prior_under_nuts_and_svi_matches_conjugate_posterior():

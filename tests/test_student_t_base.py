@@ -71,17 +71,16 @@ def _heavy(df=1.5):
 
 
 def test_autoflow_with_a_student_t_base_reaches_the_tails_of_a_heavy_tailed_posterior():
-    """x ~ Student-t(1.5): the exact 0.5% / 99.5% quantiles lie far beyond any Gaussian fit's."""
+    """x ~ Student-t(1.5): the exact 0.5% / 99.5% quantiles (+-17.8) lie far beyond any Gaussian fit's
+    (guides with a normal base stop at a fifth of them).
+    (The same guide with a normal base, for comparison: bench/bench_inference.py --sections heavy.)"""
     exact = float(stats.t.ppf(0.995, 1.5))
-    errors = {}
-    for base in ("normal", "student_t"):
-        guide = inference.AutoFlow(_heavy, "iaf", base=base, num_layers=2, hidden_dims=(8, 8))
-        params, _, _ = inference.run_svi(_heavy, guide, num_steps=1500, seed=0,
-                                         optimizer=inference.suggest_optimizer(1500, 1e-2))
-        draws = np.asarray(guide.sample_posterior(jax.random.PRNGKey(3), params, sample_shape=(40000,))["x"])
-        lo, hi = np.quantile(draws, [0.005, 0.995])
-        errors[base] = max(abs(hi - exact), abs(-lo - exact)) / exact
-    assert errors["student_t"] < 0.25 and errors["student_t"] < errors["normal"], errors
+    guide = inference.AutoFlow(_heavy, "iaf", base="student_t", num_layers=2, hidden_dims=(8, 8))
+    params, _, _ = inference.run_svi(_heavy, guide, num_steps=1500, seed=0,
+                                     optimizer=inference.suggest_optimizer(1500, 1e-2))
+    draws = np.asarray(guide.sample_posterior(jax.random.PRNGKey(3), params, sample_shape=(40000,))["x"])
+    lo, hi = np.quantile(draws, [0.005, 0.995])
+    assert max(abs(hi - exact), abs(-lo - exact)) / exact < 0.25, (lo, hi, exact)
 
 
 def test_autoflow_student_t_base_is_refused_by_globals_and_gives_neutra_its_trained_base():
