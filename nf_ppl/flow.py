@@ -228,8 +228,7 @@ class Flow(dist.TransformedDistribution):
             self.bound_transform()  # a clear error when no context is bound, before tracing
         log_p = _log_prob(self, value)
         if _eager_with_nan(log_p):  # op by op, a numerical inverse that did not converge says so
-            x, log_det = inverse_and_log_det(self.bound_transform(), value)
-            log_p = self.base_dist.log_prob(x) - log_det
+            log_p = _density(self, value)
         return log_p
 
     def sample_with_intermediates(self, key, sample_shape=(), *, context=None):
@@ -241,9 +240,7 @@ class Flow(dist.TransformedDistribution):
         sample_shape = tuple(int(s) for s in sample_shape)
         y, inter = _sample_with_intermediates(self, key, sample_shape)
         if _eager_with_nan(y):  # op by op, a numerical forward pass that did not converge says so
-            x = inter[0][0]
-            y, log_det = forward_and_log_det(self.bound_transform(), x)
-            inter = [(x, log_det)]
+            y, inter = _pushed(self, inter[0][0])
         return y, inter
 
     def sample(self, key, sample_shape=(), *, context=None):
@@ -282,17 +279,24 @@ def _eager_with_nan(values) -> bool:
     return not isinstance(values, jax.core.Tracer) and bool(jnp.isnan(values).any())
 
 
-@jax.jit
-def _log_prob(flow: Flow, value):
+def _density(flow: Flow, value):
+    """``log p(value)`` through the inverse pass."""
     x, log_det = inverse_and_log_det(flow.bound_transform(), value)
     return flow.base_dist.log_prob(x) - log_det
 
 
-@partial(jax.jit, static_argnums=2)
-def _sample_with_intermediates(flow: Flow, key, sample_shape: tuple):
-    x = flow.base_dist.expand(flow.batch_shape).sample(key, sample_shape)
+def _pushed(flow: Flow, x):
+    """Base draws ``x`` pushed to data, with the intermediates ``[(x, log_det)]``."""
     y, log_det = forward_and_log_det(flow.bound_transform(), x)
     return y, [(x, log_det)]
+
+
+_log_prob = jax.jit(_density)
+
+
+@partial(jax.jit, static_argnums=2)
+def _sample_with_intermediates(flow: Flow, key, sample_shape: tuple):
+    return _pushed(flow, flow.base_dist.expand(flow.batch_shape).sample(key, sample_shape))
 
 
 def _layout(values: dict, event_shape, context_dim):

@@ -111,8 +111,7 @@ def pytest_collection_modifyitems(config, items):
         case = getattr(item, "callspec", None) and item.callspec.params.get("name")
         if file in GROUPED_BY_CASE and case:
             item.add_marker(pytest.mark.xdist_group(str(case)))  # one group across files: same builds
-        harness_layer = file == "test_layer_properties.py" and getattr(item, "callspec", None) is not None \
-            and item.callspec.params.get("name") in SMOKE_HARNESS_LAYERS
+        harness_layer = file == "test_layer_properties.py" and case in SMOKE_HARNESS_LAYERS
         if file in SMOKE_FILES or harness_layer:
             item.add_marker(pytest.mark.smoke)
 

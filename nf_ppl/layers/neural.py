@@ -133,9 +133,9 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
         dtype = dtype or jnp.zeros(()).dtype
         self.weights, self.log_scales, self.biases, self.context_weight = _initial_parameters(
             key, self.dim, self.block_sizes, self.context_dim, float(cross_scale), jnp.dtype(dtype))
-        self._standardise_output(jax.random.fold_in(key, 1), dtype)
+        self._standardise_output(jax.random.fold_in(key, 1))
 
-    def _standardise_output(self, key, dtype, num_draws: int = 512, hidden_sd: float = 0.1):
+    def _standardise_output(self, key, num_draws: int = 512, hidden_sd: float = 0.1):
         """Start close to the identity: layer by layer, on standard-normal inputs, each hidden
         pre-activation gets mean 0 and sd ``hidden_sd`` (where the leaky tanh is nearly linear) and
         ``N``'s output mean 0 and sd 1.
