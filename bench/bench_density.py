@@ -17,6 +17,10 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   (normal, sd 1/sqrt(fan_in)) vs flowjax's uniform ones, minibatches with replacement vs
   shuffled epochs, the scale map (softplus vs exp), the start (random vs near-identity).
 
+* ``stopping``: each ``--flow`` (comma-separated) fitted ``--epochs`` epochs with an evaluation
+  every epoch and no early stop; early-stopping rules (evaluate every N epochs, stop after P
+  without improvement) are replayed on those histories, giving the test log-likelihood each rule
+  would have returned and its epochs (``--save-histories F.npz`` keeps the histories).
 * ``conditional``: p(y | x) on a heteroscedastic, skewed toy problem (``y = sin(2x) + s(x) e``,
   ``e`` skew-normal with x-dependent skew; :func:`hetero_truth`): conditional ``maf`` and ``nsf``
   (``build_flow(name, seed, 1, context_dim=1)`` + ``fit(..., context=x)``), the conditional MVN
@@ -25,6 +29,7 @@ averaged over seeds, with the epochs trained and the wall time (compile included
 
     python bench/bench_density.py [--quick] [--sections defaults,ablation,curves,conditional] [--seeds 3]
                                   [--data moons,breast_cancer,digits]
+    python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
 baseline row, the ``maf`` defaults row and the conditional maf / MVN / flowjax affine rows (a smoke
@@ -428,6 +433,62 @@ def _plot_conditionals(curves, path):
     fig.savefig(path, dpi=100)
 
 
+STOP_RULES = ((1, 5), (1, 10), (1, 20), (1, 30), (1, 50), (2, 20), (5, 20), (10, 100))  # (eval every, patience), epochs
+
+
+def _full_history(name, seed, train, val, test, epochs, options=None):
+    """One fit evaluated every epoch, never stopped early: held-out and test log-likelihood per epoch."""
+    flow = inference.build_flow(name, seed, train.shape[1], **(options or {}))
+    spe = -(-len(train) // 256)
+    test_ll = []
+
+    def record(step, current, info):
+        test_ll.append(float(np.mean(np.asarray(current.log_prob(test)))))
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, hist = inference.fit(flow, train, val_data=val, progress=False, max_epochs=epochs, seed=seed,
+                                patience=None, eval_every=spe, callback=record, time_budget=None)
+    return np.asarray(hist.val_log_likelihood), np.asarray(test_ll), time.perf_counter() - start
+
+
+def _replay(val_ll, test_ll, every, patience):
+    """What a fit evaluating every ``every`` epochs and stopping after ``patience`` would have returned."""
+    best, best_at, last_gain = -np.inf, 0, 0
+    for epoch in range(every, len(val_ll) + 1, every):
+        if val_ll[epoch - 1] > best:
+            best, best_at, last_gain = val_ll[epoch - 1], epoch, epoch
+        if epoch - last_gain >= patience:
+            return test_ll[best_at - 1], epoch
+    return (test_ll[best_at - 1] if best_at else np.nan), len(val_ll)  # nan: the rule never evaluated
+
+
+def stopping_table(datasets, seeds, builders, epochs, save=None):
+    """Early-stopping rules replayed on full per-epoch histories (same fits, no early stop)."""
+    rows, kept = [], {}
+    for d in datasets:
+        title, load = DATA[d]
+        for name in builders:
+            runs = [_full_history(name, s, *load(s), epochs=epochs) for s in seeds]
+            for s, (v, t, w) in zip(seeds, runs):
+                kept.update({f"{d}/{name}/{s}/val": v, f"{d}/{name}/{s}/test": t, f"{d}/{name}/{s}/wall": w})
+            per_epoch = np.mean([t / len(v) for v, _, t in runs])
+            for every, patience in STOP_RULES:
+                got = [_replay(v, t, every, patience) for v, t, _ in runs]
+                lp, ep = np.mean([g[0] for g in got]), np.mean([g[1] for g in got])
+                rows.append([title, name, f"every {every}, patience {patience}", f"{lp:.3f}",
+                             " ".join(f"{g[0]:.3f}" for g in got), f"{ep:.0f}"])
+            rows.append([title, name, f"all {epochs} epochs (best test)", f"{np.mean([t.max() for _, t, _ in runs]):.3f}",
+                         "", f"{per_epoch:.3f} s/epoch"])
+            print(f"  {title} {name} done", file=sys.stderr, flush=True)
+    if save:
+        np.savez(save, **kept)
+    print(f"### Early-stopping rules replayed on per-epoch histories (seeds {list(seeds)}, {epochs} epochs)\n")
+    print(table(["data", "flow", "rule (epochs)", "test LL (mean)", "per seed", "epochs"], rows))
+    print()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
@@ -436,6 +497,8 @@ def main():
     p.add_argument("--data", default="moons,breast_cancer,digits")
     p.add_argument("--flow", default="maf", help="builder of the 'variant' section")
     p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' section")
+    p.add_argument("--epochs", type=int, default=300, help="epochs of each fit in the 'stopping' section")
+    p.add_argument("--save-histories", default=None, help="'stopping' section: write the histories to this .npz")
     args = p.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     datasets = ["moons"] if args.quick else args.data.split(",")
@@ -447,6 +510,8 @@ def main():
         ablation_table(datasets, seeds, args.quick)
     if "defaults" in sections:
         defaults_table(datasets, seeds, args.quick)
+    if "stopping" in sections:
+        stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories)
     if "variant" in sections:
         variant_table(datasets, seeds, args.flow, json.loads(args.options))
     if "curves" in sections:

@@ -45,6 +45,9 @@ def shuffled_indices(order, step, batch_size, steps_per_epoch, n_train):
 def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonfinite, batch_sharding):
     """One jitted function running ``length`` training steps under ``lax.scan``.
 
+    Every update is multiplied by ``lr_scale`` (the learning rate's factor after plateau cuts; with
+    Adam, scaling the update is scaling the learning rate).
+
     With ``sampling="shuffle"`` the carry holds the current epoch's permutation of the training
     rows (drawn again at each epoch's first step); step ``s`` takes the rows at positions
     ``(s mod steps_per_epoch) * batch_size + [0, batch_size)`` of it, wrapping around, so the last
@@ -65,7 +68,7 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         c = None if train_c is None else jnp.take(train_c, idx, axis=0)
         return y, c, order
 
-    def one_step(train_y, train_c, base_key, carry, step):
+    def one_step(train_y, train_c, base_key, lr_scale, carry, step):
         leaves, opt_state, halted, order = carry
         y, c, order = minibatch(train_y, train_c, base_key, order, step)
         if batch_sharding is not None:
@@ -78,6 +81,7 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
             finite = finite & jnp.all(jnp.isfinite(g))
         safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0), grads)
         updates, new_opt = opt.update(safe_grads, opt_state, leaves)
+        updates = jax.tree_util.tree_map(lambda u: u * lr_scale.astype(u.dtype), updates)  # plateau cuts
         new_leaves = optax.apply_updates(leaves, updates)
         apply = finite & ~halted
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
@@ -89,13 +93,13 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         return (leaves, opt_state, halted, order), (loss, bad)
 
     @partial(jax.jit, static_argnums=(0,))
-    def chunk(length, leaves, opt_state, train_y, train_c, base_key, start):
+    def chunk(length, leaves, opt_state, train_y, train_c, base_key, start, lr_scale):
         steps = start + jnp.arange(length)
         shuffled = sampling == "shuffle" and batch_size < train_y.shape[0]
         # the order of the epoch ``start`` is in (a placeholder when minibatches are not shuffled)
         order = epoch_order(base_key, start, steps_per_epoch, train_y.shape[0]) if shuffled else jnp.zeros((), jnp.int32)
         carry = (leaves, opt_state, jnp.asarray(False), order)
-        body = partial(one_step, train_y, train_c, base_key)
+        body = partial(one_step, train_y, train_c, base_key, lr_scale)
         (leaves, opt_state, halted, _), (losses, bad) = jax.lax.scan(body, carry, steps)
         ok = ~bad & jnp.isfinite(losses)
         mean_loss = jnp.sum(jnp.where(ok, losses, 0)) / jnp.maximum(jnp.sum(ok), 1)

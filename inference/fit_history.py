@@ -25,7 +25,8 @@ class FitHistory:
     ``steps``/``epochs`` say where each evaluation happened (an epoch is ``steps_per_epoch``
     optimiser steps, one pass over the training rows); ``val_loss`` is the held-out mean negative
     log-likelihood in nats per example, ``val_log_likelihood`` its negative and
-    ``val_bits_per_dim`` the same in bits per dimension.  ``stop_reason`` is one of
+    ``val_bits_per_dim`` the same in bits per dimension.  ``lr_cuts`` lists the steps at which a
+    plateau of the held-out loss cut the learning rate (``fit``'s ``lr_cut``).  ``stop_reason`` is one of
     :data:`STOP_REASONS` and ``summary()`` says it in words.
     """
 
@@ -44,6 +45,7 @@ class FitHistory:
     checkpoint_failures: list = dataclasses.field(default_factory=list)
     event_size: int = 0
     steps_per_epoch: int = 1
+    lr_cuts: list = dataclasses.field(default_factory=list)  # steps at which the learning rate was cut
 
     @property
     def best_epoch(self) -> float:
@@ -80,6 +82,9 @@ class FitHistory:
             bits = self.best_val_loss / (max(self.event_size, 1) * math.log(2))
             words.append(f"best held-out NLL {self.best_val_loss:.4f} nats ({bits:.4f} bits/dim) at step "
                          f"{self.best_step} (epoch {self.best_epoch:.4g}){start}; those parameters were returned")
+        if self.lr_cuts:
+            words.append(f"the learning rate was cut {len(self.lr_cuts)} time(s) on plateaus (first at step "
+                         f"{self.lr_cuts[0]})")
         if self.nonfinite_steps:
             words.append(f"{self.num_nonfinite} step(s) had a non-finite loss or gradient (first at step "
                          f"{self.nonfinite_steps[0]}) and were skipped")

@@ -56,7 +56,7 @@ def _check_fit_options(args) -> None:
     check_option("--lr", args.lr, math.isfinite(args.lr) and 0 < args.lr <= 1, "a learning rate in (0, 1]")
     check_option("--val-fraction", args.val_fraction, 0 < args.val_fraction < 1,
                  "a fraction in (0, 1) (the held-out rows also check the fit against a Gaussian)")
-    check_option("--patience", args.patience, args.patience >= 1, "a positive int (epochs)")
+    check_option("--patience", args.patience, args.patience is None or args.patience >= 1, "a positive int (epochs)")
 
 
 def _split(z, fraction: float, seed: int):
@@ -105,7 +105,8 @@ def _fit(args) -> int:
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
     flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
                                   time_budget=args.time_budget, batch_size=min(args.batch_size, len(train)),
-                                  learning_rate=args.lr, seed=args.seed, patience=args.patience,
+                                  learning_rate=args.lr, seed=args.seed,
+                                  patience="auto" if args.patience is None else args.patience,
                                   progress=not args.quiet)
     log_det = float(np.log(sd).sum())
     best = _best_val(history, log_det)
@@ -219,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
     fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     fit.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction for early stopping (default 0.1)")
-    fit.add_argument("--patience", type=int, default=20, help="epochs without improvement before stopping (default 20)")
+    fit.add_argument("--patience", type=int, default=None,
+                     help="epochs without improvement before stopping (default: fit's, 30 epochs and at least 100 steps)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--drop-nonfinite", action="store_true", help="drop rows with NaN or inf instead of refusing")
     fit.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -65,41 +65,65 @@ def test_epochs_are_the_unit_of_budget_evaluation_and_patience():
     data, val = _data(1000), _data(256, seed=1)
     flow = nf_ppl.maf(KEY, 2, **SMALL)
     kw = dict(batch_size=100, learning_rate=1e-2, progress=False, val_data=val)
-    _, hist = inference.fit(flow, data, max_epochs=12, **kw)  # 10 steps an epoch; evaluations every 5 epochs
-    assert hist.steps_per_epoch == 10 and hist.steps == [50, 100, 120] and hist.epochs == [5.0, 10.0, 12.0]
+    _, hist = inference.fit(flow, data, max_epochs=12, **kw)  # 10 steps an epoch; an evaluation every epoch
+    assert hist.steps_per_epoch == 10 and hist.steps == list(range(10, 121, 10)) and hist.epochs == list(range(1, 13))
     assert hist.stop_reason == "max_epochs" and "epoch budget" in hist.summary()
     _, hist = inference.fit(flow, data, max_epochs=12, max_steps=30, **kw)  # whichever budget comes first
-    assert hist.steps == [30] and hist.stop_reason == "max_steps"
-    _, hist = inference.fit(flow, data, max_epochs=12, eval_every=10, **kw)  # one evaluation per epoch
-    assert hist.steps == list(range(10, 121, 10))
+    assert hist.steps == [10, 20, 30] and hist.stop_reason == "max_steps"
+    _, hist = inference.fit(flow, data, max_epochs=12, eval_every=50, **kw)  # evaluations every 5 epochs
+    assert hist.steps == [50, 100, 120]
     # patience counts epochs: 12 epochs without an improvement of min_delta, evaluations every 5 epochs
-    _, hist = inference.fit(flow, data, patience=12, min_delta=1e9, **kw)
+    _, hist = inference.fit(flow, data, patience=12, min_delta=1e9, **dict(kw, eval_every=50))
     assert hist.stop_reason == "converged" and hist.steps == [50, 100, 150]
     # with many steps per epoch, evaluations come once an epoch
     _, hist = inference.fit(flow, data, batch_size=8, max_epochs=2, learning_rate=1e-3, progress=False, val_data=val)
     assert hist.steps_per_epoch == 125 and hist.steps == [125, 250]
 
 
+def test_a_plateau_halves_the_learning_rate_before_the_fit_stops():
+    # no evaluation improves by min_delta: patience 4 epochs (40 steps), so the cut comes after 2
+    # epochs (step 20) and the fit stops at step 40.  With SGD at a tiny rate the gradient hardly
+    # changes, so an epoch (every training row once) moves the parameters by the same vector: after
+    # the cut, by half of it.
+    import optax
+    data, val = _data(1000), _data(256, seed=1)
+    flow = nf_ppl.maf(KEY, 2, **SMALL)
+    seen = []
+    kw = dict(batch_size=100, optimizer=optax.sgd(1e-5), val_data=val, patience=4, min_delta=1e9, lr_cut=0.5,
+              progress=False)
+    _, hist = inference.fit(flow, data, callback=lambda step, f, info: seen.append(
+        np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(f)])), **kw)
+    assert hist.lr_cuts == [20] and hist.steps[-1] == 40 and hist.stop_reason == "converged"
+    assert "cut 1 time(s)" in hist.summary()
+    moves = [np.linalg.norm(b - a) for a, b in zip(seen, seen[1:])]  # epochs 2, 3, 4
+    assert moves[0] > 0 and moves[1] / moves[0] == pytest.approx(0.5, rel=0.02)
+    assert moves[2] / moves[0] == pytest.approx(0.5, rel=0.02)
+    _, hist = inference.fit(flow, data, **dict(kw, optimizer=None, lr_cut=None))
+    assert hist.lr_cuts == [] and hist.steps[-1] == 40
+    with pytest.raises(ValueError, match="lr_cut must be a number in"):
+        inference.fit(flow, data, lr_cut=1.5)
+
+
 def test_default_budget_is_bounded_in_epochs_and_wall_time():
     data = _data(300)
     flow = nf_ppl.maf(KEY, 2, **SMALL)
-    with pytest.warns(RuntimeWarning, match=r"stopped by time_budget=1e-06 s at step 51 \(epoch 17\)"):
+    with pytest.warns(RuntimeWarning, match=r"stopped by time_budget=1e-06 s at step 3 \(epoch 1\)"):
         _, hist = inference.fit(flow, data, batch_size=128, time_budget=1e-6, progress=False)
-    assert hist.stop_reason == "time_budget" and hist.steps == [51] and "wall-time budget" in hist.summary()
+    assert hist.stop_reason == "time_budget" and hist.steps == [3] and "wall-time budget" in hist.summary()
     import inspect
     defaults = {k: p.default for k, p in inspect.signature(inference.fit).parameters.items()}
     assert defaults["max_epochs"] is None and defaults["max_steps"] is None  # -> DEFAULT_MAX_EPOCHS
     assert defaults["time_budget"] == inference._fit.DEFAULT_TIME_BUDGET > 0
     assert defaults["patience"] == "auto"
-    # "auto" patience: 20 epochs, raised to 1000 steps but to at most 100 epochs (270 rows are 3 steps
-    # an epoch: 300 steps); with min_delta=1e9 no evaluation improves, so the fit stops at the first
-    # evaluation past 300 steps (evaluations every 51 steps)
+    # "auto" patience: 30 epochs, raised to 100 steps (270 rows are 3 steps an epoch: 90 -> 100 steps);
+    # with min_delta=1e9 no evaluation improves, so the fit stops at the first evaluation (one an
+    # epoch) at or past 100 steps
     _, hist = inference.fit(flow, data, batch_size=128, min_delta=1e9, time_budget=None, progress=False)
-    assert hist.stop_reason == "converged" and hist.steps[-1] == 306 and hist.steps[:2] == [51, 102]
+    assert hist.stop_reason == "converged" and hist.steps[-1] == 102 and hist.steps[:2] == [3, 6]
     from inference._fit import _Plan
     patience = {rows: _Plan(rows, 256, None, None, None, "auto", None).patience_steps
                 for rows in (398, 2400, 7000, 100_000)}  # breast_cancer, the demo, two moons, large
-    assert patience == {398: 200, 2400: 1000, 7000: 1000, 100_000: 20 * 391}
+    assert patience == {398: 100, 2400: 300, 7000: 840, 100_000: 30 * 391}
     plan = _Plan(270, 128, None, None, None, "auto", None)  # the default budget: 500 epochs or 10,000 steps
     assert plan.total_steps == 10_002 and plan.budget_reason == "max_epochs"
     assert _Plan(100_000, 100, None, None, None, "auto", None).total_steps == 500 * 1000
