@@ -84,3 +84,21 @@ def test_a_timed_out_benchmark_keeps_what_it_printed(tmp_path, monkeypatch):
     text, seconds, code = runner.run_one("slow", quick=False, timeout=3)
     assert code == 1 and seconds < 20
     assert "| finished table |" in text and "timed out after 3 s" in text and "done: first posterior" in text
+
+
+def test_stopping_replay_returns_what_an_early_stopping_fit_would_have():
+    """bench_density's ``stopping`` section: the replay of (evaluate every N epochs, patience P) on a
+    per-epoch history returns the test figure of the best evaluated epoch and the epoch it stops at."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_density import _replay
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    import numpy as np
+    val = np.array([1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0])  # held-out LL after epochs 1..8
+    test = np.arange(10.0, 18.0)  # a distinct test figure per epoch
+    assert _replay(val, test, 1, 2) == (11.0, 4)  # best at epoch 2, epochs 3-4 no better: stop at 4
+    assert _replay(val, test, 1, 3) == (14.0, 8)  # epoch 5 improves, 6-8 do not: stop at 8
+    assert _replay(val, test, 2, 2) == (11.0, 4)  # evaluations at 2, 4: no gain at 4
+    assert _replay(val, test, 1, 9) == (14.0, 8)  # never stops: the best of the whole history
+    assert np.isnan(_replay(val, test, 10, 2)[0])  # no evaluation within the history
