@@ -107,7 +107,7 @@ def _positive_int(name, v, allow_none=False):
 class _Plan:
     """How long to train and when to evaluate, in steps, from the epoch-based settings."""
 
-    def __init__(self, n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget):
+    def __init__(self, n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget, lr_cut=None):
         self.steps_per_epoch = -(-n_train // batch_size)
         if max_epochs is None and max_steps is None:
             max_epochs = max(DEFAULT_MAX_EPOCHS, -(-DEFAULT_MIN_STEPS // self.steps_per_epoch))
@@ -123,7 +123,8 @@ class _Plan:
         else:
             self.patience_steps = None if patience is None else patience * self.steps_per_epoch
         self.time_budget = time_budget
-        self.plateau_steps = None if self.patience_steps is None else max(self.patience_steps // 2, 1)
+        self.lr_cut = lr_cut  # plateau_steps: steps without improvement before each cut (None: no cuts)
+        self.plateau_steps = None if self.patience_steps is None or lr_cut is None else max(self.patience_steps // 2, 1)
 
 
 def _split(flow, data, context, val_data, val_context, val_fraction, rng):
@@ -277,11 +278,11 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
             warnings.warn(f"fit: batch_size={batch_size} is larger than the {n_train} training rows{held}; "
                           "training full-batch (every step uses all of them)", UserWarning, stacklevel=2)
         batch_size = n_train
-    plan = _Plan(n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget)
+    plan = _Plan(n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget, lr_cut)
     trainer = _Trainer(flow, plan, batch_size, sampling, optimizer, (learning_rate, schedule, clip_norm, weight_decay),
                        on_nonfinite, _Devices(shard, batch_size), seed, (train_y, train_c, val_y, val_c))
     trainer.start(checkpoint_path if resume else None, checkpoint_path, checkpoint_every)
-    trainer.run(min_delta, lr_cut, callback, progress)
+    trainer.run(min_delta, callback, progress)
     return trainer.result()
 
 
@@ -384,13 +385,13 @@ class _Trainer:
 
     def lr_scale(self):
         """The learning rate's factor: ``lr_cut`` to the power of the cuts so far (1 without)."""
-        return self.lr_cut ** len(self.history.lr_cuts) if self.lr_cut else 1.0
+        return self.plan.lr_cut ** len(self.history.lr_cuts) if self.history.lr_cuts else 1.0
 
     def cut_on_plateau(self):
         """Cut the learning rate after ``plateau_steps`` without an improvement since the last cut."""
         h, plateau = self.history, self.plan.plateau_steps
         last = max(self.stopping[0], h.lr_cuts[-1] if h.lr_cuts else 0)
-        if self.lr_cut and self.has_val and plateau is not None and self.step - last >= plateau \
+        if self.has_val and plateau is not None and self.step - last >= plateau \
                 and not self.converged():  # a fit about to stop needs no cut
             h.lr_cuts.append(self.step)
 
@@ -418,9 +419,8 @@ class _Trainer:
         return self.has_val and patience is not None and self.step - self.stopping[0] >= patience
 
     # -- the loop
-    def run(self, min_delta, lr_cut, callback, progress):
+    def run(self, min_delta, callback, progress):
         from tqdm import tqdm
-        self.lr_cut = lr_cut
         plan, h = self.plan, self.history
         bar = tqdm(total=plan.total_steps, initial=min(self.step, plan.total_steps), disable=not progress,
                    desc="fit", leave=False, dynamic_ncols=True, unit="step")
