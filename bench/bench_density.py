@@ -49,7 +49,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits, make_moons
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine, make_moons
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -82,8 +82,12 @@ def digits(seed):
     return _split(x + np.random.default_rng(100 + seed).uniform(size=x.shape), seed)  # uniform dequantisation
 
 
+def wine(seed):
+    return _split(load_wine().data, seed)  # 178 rows: 124 training rows, full batch at batch 256
+
+
 DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
-        "digits": ("digits, dequantised (d=64)", digits)}
+        "digits": ("digits, dequantised (d=64)", digits), "wine": ("wine (d=13, 178 rows)", wine)}
 
 
 # -- nf-ppl ----------------------------------------------------------------------------------------
