@@ -17,6 +17,11 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   (normal, sd 1/sqrt(fan_in)) vs flowjax's uniform ones, minibatches with replacement vs
   shuffled epochs, the scale map (softplus vs exp), the start (random vs near-identity).
 
+* ``equal``: ``maf`` and ``realnvp`` at flowjax's default architecture (8 layers, one hidden
+  layer of 50, ReLU) and flowjax's MAF and coupling flow, all trained as flowjax trains (Adam 5e-4,
+  batch 100) for ``--equal-epochs`` epochs with no early stop, best validation parameters; ``maf``
+  also with flowjax's initialisation and, on d = 2, holding flowjax's own initial weights
+  (:func:`maf_from_flowjax`), which separates the initialisation from the training loop.
 * ``stopping``: each ``--flow`` (comma-separated) fitted ``--epochs`` epochs with an evaluation
   every epoch and no early stop; early-stopping rules (evaluate every N epochs, stop after P
   without improvement) are replayed on those histories, giving the test log-likelihood each rule
@@ -27,7 +32,7 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   baseline, flowjax's conditional MAF (affine and spline), and the true conditional log-likelihood
   as the ceiling; the plot ``bench/density_conditional.png`` draws p(y | x) at three x.
 
-    python bench/bench_density.py [--quick] [--sections defaults,ablation,curves,conditional] [--seeds 3]
+    python bench/bench_density.py [--quick] [--sections defaults,ablation,equal,curves,conditional] [--seeds 3]
                                   [--data moons,breast_cancer,digits]
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
 
@@ -102,8 +107,11 @@ def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None):
 
 
 @contextlib.contextmanager
-def uniform_made_weights():
-    """flowjax's (equinox's) initialisation: weights and biases uniform in +-1/sqrt(fan_in)."""
+def uniform_made_weights(output_bias=False):
+    """flowjax's (equinox's) initialisation: weights and biases uniform in +-1/sqrt(fan_in).
+
+    The output layer keeps our zero biases unless ``output_bias`` (flowjax's whole initialisation:
+    with ``out_scale=1`` the flows then start from the same distribution of weights as flowjax's)."""
     from nf_ppl import nn
     original = nn._dense_init
 
@@ -111,9 +119,10 @@ def uniform_made_weights():
         k_w, k_b = jax.random.split(key)
         lim = float(1.0 / np.sqrt(max(fan_in, 1)))
         w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
+        bias = jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
         if out_scale is not None:
-            return float(out_scale) * w, jnp.zeros(fan_out, dtype)
-        return w, jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
+            return float(out_scale) * w, bias if output_bias else jnp.zeros(fan_out, dtype)
+        return w, bias
 
     nn._dense_init = uniform
     try:
@@ -148,6 +157,101 @@ def ours_ablation(change, seed, train, val, test, epochs):
         warnings.simplefilter("ignore")
         fitted, hist = inference.fit(flow, train, val_data=val, progress=False, seed=seed, **train_kw)
     return float(np.mean(np.asarray(fitted.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start
+
+
+# -- identical architecture, equal epochs ------------------------------------------------------------
+
+EQUAL_ARCH = dict(num_layers=8, hidden_dims=(50,), activation="relu")  # flowjax's default MAF / coupling flow
+
+
+def _fit_epochs(flow, seed, train, val, test, epochs):
+    """``fit`` with flowjax's training settings for exactly ``epochs`` epochs (no early stop), best
+    validation parameters; the test log-likelihood and the wall time."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted, _ = inference.fit(flow, train, val_data=val, progress=False, seed=seed, batch_size=100,
+                                  learning_rate=5e-4, max_epochs=epochs, patience=None, time_budget=None)
+    return float(np.mean(np.asarray(fitted.log_prob(test)))), epochs, time.perf_counter() - start
+
+
+def maf_from_flowjax(fj_flow):
+    """Our ``maf`` at flowjax's default architecture holding ``fj_flow``'s (a flowjax MAF on d = 2)
+    weights, so that both compute the same density: flowjax's density direction runs its layers
+    first to last, each followed by a flip; ours flips first and runs the layers last to first, so
+    the copy reads the data with its two columns swapped (``x[:, ::-1]``).  flowjax's outputs are
+    coordinate-major ``(loc_0, scale_0, loc_1, scale_1)``, ours parameter-major; both start the
+    scale at ``softplus(raw + log(e - 1))``; our soft clamp of the log-scale is moved out of the
+    way (bound 10^4), so the two agree to rounding."""
+    import paramax
+    dim = fj_flow.shape[-1]
+    if dim != 2:
+        raise ValueError(f"maf_from_flowjax maps two-dimensional flows only; got dim={dim}")
+    mlp = paramax.unwrap(fj_flow).bijection.bijection.bijection.bijections[0].masked_autoregressive_mlp
+    w0, b0 = mlp.layers[0].weight, mlp.layers[0].bias
+    order = jnp.array([0, 2, 1, 3])  # coordinate-major -> parameter-major
+    w1, b1 = mlp.layers[1].weight[:, order, :], mlp.layers[1].bias[:, order]
+    ours = nf_ppl.maf(jax.random.PRNGKey(0), dim, out_scale=1.0, log_scale_bound=1e4, **EQUAL_ARCH)
+    treedef = jax.tree_util.tree_structure(ours)
+    return jax.tree_util.tree_unflatten(treedef, [a[::-1] for a in (w0, w1, b0, b1)])
+
+
+def _flowjax_flow(kind, seed, dim):
+    from flowjax.bijections import Affine
+    from flowjax.distributions import Normal
+    from flowjax.flows import coupling_flow, masked_autoregressive_flow
+    make = masked_autoregressive_flow if kind == "maf" else coupling_flow
+    key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
+    return make(key, base_dist=Normal(jnp.zeros(dim)), transformer=Affine()), fit_key
+
+
+def equal_run(run, seed, train, val, test, epochs):
+    """One row of the equal-architecture table: ``run`` names the library, flow and initialisation."""
+    if run.startswith("flowjax"):
+        from flowjax.train import fit_to_data
+        flow, fit_key = _flowjax_flow("maf" if "MAF" in run else "coupling", seed, train.shape[1])
+        both = np.concatenate([train, val])
+        start = time.perf_counter()
+        fitted, _ = fit_to_data(fit_key, flow, both, val_prop=len(val) / len(both), max_epochs=epochs,
+                                max_patience=epochs, show_progress=False)
+        return float(np.mean(np.asarray(fitted.log_prob(test)))), epochs, time.perf_counter() - start
+    if run == EQUAL_RUNS[3]:  # flowjax's own initial weights, copied
+        flow = maf_from_flowjax(_flowjax_flow("maf", seed, 2)[0])
+        return _fit_epochs(flow, seed, train[:, ::-1], val[:, ::-1], test[:, ::-1], epochs)
+    key = jax.random.PRNGKey(seed)
+    if run == EQUAL_RUNS[2]:
+        with uniform_made_weights(output_bias=True):
+            flow = nf_ppl.maf(key, train.shape[1], out_scale=1.0, **EQUAL_ARCH)
+    elif run == EQUAL_RUNS[1]:
+        flow = nf_ppl.maf(key, train.shape[1], **EQUAL_ARCH)
+    else:
+        flow = nf_ppl.realnvp(key, train.shape[1], **EQUAL_ARCH)
+    return _fit_epochs(flow, seed, train, val, test, epochs)
+
+
+EQUAL_RUNS = ("flowjax MAF (Affine)", "nf-ppl maf (our initialisation)",
+              "nf-ppl maf, flowjax's initialisation (uniform weights and output biases)",
+              "nf-ppl maf holding flowjax's initial weights (d = 2 only)",
+              "flowjax coupling flow (Affine)", "nf-ppl realnvp (our initialisation)")
+
+
+def equal_table(datasets, seeds, epochs):
+    """maf and realnvp at flowjax's default architecture, trained as flowjax trains (Adam 5e-4,
+    batch 100) for the same number of epochs with no early stop, best validation parameters."""
+    rows = []
+    for d in datasets:
+        title, load = DATA[d]
+        for run in EQUAL_RUNS:
+            if run == EQUAL_RUNS[3] and load(0)[0].shape[1] != 2:
+                continue
+            runs = [equal_run(run, s, *load(s), epochs) for s in seeds]
+            lp = np.array([r[0] for r in runs])
+            rows.append([title, run, f"{lp.mean():.3f}", " ".join(f"{v:.3f}" for v in lp),
+                         f"{np.mean([r[2] for r in runs]):.1f}"])
+            print(f"  {title} {run}: {lp.mean():.3f}", file=sys.stderr, flush=True)
+    print(f"### Identical architecture, equal epochs ({epochs} epochs, no early stop; seeds {list(seeds)})\n")
+    print(table(["data", "run", "test LL (mean)", "per seed", "wall s"], rows))
+    print()
 
 
 # -- flowjax -----------------------------------------------------------------------------------------
@@ -496,12 +600,13 @@ def stopping_table(datasets, seeds, builders, epochs, save=None):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--sections", default="defaults,ablation,curves,conditional")
+    p.add_argument("--sections", default="defaults,ablation,equal,curves,conditional")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data", default="moons,breast_cancer,digits")
     p.add_argument("--flow", default="maf", help="builder of the 'variant' section")
     p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' section")
     p.add_argument("--epochs", type=int, default=300, help="epochs of each fit in the 'stopping' section")
+    p.add_argument("--equal-epochs", type=int, default=100, help="epochs of every fit in the 'equal' section")
     p.add_argument("--save-histories", default=None, help="'stopping' section: write the histories to this .npz")
     args = p.parse_args()
     seeds = range(1 if args.quick else args.seeds)
@@ -516,6 +621,8 @@ def main():
         defaults_table(datasets, seeds, args.quick)
     if "stopping" in sections:
         stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories)
+    if "equal" in sections:
+        equal_table(datasets, seeds, 2 if args.quick else args.equal_epochs)
     if "variant" in sections:
         variant_table(datasets, seeds, args.flow, json.loads(args.options))
     if "curves" in sections:

@@ -102,3 +102,22 @@ def test_stopping_replay_returns_what_an_early_stopping_fit_would_have():
     assert _replay(val, test, 2, 2) == (11.0, 4)  # evaluations at 2, 4: no gain at 4
     assert _replay(val, test, 1, 9) == (14.0, 8)  # never stops: the best of the whole history
     assert np.isnan(_replay(val, test, 10, 2)[0])  # no evaluation within the history
+
+
+def test_maf_holding_flowjax_weights_computes_flowjaxs_density():
+    """bench_density's ``equal`` section: our ``maf`` holding a flowjax MAF's initial weights
+    (``maf_from_flowjax``) gives flowjax's log-density on the column-swapped data, so a training
+    difference between the two cannot come from the model."""
+    pytest.importorskip("flowjax")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_density import _flowjax_flow, maf_from_flowjax
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    import numpy as np
+    fj, _ = _flowjax_flow("maf", 3, 2)
+    ours = maf_from_flowjax(fj)
+    x = 2.0 * np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    expected = np.asarray(fj.log_prob(x))
+    np.testing.assert_allclose(np.asarray(ours.log_prob(x[:, ::-1])), expected, rtol=1e-4, atol=1e-4)
+    assert np.ptp(expected) > 1.0  # a real density, not a constant
