@@ -347,10 +347,12 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 # Builder defaults that changed, with their earlier values: a file whose spec did not name the option
 # was written with the earlier default, and is rebuilt with it when today's default gives another structure.
 LEGACY_DEFAULTS = {  # earlier builder defaults, newest first: a file saved under them still loads
-    "maf": ({"num_layers": 5},),
-    "realnvp": ({"num_layers": 6, "permutation": "reverse"},
-                {"num_layers": 6, "permutation": "reverse", "log_scale_bound": 5.0}),
+    "maf": ({"permutation": "reverse"}, {"num_layers": 5, "permutation": "reverse"}),
+    "realnvp": ({"affine_from": "base", "log_scale_bound": 3.0},
+                {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"},
+                {"affine_from": "base", "log_scale_bound": 5.0, "num_layers": 6, "permutation": "reverse"}),
     "spline_coupling": ({"permutation": "reverse"},),
+    "nsf": ({"permutation": "reverse"},),
 }
 
 

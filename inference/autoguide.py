@@ -120,8 +120,14 @@ def default_flow_options(name: str, dim: int) -> dict:
     opts = {"num_layers": 5, "hidden_dims": (width, width)}
     if name in ("maf", "iaf"):
         opts["out_scale"] = 0.01  # every layer starts near the identity: the guide starts at its Gaussian
-    if name == "realnvp" and dim < 2:
-        raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
+    if name in ("maf", "iaf", "nsf"):
+        opts["permutation"] = "reverse"  # the guides were measured with it (maf's and nsf's own default is "auto")
+    if name == "realnvp":
+        if dim < 2:
+            raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
+        # the guides' realnvp: written from the base side with exp scales bounded by e^3 (the
+        # builder's data-side default is the maximum-likelihood choice; guides were measured with this)
+        opts.update(affine_from="base", log_scale_bound=3.0)
     return opts
 
 

@@ -42,13 +42,18 @@ def test_build_save_load_round_trip(tmp_path, name, options):
 
 
 @pytest.mark.parametrize("name,old_default,options", [
-    ("realnvp", {"log_scale_bound": 5.0, "permutation": "reverse"}, {"num_layers": 2}),
-    ("realnvp", {"num_layers": 6, "permutation": "reverse"}, {}),
+    ("realnvp", {"affine_from": "base", "log_scale_bound": 5.0, "permutation": "reverse"}, {"num_layers": 2}),
+    ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"}, {}),
+    ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0}, {"num_layers": 2}),
     ("spline_coupling", {"permutation": "reverse"}, {"num_layers": 2}),
-    ("maf", {"num_layers": 5}, {})])
+    ("maf", {"num_layers": 5, "permutation": "reverse"}, {}),
+    ("maf", {"permutation": "reverse"}, {"num_layers": 2}),
+    ("nsf", {"permutation": "reverse"}, {"num_layers": 2})])
 def test_file_written_before_a_builder_default_changed_still_loads(tmp_path, name, old_default, options):
     """realnvp's log_scale_bound default went 5.0 -> 3.0, then its num_layers 6 -> 10 and permutation
-    "reverse" -> "auto" (spline_coupling's permutation too), and maf's num_layers 5 -> 8: a file whose
+    "reverse" -> "auto" (spline_coupling's permutation too), then its layers were written from the data
+    side (``affine_from`` "base" -> "data", bound 3.0 -> 5.0), and maf's num_layers 5 -> 8, then its
+    permutation "reverse" -> "auto" (nsf's too): a file whose
     spec does not name the option was written with the old default, and loads with it."""
     options = {**options, "hidden_dims": (5,)}
     old = _perturbed(inference.builders()[name](jax.random.PRNGKey(0), 3, **options, **old_default))

@@ -5,15 +5,16 @@ Each builder (``nf_ppl.flows.affine``: ``maf``, ``iaf``, ``realnvp``; ``.spline`
 ``spline_coupling``; ``.neural``: ``bnaf``, ``naf``) is called as
 ``builder(key, dim, *, num_layers=..., hidden_dims=..., **options)`` and returns a :class:`~nf_ppl.flow.Flow` with event shape ``(dim,)`` over a standard normal base.
 Identical layers are stacked and run by ``lax.scan`` (``scan=True``), so compile time stays flat
-as ``num_layers`` grows; layer ``l`` is followed by a permutation (reversal by default).
+as ``num_layers`` grows; layer ``l`` is followed by a permutation (see ``permutation``).
 
 Common options:
     context_dim: size of a context vector for a conditional flow ``p(y | context)``.
-    permutation: ``"reverse"`` (the autoregressive builders' default), ``"random"`` (a different
-        fixed permutation per layer, drawn from ``key``), ``"auto"`` (the coupling builders'
-        default: ``"reverse"`` for ``dim <= 2``, ``"random"`` above; with a half mask, reversal
-        alone keeps the same two halves apart in every layer, so coordinates of one half never
-        condition on each other) or ``None``.
+    permutation: ``"reverse"`` (``iaf``'s, ``bnaf``'s and ``naf``'s default), ``"random"`` (a
+        different fixed permutation per layer, drawn from ``key``), ``"auto"`` (the default of
+        ``maf``, ``nsf`` and the coupling builders: ``"reverse"`` for ``dim <= 2``, ``"random"``
+        above; with a half mask, reversal alone keeps the same two halves apart in every layer, so
+        coordinates of one half never condition on each other, and an autoregressive flow sees
+        only two orderings) or ``None``.
     activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
     scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (maf's default)
         or ``"exp"`` of a soft-clamped log-scale (iaf's default); see

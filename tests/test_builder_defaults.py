@@ -1,0 +1,73 @@
+"""Builder defaults chosen for maximum likelihood: realnvp's data-side affine layers, random
+permutations between the layers of maf and nsf above two dimensions, and AutoFlow's guides keeping
+the forms they were measured with."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import inference
+import nf_ppl
+from inference.autoguide import default_flow_options
+from layer_cases import perturb
+from nf_ppl.layers import AffineCoupling, Coupling
+
+
+def _one_layer(affine_from):
+    flow = nf_ppl.realnvp(jax.random.PRNGKey(0), 4, num_layers=1, hidden_dims=(8,), permutation=None,
+                          scan=False, affine_from=affine_from, dtype=jnp.float64)
+    return perturb(flow.transform.layers[0], jax.random.PRNGKey(1), 0.7)
+
+
+@pytest.mark.parametrize("affine_from", ["data", "base"])
+def test_realnvp_layer_is_affine_on_the_side_it_names(affine_from, x64):
+    """``"data"``: the density direction is ``x_B = y_B exp(s(y_A)) + t(y_A)`` (softplus scale);
+    ``"base"``: the sampling direction is ``y_B = x_B exp(s(x_A)) + t(x_A)``; log-dets match autodiff."""
+    layer = _one_layer(affine_from)
+    assert isinstance(layer, Coupling if affine_from == "data" else AffineCoupling)
+    bound = layer.transformer.log_scale_bound  # an Inverse passes its inner transformer's options on
+    assert bound == (5.0 if affine_from == "data" else 3.0)
+    v = jax.random.normal(jax.random.PRNGKey(2), (5, 4), jnp.float64)
+    keep, change = layer.partition
+    shift, log_scale = layer.transformer_params(v)
+    assert float(jnp.std(log_scale)) > 0.05  # a non-trivial layer
+    one_pass = layer.inverse_and_log_det if affine_from == "data" else layer.forward_and_log_det
+    out, _ = one_pass(v)
+    np.testing.assert_allclose(out[:, change], v[:, change] * jnp.exp(log_scale) + shift, atol=1e-12)
+    np.testing.assert_allclose(out[:, keep], v[:, keep], atol=0)
+    x = out if affine_from == "data" else v  # the base-side point
+    y, log_det = layer.forward_and_log_det(x)
+    np.testing.assert_allclose(log_det, jnp.linalg.slogdet(jax.vmap(jax.jacfwd(layer))(x))[1], atol=1e-10)
+    np.testing.assert_allclose(log_det, (-1 if affine_from == "data" else 1) * jnp.sum(log_scale, -1), atol=1e-10)
+    np.testing.assert_allclose(layer.inverse_and_log_det(y)[0], x, atol=1e-10)
+
+
+def test_realnvp_refuses_an_unknown_side():
+    with pytest.raises(ValueError, match=r"affine_from must be one of \('data', 'base'\); got 'left'"):
+        nf_ppl.realnvp(jax.random.PRNGKey(0), 3, affine_from="left")
+
+
+@pytest.mark.parametrize("builder", [nf_ppl.maf, nf_ppl.nsf])
+def test_autoregressive_builders_permute_at_random_above_two_dimensions(builder):
+    perms = builder(jax.random.PRNGKey(0), 5, num_layers=4, hidden_dims=(8,)).transform.permutations
+    assert len(set(perms)) == 4 and all(sorted(p) == list(range(5)) for p in perms)
+    assert builder(jax.random.PRNGKey(0), 2, num_layers=3, hidden_dims=(8,)).transform.permutations == ((1, 0),) * 3
+    iaf = nf_ppl.iaf(jax.random.PRNGKey(0), 5, num_layers=3, hidden_dims=(8,)).transform.permutations
+    assert iaf == ((4, 3, 2, 1, 0),) * 3  # iaf (AutoFlow's default guide) keeps reversal
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf", "nsf", "realnvp"])
+def test_autoflow_guides_keep_the_form_they_were_measured_with(name):
+    """``AutoFlow`` builds its guides with reversal between layers and realnvp's base-side layers
+    (exp log-scale bounded by 3), whatever the builders' maximum-likelihood defaults."""
+    opts = default_flow_options(name, 5)
+    flow = inference.builders()[name](jax.random.PRNGKey(0), 5, **opts)
+    if name == "realnvp":
+        assert opts["affine_from"] == "base" and opts["log_scale_bound"] == 3.0
+        layer = nf_ppl.realnvp(jax.random.PRNGKey(0), 5, scan=False, **opts).transform.layers[0]
+        assert isinstance(layer, AffineCoupling) and layer.log_scale_bound == 3.0
+    else:
+        assert flow.transform.permutations == ((4, 3, 2, 1, 0),) * opts["num_layers"]
