@@ -37,8 +37,8 @@ averaged over seeds, with the epochs trained and the wall time (compile included
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
-baseline row, the ``maf`` defaults row and the conditional maf / MVN / flowjax affine rows (a smoke
-run: the figures say nothing about quality).
+baseline row, the ``maf`` defaults row, every row of ``equal`` and the conditional maf / MVN / flowjax
+affine rows (a smoke run: the figures say nothing about quality).
 """
 
 from __future__ import annotations
