@@ -162,6 +162,7 @@ def ours_ablation(change, seed, train, val, test, epochs):
 # -- identical architecture, equal epochs ------------------------------------------------------------
 
 EQUAL_ARCH = dict(num_layers=8, hidden_dims=(50,), activation="relu")  # flowjax's default MAF / coupling flow
+COPIED_WEIGHTS = "nf-ppl maf holding flowjax's initial weights (d = 2 only)"
 
 
 def _fit_epochs(flow, seed, train, val, test, epochs):
@@ -196,43 +197,39 @@ def maf_from_flowjax(fj_flow):
     return jax.tree_util.tree_unflatten(treedef, [a[::-1] for a in (w0, w1, b0, b1)])
 
 
-def _flowjax_flow(kind, seed, dim):
-    from flowjax.bijections import Affine
-    from flowjax.distributions import Normal
-    from flowjax.flows import coupling_flow, masked_autoregressive_flow
-    make = masked_autoregressive_flow if kind == "maf" else coupling_flow
-    key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
-    return make(key, base_dist=Normal(jnp.zeros(dim)), transformer=Affine()), fit_key
+def _equal_ours(build, data_of=lambda a: a):
+    """An nf-ppl row of the equal table: ``build(seed, dim)`` makes the flow, ``data_of`` maps every split."""
+    def run(seed, train, val, test, epochs):
+        train, val, test = (data_of(a) for a in (train, val, test))
+        return _fit_epochs(build(seed, train.shape[1]), seed, train, val, test, epochs)
+    return run
 
 
-def equal_run(run, seed, train, val, test, epochs):
-    """One row of the equal-architecture table: ``run`` names the library, flow and initialisation."""
-    if run.startswith("flowjax"):
-        from flowjax.train import fit_to_data
-        flow, fit_key = _flowjax_flow("maf" if "MAF" in run else "coupling", seed, train.shape[1])
-        both = np.concatenate([train, val])
-        start = time.perf_counter()
-        fitted, _ = fit_to_data(fit_key, flow, both, val_prop=len(val) / len(both), max_epochs=epochs,
-                                max_patience=epochs, show_progress=False)
-        return float(np.mean(np.asarray(fitted.log_prob(test)))), epochs, time.perf_counter() - start
-    if run == EQUAL_RUNS[3]:  # flowjax's own initial weights, copied
-        flow = maf_from_flowjax(_flowjax_flow("maf", seed, 2)[0])
-        return _fit_epochs(flow, seed, train[:, ::-1], val[:, ::-1], test[:, ::-1], epochs)
-    key = jax.random.PRNGKey(seed)
-    if run == EQUAL_RUNS[2]:
-        with uniform_made_weights(output_bias=True):
-            flow = nf_ppl.maf(key, train.shape[1], out_scale=1.0, **EQUAL_ARCH)
-    elif run == EQUAL_RUNS[1]:
-        flow = nf_ppl.maf(key, train.shape[1], **EQUAL_ARCH)
-    else:
-        flow = nf_ppl.realnvp(key, train.shape[1], **EQUAL_ARCH)
-    return _fit_epochs(flow, seed, train, val, test, epochs)
+def _equal_flowjax(kind):
+    def run(seed, train, val, test, epochs):
+        flow, fit_key = _flowjax_flow(kind, seed, train.shape[1])
+        return _flowjax_fit(flow, fit_key, train, val, test, max_epochs=epochs, max_patience=epochs)
+    return run
 
 
-EQUAL_RUNS = ("flowjax MAF (Affine)", "nf-ppl maf (our initialisation)",
-              "nf-ppl maf, flowjax's initialisation (uniform weights and output biases)",
-              "nf-ppl maf holding flowjax's initial weights (d = 2 only)",
-              "flowjax coupling flow (Affine)", "nf-ppl realnvp (our initialisation)")
+def _maf_flowjax_init(seed, dim):
+    with uniform_made_weights(output_bias=True):
+        return nf_ppl.maf(jax.random.PRNGKey(seed), dim, out_scale=1.0, **EQUAL_ARCH)
+
+
+# label -> run(seed, train, val, test, epochs) -> (test LL, epochs, wall s)
+EQUAL_RUNS = {
+    "flowjax MAF (Affine)": _equal_flowjax("maf"),
+    "nf-ppl maf (our initialisation)": _equal_ours(
+        lambda seed, dim: nf_ppl.maf(jax.random.PRNGKey(seed), dim, **EQUAL_ARCH)),
+    "nf-ppl maf, flowjax's initialisation (uniform weights and output biases)": _equal_ours(_maf_flowjax_init),
+    # flowjax's own initial weights, copied; the copy reads the two columns swapped (maf_from_flowjax)
+    COPIED_WEIGHTS: _equal_ours(lambda seed, dim: maf_from_flowjax(_flowjax_flow("maf", seed, dim)[0]),
+                                data_of=lambda a: a[:, ::-1]),
+    "flowjax coupling flow (Affine)": _equal_flowjax("coupling"),
+    "nf-ppl realnvp (our initialisation)": _equal_ours(
+        lambda seed, dim: nf_ppl.realnvp(jax.random.PRNGKey(seed), dim, **EQUAL_ARCH)),
+}
 
 
 def equal_table(datasets, seeds, epochs):
@@ -241,14 +238,15 @@ def equal_table(datasets, seeds, epochs):
     rows = []
     for d in datasets:
         title, load = DATA[d]
-        for run in EQUAL_RUNS:
-            if run == EQUAL_RUNS[3] and load(0)[0].shape[1] != 2:
+        splits = [load(s) for s in seeds]
+        for label, run in EQUAL_RUNS.items():
+            if label == COPIED_WEIGHTS and splits[0][0].shape[1] != 2:
                 continue
-            runs = [equal_run(run, s, *load(s), epochs) for s in seeds]
+            runs = [run(s, *split, epochs) for s, split in zip(seeds, splits)]
             lp = np.array([r[0] for r in runs])
-            rows.append([title, run, f"{lp.mean():.3f}", " ".join(f"{v:.3f}" for v in lp),
+            rows.append([title, label, f"{lp.mean():.3f}", " ".join(f"{v:.3f}" for v in lp),
                          f"{np.mean([r[2] for r in runs]):.1f}"])
-            print(f"  {title} {run}: {lp.mean():.3f}", file=sys.stderr, flush=True)
+            print(f"  {title} {label}: {lp.mean():.3f}", file=sys.stderr, flush=True)
     print(f"### Identical architecture, equal epochs ({epochs} epochs, no early stop; seeds {list(seeds)})\n")
     print(table(["data", "run", "test LL (mean)", "per seed", "wall s"], rows))
     print()
@@ -256,21 +254,35 @@ def equal_table(datasets, seeds, epochs):
 
 # -- flowjax -----------------------------------------------------------------------------------------
 
-def flowjax_defaults(kind, seed, train, val, test, max_epochs=100):
-    from flowjax.bijections import Affine, RationalQuadraticSpline
+def _flowjax_flow(kind, seed, dim, transformer=None):
+    """flowjax's ``masked_autoregressive_flow`` (``kind="maf"``) or ``coupling_flow`` with ``transformer``
+    (default ``Affine()``), and the key its fit uses, both from ``seed``."""
+    from flowjax.bijections import Affine
     from flowjax.distributions import Normal
-    from flowjax.flows import masked_autoregressive_flow
-    from flowjax.train import fit_to_data
-
-    transformer = Affine() if kind == "affine" else RationalQuadraticSpline(knots=8, interval=4)
+    from flowjax.flows import coupling_flow, masked_autoregressive_flow
+    make = masked_autoregressive_flow if kind == "maf" else coupling_flow
     key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
-    flow = masked_autoregressive_flow(key, base_dist=Normal(jnp.zeros(train.shape[1])), transformer=transformer)
+    return make(key, base_dist=Normal(jnp.zeros(dim)), transformer=transformer or Affine()), fit_key
+
+
+def _flowjax_fit(flow, fit_key, train, val, test, **fit_options):
+    """``fit_to_data`` on the training + validation rows (it splits the same number off itself):
+    the test log-likelihood, the epochs trained and the wall time."""
+    from flowjax.train import fit_to_data
     both = np.concatenate([train, val])
     start = time.perf_counter()
-    fitted, losses = fit_to_data(fit_key, flow, both, val_prop=len(val) / len(both), max_epochs=max_epochs,
-                                 show_progress=False)
+    fitted, losses = fit_to_data(fit_key, flow, both, val_prop=len(val) / len(both), show_progress=False,
+                                 **fit_options)
     lp = float(np.mean(np.asarray(fitted.log_prob(test))))
     return lp, len(losses["val"]), time.perf_counter() - start
+
+
+def flowjax_defaults(kind, seed, train, val, test, max_epochs=100):
+    from flowjax.bijections import Affine, RationalQuadraticSpline
+
+    transformer = Affine() if kind == "affine" else RationalQuadraticSpline(knots=8, interval=4)
+    flow, fit_key = _flowjax_flow("maf", seed, train.shape[1], transformer)
+    return _flowjax_fit(flow, fit_key, train, val, test, max_epochs=max_epochs)
 
 
 # -- tables --------------------------------------------------------------------------------------------

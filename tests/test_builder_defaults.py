@@ -64,10 +64,10 @@ def test_autoflow_guides_keep_the_form_they_were_measured_with(name):
     """``AutoFlow`` builds its guides with reversal between layers and realnvp's base-side layers
     (exp log-scale bounded by 3), whatever the builders' maximum-likelihood defaults."""
     opts = default_flow_options(name, 5)
-    flow = inference.builders()[name](jax.random.PRNGKey(0), 5, **opts)
     if name == "realnvp":
         assert opts["affine_from"] == "base" and opts["log_scale_bound"] == 3.0
         layer = nf_ppl.realnvp(jax.random.PRNGKey(0), 5, scan=False, **opts).transform.layers[0]
         assert isinstance(layer, AffineCoupling) and layer.log_scale_bound == 3.0
     else:
+        flow = inference.builders()[name](jax.random.PRNGKey(0), 5, **opts)
         assert flow.transform.permutations == ((4, 3, 2, 1, 0),) * opts["num_layers"]
