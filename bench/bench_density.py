@@ -107,22 +107,19 @@ def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None):
 
 
 @contextlib.contextmanager
-def uniform_made_weights(output_bias=False):
-    """flowjax's (equinox's) initialisation: weights and biases uniform in +-1/sqrt(fan_in).
-
-    The output layer keeps our zero biases unless ``output_bias`` (flowjax's whole initialisation:
-    with ``out_scale=1`` the flows then start from the same distribution of weights as flowjax's)."""
+def flowjax_output_biases():
+    """flowjax's (equinox's) whole initialisation: weights and biases uniform in +-1/sqrt(fan_in), the
+    output layer's biases too (``weight_init="uniform"`` keeps our zero output biases); with
+    ``out_scale=1`` the flows start from the same distribution of weights as flowjax's."""
     from nf_ppl import nn
     original = nn._dense_init
 
-    def uniform(key, fan_in, fan_out, dtype, out_scale=None):
+    def uniform(key, fan_in, fan_out, dtype, out_scale=None, weight_init=None):
         k_w, k_b = jax.random.split(key)
         lim = float(1.0 / np.sqrt(max(fan_in, 1)))
         w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
         bias = jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
-        if out_scale is not None:
-            return float(out_scale) * w, bias if output_bias else jnp.zeros(fan_out, dtype)
-        return w, bias
+        return (w if out_scale is None else float(out_scale) * w), bias
 
     nn._dense_init = uniform
     try:
@@ -132,12 +129,11 @@ def uniform_made_weights(output_bias=False):
 
 
 def ours_ablation(change, seed, train, val, test, epochs):
-    arch = dict(num_layers=8, hidden_dims=(50,), activation="relu")
+    arch = dict(num_layers=8, hidden_dims=(50,), activation="relu", weight_init="normal")  # as measured then
     train_kw = dict(batch_size=100, learning_rate=5e-4, max_epochs=epochs, patience=5, eval_every=None,
                     sampling="shuffle", time_budget=None)
-    ctx = contextlib.nullcontext()
     if change == "uniform weights":
-        ctx = uniform_made_weights()
+        arch["weight_init"] = "uniform"
     elif change == "with replacement":
         train_kw["sampling"] = "replacement"
     elif change == "scale exp":
@@ -148,8 +144,7 @@ def ours_ablation(change, seed, train, val, test, epochs):
         arch["activation"] = "elu"
     elif change == "our defaults (batch 256, lr 1e-3, patience 20)":
         train_kw.update(batch_size=256, learning_rate=1e-3, patience=20)
-    with ctx:
-        flow = nf_ppl.maf(jax.random.PRNGKey(seed), train.shape[1], **arch)
+    flow = nf_ppl.maf(jax.random.PRNGKey(seed), train.shape[1], **arch)
     n_train = len(train)
     train_kw["eval_every"] = -(-n_train // train_kw["batch_size"])  # evaluate every epoch, as flowjax does
     start = time.perf_counter()
@@ -213,7 +208,7 @@ def _equal_flowjax(kind):
 
 
 def _maf_flowjax_init(seed, dim):
-    with uniform_made_weights(output_bias=True):
+    with flowjax_output_biases():
         return nf_ppl.maf(jax.random.PRNGKey(seed), dim, out_scale=1.0, **EQUAL_ARCH)
 
 
@@ -294,20 +289,26 @@ def _mean_rows(fn, seeds, load):
     return lp, spread, ep, t
 
 
-def defaults_table(datasets, seeds, quick):
+DEFAULT_BUILDERS = (("maf", "affine"), ("realnvp", "affine"), ("iaf", "affine"), ("nsf", "spline"),
+                    ("spline_coupling", "spline"))  # each against flowjax's default MAF of its kind
+
+
+def defaults_table(datasets, seeds, quick, only=None):
+    """Each builder's defaults against flowjax's of the same kind; ``only``: these builders (and their peers)."""
     rows = []
     cap = 2 if quick else None
+    builders = [(n, k) for n, k in DEFAULT_BUILDERS if only is None or n in only][:1 if quick else None]
     for d in datasets:
         title, load = DATA[d]
-        kinds = ("affine",) if quick else ("affine", "spline")
+        kinds = tuple(k for k in ("affine", "spline") if k in {kind for _, kind in builders})
         peers = {k: _mean_rows(lambda s, *a: flowjax_defaults(k, s, *a, max_epochs=cap or 100), seeds, load) for k in kinds}
-        for kind, label in (("affine", "flowjax MAF (Affine)"), ("spline", "flowjax MAF (RQ spline, 8 knots)"))[:len(kinds)]:
+        for kind, label in (("affine", "flowjax MAF (Affine)"), ("spline", "flowjax MAF (RQ spline, 8 knots)")):
+            if kind not in peers:
+                continue
             lp, spread, ep, t = peers[kind]
             rows.append([title, label, f"{lp:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}", ""])
             print(f"  {title} {label}: {lp:.3f} ({ep:.0f} epochs, {t:.1f} s)", file=sys.stderr, flush=True)
-        builders = (("maf", "affine"), ("realnvp", "affine"), ("iaf", "affine"), ("nsf", "spline"),
-                    ("spline_coupling", "spline"))
-        for name, kind in builders[:1] if quick else builders:
+        for name, kind in builders:
             lp, spread, ep, t = _mean_rows(lambda s, *a: ours_defaults(name, s, *a, max_epochs=cap), seeds, load)
             gap = lp - peers[kind][0]
             rows.append([title, f"nf-ppl {name}", f"{lp:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}",
@@ -616,6 +617,7 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--data", default="moons,breast_cancer,digits")
     p.add_argument("--flow", default="maf", help="builder of the 'variant' section")
+    p.add_argument("--builders", default=None, help="'defaults' section: only these builders (comma-separated)")
     p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' section")
     p.add_argument("--epochs", type=int, default=300, help="epochs of each fit in the 'stopping' section")
     p.add_argument("--equal-epochs", type=int, default=100, help="epochs of every fit in the 'equal' section")
@@ -630,7 +632,7 @@ def main():
     if "ablation" in sections:
         ablation_table(datasets, seeds, args.quick)
     if "defaults" in sections:
-        defaults_table(datasets, seeds, args.quick)
+        defaults_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
     if "stopping" in sections:
         stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories)
     if "equal" in sections:

@@ -29,8 +29,20 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
-def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None = None):
-    """``N(0, 1/fan_in)`` weights and ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` biases.
+WEIGHT_INITS = ("normal", "uniform")
+
+
+def check_weight_init(weight_init) -> str:
+    """``"normal"`` or ``"uniform"``, or a ValueError naming ``weight_init``."""
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}; got {weight_init!r}")
+    return weight_init
+
+
+def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None = None, weight_init: str = "normal"):
+    """Weights ``N(0, 1/fan_in)`` (``weight_init="normal"``) or ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (``"uniform"``, variance ``1/(3 fan_in)``: PyTorch's, equinox's and so flowjax's); biases
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
 
     Random hidden biases spread the kinks of ReLU-like units: with zero biases every unit of a
     conditioner that reads one coordinate bends at the same point, which measurably slowed
@@ -39,7 +51,10 @@ def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None =
     """
     k_w, k_b = jax.random.split(key)
     lim = float(1.0 / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
-    w = lim * jax.random.normal(k_w, (fan_out, fan_in), dtype)
+    if check_weight_init(weight_init) == "uniform":
+        w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
+    else:
+        w = lim * jax.random.normal(k_w, (fan_out, fan_in), dtype)
     if out_scale is not None:
         return float(out_scale) * w, jnp.zeros(fan_out, dtype)
     return w, jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
@@ -62,13 +77,14 @@ class MLP:
 
     @classmethod
     def init(cls, key, in_dim: int, hidden_dims: Sequence[int], out_dim: int, *,
-             activation: str = "elu", out_scale: float = 0.01, dtype=None):
+             activation: str = "elu", out_scale: float = 0.01, weight_init: str = "normal", dtype=None):
         _activation(activation)
+        check_weight_init(weight_init)
         dtype = _default_dtype(dtype)
         sizes = [in_dim, *hidden_dims, out_dim]
         keys = jax.random.split(key, len(sizes) - 1)
         layers = [
-            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None)
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None, weight_init)
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
         ]
         return cls([w for w, _ in layers], [b for _, b in layers], activation)
@@ -151,8 +167,9 @@ class MADE:
     @classmethod
     def init(cls, key, dim: int, hidden_dims: Sequence[int] = (64, 64), num_params: int = 2, *,
              ordering="natural", context_dim: int = 0, activation: str = "elu",
-             out_scale: float = 0.01, dtype=None):
+             out_scale: float = 0.01, weight_init: str = "normal", dtype=None):
         _activation(activation)
+        check_weight_init(weight_init)
         hidden_dims = tuple(int(h) for h in hidden_dims)
         if dim < 1:
             raise ValueError(f"dim must be >= 1; got {dim}")
@@ -171,13 +188,13 @@ class MADE:
         degrees = made_degrees(dim, hidden_dims, resolve_ordering(ordering, dim, k_order), bool(context_dim))
         sizes = [dim, *hidden_dims, dim * num_params]
         layers = [
-            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None)
+            _dense_init(k, a, b, dtype, out_scale if i == len(sizes) - 2 else None, weight_init)
             for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:]))
         ]
         first_out = sizes[1]
         ctx_w = None
         if context_dim:
-            ctx_w = _dense_init(k_ctx, context_dim, first_out, dtype)[0]
+            ctx_w = _dense_init(k_ctx, context_dim, first_out, dtype, weight_init=weight_init)[0]
         return cls([w for w, _ in layers], [b for _, b in layers], ctx_w, degrees, num_params, activation)
 
     @property

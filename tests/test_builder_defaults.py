@@ -71,3 +71,41 @@ def test_autoflow_guides_keep_the_form_they_were_measured_with(name):
     else:
         flow = inference.builders()[name](jax.random.PRNGKey(0), 5, **opts)
         assert flow.transform.permutations == ((4, 3, 2, 1, 0),) * opts["num_layers"]
+
+
+def _first_layer_weights(flow):
+    """The first MADE layer's weights of every layer of a scanned flow, flattened, and their fan-in."""
+    made = flow.transform.layer.made
+    w = np.asarray(made.weights[0])
+    return w.ravel(), w.shape[-1]
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf"])
+def test_made_weights_follow_weight_init(builder):
+    """By default (and with ``weight_init="normal"``) the MADEs' weights are normal with sd 1/sqrt(fan_in)
+    (variance 1/fan_in); ``weight_init="uniform"`` draws them uniformly in +-1/sqrt(fan_in) (variance
+    1/(3 fan_in))."""
+    make = inference.builders()[builder]
+    for weight_init in (None, "normal", "uniform"):
+        kwargs = {} if weight_init is None else {"weight_init": weight_init}
+        w, fan_in = _first_layer_weights(make(jax.random.PRNGKey(3), 6, **kwargs))  # 8 or 5 layers x 64 x 6
+        lim = 1.0 / np.sqrt(fan_in)
+        if weight_init == "uniform":
+            assert np.abs(w).max() <= lim
+            assert np.var(w) == pytest.approx(lim ** 2 / 3, rel=0.1)
+        else:
+            assert np.abs(w).max() > 2 * lim  # a normal of sd lim this many times exceeds 2 lim
+            assert np.var(w) == pytest.approx(lim ** 2, rel=0.1)
+
+
+def test_coupling_networks_take_weight_init_and_an_unknown_one_is_refused():
+    net = Coupling.init(jax.random.PRNGKey(0), 40, nf_ppl.layers.transformers.Affine(), hidden_dims=(256,),
+                        weight_init="uniform").net
+    w = np.asarray(net.weights[0])  # 256 x 20
+    assert np.abs(w).max() <= 1 / np.sqrt(20) and np.var(w) == pytest.approx(1 / 60, rel=0.1)
+    for make in (lambda: nf_ppl.maf(jax.random.PRNGKey(0), 3, weight_init="xavier"),
+                 lambda: nf_ppl.nn.MLP.init(jax.random.PRNGKey(0), 2, (4,), 2, weight_init="xavier"),
+                 lambda: Coupling.init(jax.random.PRNGKey(0), 4, nf_ppl.layers.transformers.Affine(),
+                                       weight_init="xavier")):
+        with pytest.raises(ValueError, match=r"weight_init must be one of \('normal', 'uniform'\); got 'xavier'"):
+            make()

@@ -24,6 +24,8 @@ Common options:
         ``1/sqrt(num_layers)`` for maf (a random start, which maximum likelihood trains faster from,
         kept near the base at any depth; :func:`depth_scale`) and 0.01 for iaf (each layer starts
         near the identity, as a variational guide wants).
+    weight_init: (maf, iaf) how the MADEs' weights are drawn: ``"normal"`` with sd ``1/sqrt(fan_in)``
+        (default, as every other builder's networks) or ``"uniform"`` in ``+-1/sqrt(fan_in)``.
     trainable_base: also learn the base's location and log-scale.
     base: ``"normal"`` (default), ``"student_t"``: a Student-t base with learned degrees of freedom
         per coordinate (starting at 30), for heavy-tailed data or posteriors, or ``"mixture"``: a

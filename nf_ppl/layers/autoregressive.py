@@ -66,11 +66,13 @@ from .transformers.affine import SCALES, log_softplus_scale, soft_clamp  # noqa:
 MODES = ("maf", "iaf")
 
 
-def made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale=0.01):
+def made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale=0.01,
+             weight_init="normal"):
     """The MADE conditioner of an autoregressive layer: ``transformer.num_params`` outputs per coordinate
-    (parameter-major), its last bias offset by the transformer's ``init_bias``."""
+    (parameter-major), its last bias offset by the transformer's ``init_bias``; ``weight_init`` is
+    ``"normal"`` or ``"uniform"`` (:meth:`nf_ppl.nn.MADE.init`)."""
     made = MADE.init(key, dim, hidden_dims, transformer.num_params, ordering=ordering, context_dim=context_dim,
-                     activation=activation, out_scale=out_scale, dtype=dtype)
+                     activation=activation, out_scale=out_scale, weight_init=weight_init, dtype=dtype)
     made.biases[-1] = with_init_bias(made.biases[-1], transformer, dim)
     return made
 
@@ -88,8 +90,9 @@ class MaskedAutoregressive(TransformerLayer):
     ``MaskedAutoregressive(made, transformer, mode="maf")`` with a :class:`~nf_ppl.nn.MADE` of
     ``num_params = transformer.num_params``, or
     ``MaskedAutoregressive.init(key, dim, transformer, hidden_dims=(64, 64), mode="maf",
-    ordering="natural", context_dim=0, activation="elu", out_scale=0.01)``: the MADE's last layer
-    starts at ``out_scale`` times a fan-in-scaled normal plus the transformer's ``init_bias``, so a
+    ordering="natural", context_dim=0, activation="elu", out_scale=0.01, weight_init="normal")``: the
+    MADE's last layer starts at ``out_scale`` times a fan-in-scaled normal (``weight_init="uniform"``:
+    uniform in ``+-1/sqrt(fan_in)``, for every layer) plus the transformer's ``init_bias``, so a
     small ``out_scale`` starts the layer near ``tau`` at those parameters (the identity for every
     built-in transformer but ``DeepSigmoid``, which starts near it in scale).
     """
@@ -104,10 +107,11 @@ class MaskedAutoregressive(TransformerLayer):
     @classmethod
     def init(cls, key, dim: int, transformer, hidden_dims: Sequence[int] = (64, 64), *, mode: str = "maf",
              ordering="natural", context_dim: int = 0, activation: str = "elu", out_scale: float = 0.01,
-             dtype=None):
+             weight_init: str = "normal", dtype=None):
         transformer = check_transformer(transformer)
         check_mode(mode)
-        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale)
+        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale,
+                        weight_init)
         return cls(made, transformer, mode)
 
     def _set_made(self, made, mode):
@@ -175,25 +179,29 @@ class MaskedAffineAutoregressive(KeyedInit, MaskedAutoregressive):
     (one pass), forward ``d`` sweeps, log|det J| = ``-sum_i s_i(y_<i)``.
 
     ``MaskedAffineAutoregressive(key, dim, hidden_dims=(64, 64), mode="maf", ordering="natural",
-    context_dim=0, scale=None, log_scale_bound=5.0, out_scale=None)`` or
+    context_dim=0, scale=None, log_scale_bound=5.0, out_scale=None, weight_init="normal")`` or
     ``MaskedAffineAutoregressive.from_made(made, mode, scale=None)``.  ``scale`` is ``"exp"``
     or ``"softplus"`` (both soft-clamp the log-scale to ``(-log_scale_bound, log_scale_bound)``); None
     picks ``"softplus"`` for MAF and ``"exp"`` for IAF (see the module docstring for the math).
     ``out_scale`` scales the MADE's initial output weights; None picks 1.0 for MAF (random start,
-    for maximum likelihood) and 0.01 for IAF (near-identity start, for guides).
+    for maximum likelihood) and 0.01 for IAF (near-identity start, for guides); ``weight_init`` draws
+    the MADE's weights from a normal of sd ``1/sqrt(fan_in)`` (``"normal"``) or uniformly in
+    ``+-1/sqrt(fan_in)`` (``"uniform"``).
     """
 
     static_names = ("mode", "scale", "log_scale_bound", "context_dim")
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (64, 64), *, mode: str = "maf",
                  ordering="natural", context_dim: int = 0, activation: str = "elu", scale: str | None = None,
-                 log_scale_bound: float = 5.0, out_scale: float | None = None, dtype=None):
+                 log_scale_bound: float = 5.0, out_scale: float | None = None, weight_init: str = "normal",
+                 dtype=None):
         check_mode(mode)
         out_scale = default_out_scale(mode) if out_scale is None else float(out_scale)
         if not out_scale >= 0:
             raise ValueError(f"out_scale must be a non-negative number; got {out_scale}")
         transformer = Affine(default_scale(mode) if scale is None else scale, log_scale_bound)
-        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale)
+        made = made_for(key, dim, transformer, hidden_dims, ordering, context_dim, activation, dtype, out_scale,
+                        weight_init)
         self._set_affine(made, mode, scale, log_scale_bound)
 
     @classmethod

@@ -35,12 +35,14 @@ def half_mask(dim: int) -> tuple[bool, ...]:
     return tuple(i < dim // 2 for i in range(dim))
 
 
-def coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale=0.01):
+def coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale=0.01,
+                 weight_init="normal"):
     """The conditioner MLP of a coupling: ``|A| + context_dim`` inputs, ``num_params * |B|`` outputs
-    (parameter-major), its last bias offset by the transformer's ``init_bias``."""
+    (parameter-major), its last bias offset by the transformer's ``init_bias``; ``weight_init`` is
+    ``"normal"`` or ``"uniform"`` (:meth:`nf_ppl.nn.MLP.init`)."""
     n_in, n_out = sum(mask), len(mask) - sum(mask)
     net = MLP.init(key, n_in + int(context_dim), hidden_dims, transformer.num_params * n_out,
-                   activation=activation, out_scale=out_scale, dtype=dtype)
+                   activation=activation, out_scale=out_scale, weight_init=weight_init, dtype=dtype)
     net.biases[-1] = with_init_bias(net.biases[-1], transformer, n_out)
     return net
 
@@ -51,8 +53,9 @@ class Coupling(TransformerLayer):
     ``Coupling(mask, net, transformer, context_dim=0)`` with an :class:`~nf_ppl.nn.MLP` from
     ``|A| + context_dim`` inputs to ``transformer.num_params * |B|`` outputs, or
     ``Coupling.init(key, dim, transformer, mask=None, hidden_dims=(64, 64), context_dim=0,
-    activation="elu", out_scale=0.01)`` (the default mask conditions on the first half; a small
-    ``out_scale`` starts the layer near the transformer at its ``init_bias``).
+    activation="elu", out_scale=0.01, weight_init="normal")`` (the default mask conditions on the first
+    half; a small ``out_scale`` starts the layer near the transformer at its ``init_bias``;
+    ``weight_init="uniform"`` draws the weights uniformly in ``+-1/sqrt(fan_in)``).
     """
 
     param_names = ("net",)
@@ -66,10 +69,12 @@ class Coupling(TransformerLayer):
 
     @classmethod
     def init(cls, key, dim: int, transformer, mask=None, hidden_dims: Sequence[int] = (64, 64), *,
-             context_dim: int = 0, activation: str = "elu", out_scale: float = 0.01, dtype=None):
+             context_dim: int = 0, activation: str = "elu", out_scale: float = 0.01, weight_init: str = "normal",
+             dtype=None):
         transformer = check_transformer(transformer)
         mask = half_mask(dim) if mask is None else check_mask(mask, dim, "mask")
-        net = coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale)
+        net = coupling_net(key, mask, transformer, hidden_dims, context_dim, activation, dtype, out_scale,
+                           weight_init)
         return cls(mask, net, transformer, context_dim)
 
     def _setup(self, key, mask, hidden_dims, context_dim, activation, dtype):
