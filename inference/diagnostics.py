@@ -46,7 +46,7 @@ def log_importance_weights(model, guide, params, *args, num_samples: int = 1000,
     with jaxlib 0.10.2 (Python 3.11's newest) a single ``vmap`` over 1000 draws of the gp_pois_regr
     posterior's guide hung in XLA's CPU runtime in 7 of 8 processes (every worker thread idle, the
     result never ready); in blocks of 100 it finished in all 12 calls tried (4 processes), at about
-    the same speed.  (That jaxlib can hang elsewhere too: one of those processes' ``run_svi`` did.)
+    the same speed.  (That jaxlib can hang elsewhere too: one of those processes never finished its fit.)
     """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
