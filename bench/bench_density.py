@@ -115,10 +115,7 @@ def flowjax_output_biases():
     original = nn._dense_init
 
     def uniform(key, fan_in, fan_out, dtype, out_scale=None, weight_init=None):
-        k_w, k_b = jax.random.split(key)
-        lim = float(1.0 / np.sqrt(max(fan_in, 1)))
-        w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
-        bias = jax.random.uniform(k_b, (fan_out,), dtype, -lim, lim)
+        w, bias = original(key, fan_in, fan_out, dtype, None, "uniform")  # a hidden layer's draw, bias included
         return (w if out_scale is None else float(out_scale) * w), bias
 
     nn._dense_init = uniform
@@ -129,7 +126,7 @@ def flowjax_output_biases():
 
 
 def ours_ablation(change, seed, train, val, test, epochs):
-    arch = dict(num_layers=8, hidden_dims=(50,), activation="relu", weight_init="normal")  # as measured then
+    arch = dict(num_layers=8, hidden_dims=(50,), activation="relu")
     train_kw = dict(batch_size=100, learning_rate=5e-4, max_epochs=epochs, patience=5, eval_every=None,
                     sampling="shuffle", time_budget=None)
     if change == "uniform weights":

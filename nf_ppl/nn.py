@@ -51,7 +51,7 @@ def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None =
     """
     k_w, k_b = jax.random.split(key)
     lim = float(1.0 / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
-    if check_weight_init(weight_init) == "uniform":
+    if weight_init == "uniform":  # checked by MLP.init / MADE.init, the callers
         w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
     else:
         w = lim * jax.random.normal(k_w, (fan_out, fan_in), dtype)
