@@ -244,6 +244,10 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
     with a warning); and when no step at all has a finite loss and gradient, ``fit`` stops after
     the first evaluation span with a ``ValueError`` that says what to check instead of returning
     an untrained flow.  ``history`` records held-out log-likelihood in nats and bits/dim.
+
+    Compiled programs are kept between calls: a flow of the same structure (the builders' flows
+    with the same options, whatever the seed) fitted with the same optimiser settings to data of
+    the same shape trains without compiling again.
     """
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"fit expects an nf_ppl.Flow as flow; got {type(flow).__name__}")

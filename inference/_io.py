@@ -346,13 +346,17 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 
 # Builder defaults that changed, with their earlier values: a file whose spec did not name the option
 # was written with the earlier default, and is rebuilt with it when today's default gives another structure.
+# ``{"permutation": "random"}``: "auto" drew its permutations above two dimensions from the builder's key
+# before it drew them from one fixed stream (2026-12-05).
 LEGACY_DEFAULTS = {  # earlier builder defaults, newest first: a file saved under them still loads
-    "maf": ({"permutation": "reverse"}, {"num_layers": 5, "permutation": "reverse"}),
-    "realnvp": ({"affine_from": "base", "log_scale_bound": 3.0},
+    "maf": ({"permutation": "random"}, {"permutation": "reverse"}, {"num_layers": 5, "permutation": "reverse"}),
+    "realnvp": ({"permutation": "random"},
+                {"affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"},
+                {"affine_from": "base", "log_scale_bound": 3.0},
                 {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"},
                 {"affine_from": "base", "log_scale_bound": 5.0, "num_layers": 6, "permutation": "reverse"}),
-    "spline_coupling": ({"permutation": "reverse"},),
-    "nsf": ({"permutation": "reverse"},),
+    "spline_coupling": ({"permutation": "random"}, {"permutation": "reverse"}),
+    "nsf": ({"permutation": "random"}, {"permutation": "reverse"}),
 }
 
 

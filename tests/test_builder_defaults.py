@@ -1,6 +1,7 @@
 """Builder defaults chosen for maximum likelihood: realnvp's data-side affine layers, random
-permutations between the layers of maf and nsf above two dimensions, and AutoFlow's guides keeping
-the forms they were measured with."""
+permutations between the layers of maf and nsf above two dimensions (from one fixed stream, so a
+refit reuses fit's compiled programs), and AutoFlow's guides keeping the forms they were measured
+with."""
 
 from __future__ import annotations
 
@@ -57,6 +58,34 @@ def test_autoregressive_builders_permute_at_random_above_two_dimensions(builder)
     assert builder(jax.random.PRNGKey(0), 2, num_layers=3, hidden_dims=(8,)).transform.permutations == ((1, 0),) * 3
     iaf = nf_ppl.iaf(jax.random.PRNGKey(0), 5, num_layers=3, hidden_dims=(8,)).transform.permutations
     assert iaf == ((4, 3, 2, 1, 0),) * 3  # iaf (AutoFlow's default guide) keeps reversal
+
+
+@pytest.mark.parametrize("name", ["maf", "nsf", "realnvp", "spline_coupling"])
+def test_auto_permutations_are_the_same_for_every_key(name):
+    """``permutation="auto"`` draws its permutations above two dimensions from one fixed stream: the
+    flows of two keys share their structure (seed 0's are ``"random"``'s at seed 0), while
+    ``"random"`` gives each key its own."""
+    structure = lambda seed, **o: jax.tree_util.tree_structure(  # noqa: E731
+        inference.build_flow(name, seed, 5, num_layers=3, hidden_dims=(8,), **o))
+    assert structure(0) == structure(1) == structure(7) == structure(0, permutation="random")
+    assert structure(1, permutation="random") != structure(1)
+    perms = inference.build_flow(name, 1, 5, num_layers=3, hidden_dims=(8,)).transform.permutations
+    assert len(set(perms)) == 3 and all(sorted(p) == list(range(5)) for p in perms)
+
+
+def test_a_second_fit_of_the_same_builder_reuses_the_compiled_program():
+    """Refitting the same architecture with another seed (and other data of the same shape) finds
+    ``fit``'s training and evaluation programs in its cache: no new entry, so nothing is recompiled."""
+    from inference import _fit_kernels
+    data = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    fit = lambda seed, x: inference.fit(  # noqa: E731
+        inference.build_flow("maf", seed, 4, num_layers=2, hidden_dims=(8, 8)), x, max_epochs=2, batch_size=16,
+        val_fraction=0.25, progress=False, seed=seed)
+    fit(0, data)
+    before = dict(_fit_kernels._CACHE)
+    fitted, history = fit(1, 2.0 * data)
+    assert {k: id(v) for k, v in _fit_kernels._CACHE.items()} == {k: id(v) for k, v in before.items()}
+    assert history.epochs[-1] == 2 and np.isfinite(history.val_loss[-1])
 
 
 @pytest.mark.parametrize("name", ["maf", "iaf", "nsf", "realnvp"])

@@ -49,11 +49,12 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
     ``weight_init="uniform"`` draws the MADEs' weights uniformly in ``+-1/sqrt(fan_in)`` (PyTorch's
     and flowjax's draw, a third of the variance) instead of from a normal of sd ``1/sqrt(fan_in)``
     (``"normal"``, the default).  With the other defaults (3 seeds, held-out nats, flowjax's
-    defaults in the same run; bench/RESULTS.md) it scored higher where ``dim`` is larger:
-    breast_cancer 2.77 -> 4.06, dequantised digits -54.3 -> -52.5 (every seed), wine -17.21 ->
-    -17.07, two moons -1.193 -> -1.195, but it trained for more epochs before converging (two moons
-    244 against 154, breast_cancer 177 against 137): 1.1-1.5 times the wall time, which took maf
-    past flowjax's fitting time, so it is an option rather than the default.
+    defaults in the same run; bench/RESULTS.md) it scored higher on two of the larger data sets:
+    breast_cancer 4.42 -> 6.46, dequantised digits -54.1 -> -52.5 (every seed), wine -17.48 ->
+    -17.51, two moons -1.193 -> -1.195, but it trained for more epochs before converging (two moons
+    244 against 154, breast_cancer 164 against 140, digits 85 against 72): on two moons 1.6 times
+    the wall time, which took maf past flowjax's fitting time, so it is an option rather than the
+    default.
     """
     return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, activation=activation, scale=scale,

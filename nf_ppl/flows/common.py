@@ -11,10 +11,15 @@ Common options:
     context_dim: size of a context vector for a conditional flow ``p(y | context)``.
     permutation: ``"reverse"`` (``iaf``'s, ``bnaf``'s and ``naf``'s default), ``"random"`` (a
         different fixed permutation per layer, drawn from ``key``), ``"auto"`` (the default of
-        ``maf``, ``nsf`` and the coupling builders: ``"reverse"`` for ``dim <= 2``, ``"random"``
-        above; with a half mask, reversal alone keeps the same two halves apart in every layer, so
-        coordinates of one half never condition on each other, and an autoregressive flow sees
-        only two orderings) or ``None``.
+        ``maf``, ``nsf`` and the coupling builders: ``"reverse"`` for ``dim <= 2``, above it a
+        different random permutation per layer drawn from one fixed stream, the same whatever
+        ``key``; with a half mask, reversal alone keeps the same two halves apart in every layer,
+        so coordinates of one half never condition on each other, and an autoregressive flow sees
+        only two orderings) or ``None``.  Permutations are part of a flow's structure (its pytree
+        definition), so with ``"auto"`` the flows one builder makes with the same options differ
+        only in their parameters, whatever the key, and ``inference.fit`` reuses its compiled
+        training program from one of them to the next (2-5 s of compilation saved per fit on a
+        CPU; bench/RESULTS.md); ``"random"`` gives each key its own permutations.
     activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
     scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (maf's default)
         or ``"exp"`` of a soft-clamped log-scale (iaf's default); see
@@ -56,11 +61,20 @@ def _check_common(dim: int, num_layers: int) -> None:
         raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
 
 
+def _auto_permutation_key(num_layers: int):
+    """The fixed stream of ``permutation="auto"``: the key a builder called with ``PRNGKey(0)`` draws
+    its permutations from (so seed 0's flows are those of ``"random"``)."""
+    return jax.random.split(jax.random.PRNGKey(0), num_layers + 1)[0]
+
+
 def _permutations(key, dim: int, num_layers: int, permutation):
     if permutation is None:
         return None
     if permutation == "auto":
-        permutation = "reverse" if dim <= 2 else "random"
+        if dim <= 2:
+            permutation = "reverse"
+        else:
+            key, permutation = _auto_permutation_key(num_layers), "random"
     if permutation in ("reverse", "reversed"):  # "reversed" as in MADE's ordering=, which takes both too
         return [tuple(range(dim - 1, -1, -1))] * num_layers
     if permutation == "random":

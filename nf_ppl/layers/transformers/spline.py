@@ -138,13 +138,6 @@ def rational_quadratic_spline(v, raw_widths, raw_heights, raw_derivatives, *, ta
     return out, jnp.where(inside, log_det, jnp.zeros_like(log_det))
 
 
-def _split_spline_params(params, num_bins):
-    """``(..., 3K-1, n)`` network output -> widths, heights ``(..., n, K)`` and derivatives ``(..., n, K-1)``."""
-    params = jnp.swapaxes(params, -1, -2)  # (..., n, 3K-1)
-    k = num_bins
-    return params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
-
-
 def split_spline_params(params, num_bins):
     """``(..., 3K-1, n)`` conditioner output -> widths, heights ``(..., n, K)`` and derivatives ``(..., n, K-1)``."""
     params = jnp.swapaxes(params, -1, -2)  # (..., n, 3K-1)
