@@ -551,7 +551,8 @@ def _plot_conditionals(curves, path):
     fig.savefig(path, dpi=100)
 
 
-STOP_RULES = ((1, 5), (1, 10), (1, 20), (1, 30), (1, 50), (2, 20), (5, 20), (10, 100))  # (eval every, patience), epochs
+STOP_RULES = ((1, 5, 0), (1, 10, 0), (1, 20, 0), (1, 30, 0), (1, 50, 0), (2, 20, 0), (5, 20, 0), (10, 100, 0),
+              (1, 30, 0.003), (1, 30, 0.01), (1, 50, 0.01))  # (eval every, patience) in epochs, min_delta in nats
 
 
 def _full_history(name, seed, train, val, test, epochs, options=None):
@@ -571,12 +572,16 @@ def _full_history(name, seed, train, val, test, epochs, options=None):
     return np.asarray(hist.val_log_likelihood), np.asarray(test_ll), time.perf_counter() - start
 
 
-def _replay(val_ll, test_ll, every, patience):
-    """What a fit evaluating every ``every`` epochs and stopping after ``patience`` would have returned."""
-    best, best_at, last_gain = -np.inf, 0, 0
+def _replay(val_ll, test_ll, every, patience, min_delta=0.0):
+    """What a fit evaluating every ``every`` epochs and stopping after ``patience`` would have returned
+    (``fit``'s rule: a gain of at most ``min_delta`` on the last gain that counted does not restart
+    the patience; the best evaluated epoch is returned either way)."""
+    best, best_at, counted, last_gain = -np.inf, 0, -np.inf, 0
     for epoch in range(every, len(val_ll) + 1, every):
         if val_ll[epoch - 1] > best:
-            best, best_at, last_gain = val_ll[epoch - 1], epoch, epoch
+            best, best_at = val_ll[epoch - 1], epoch
+        if val_ll[epoch - 1] > counted + min_delta:
+            counted, last_gain = val_ll[epoch - 1], epoch
         if epoch - last_gain >= patience:
             return test_ll[best_at - 1], epoch
     return (test_ll[best_at - 1] if best_at else np.nan), len(val_ll)  # nan: the rule never evaluated
@@ -592,10 +597,11 @@ def stopping_table(datasets, seeds, builders, epochs, save=None):
             for s, (v, t, w) in zip(seeds, runs):
                 kept.update({f"{d}/{name}/{s}/val": v, f"{d}/{name}/{s}/test": t, f"{d}/{name}/{s}/wall": w})
             per_epoch = np.mean([t / len(v) for v, _, t in runs])
-            for every, patience in STOP_RULES:
-                got = [_replay(v, t, every, patience) for v, t, _ in runs]
+            for every, patience, min_delta in STOP_RULES:
+                got = [_replay(v, t, every, patience, min_delta) for v, t, _ in runs]
                 lp, ep = np.mean([g[0] for g in got]), np.mean([g[1] for g in got])
-                rows.append([title, name, f"every {every}, patience {patience}", f"{lp:.3f}",
+                rule = f"every {every}, patience {patience}" + (f", min_delta {min_delta:g}" if min_delta else "")
+                rows.append([title, name, rule, f"{lp:.3f}",
                              " ".join(f"{g[0]:.3f}" for g in got), f"{ep:.0f}"])
             rows.append([title, name, f"all {epochs} epochs (best test)", f"{np.mean([t.max() for _, t, _ in runs]):.3f}",
                          "", f"{per_epoch:.3f} s/epoch"])

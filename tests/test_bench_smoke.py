@@ -102,6 +102,9 @@ def test_stopping_replay_returns_what_an_early_stopping_fit_would_have():
     assert _replay(val, test, 2, 2) == (11.0, 4)  # evaluations at 2, 4: no gain at 4
     assert _replay(val, test, 1, 9) == (14.0, 8)  # never stops: the best of the whole history
     assert np.isnan(_replay(val, test, 10, 2)[0])  # no evaluation within the history
+    creeping = np.array([1.0, 1.005, 1.008, 1.009, 2.0, 2.004, 2.006, 2.007])  # gains below 0.01 after 1 and 5
+    assert _replay(creeping, test, 1, 3, 0.01) == (13.0, 4)  # epochs 2-4 gain < 0.01 on epoch 1: stop at 4, best 4
+    assert _replay(creeping, test, 1, 3, 0.0) == (17.0, 8)  # every gain counts: runs to the end
 
 
 def test_maf_holding_flowjax_weights_computes_flowjaxs_density():
