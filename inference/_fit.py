@@ -208,7 +208,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         val_fraction / val_data (+ val_context): held-out rows; ``val_fraction`` of ``data`` is
             split off at random unless ``val_data`` is given.
         patience, min_delta: stop after ``patience`` epochs in which the held-out loss did not
-            improve by more than ``min_delta`` on its best (the start counts); ``"auto"``
+            improve by more than ``min_delta`` on the last improvement that counted (the start
+            counts); ``"auto"``
             (default): 30 epochs, or 100 steps where that is more (a data set of one or two
             batches waits 100 or 50 epochs: a few Adam steps are no sign of convergence);
             ``None`` never stops early.  ``min_delta`` (nats per example, default 0.01): a gain
