@@ -26,6 +26,11 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   every epoch and no early stop; early-stopping rules (evaluate every N epochs, stop after P
   without improvement) are replayed on those histories, giving the test log-likelihood each rule
   would have returned and its epochs (``--save-histories F.npz`` keeps the histories).
+* ``sweeps``: the sequential direction of a trained flow (``maf`` sampling, ``iaf`` log-density and
+  its gradient, the defaults fit of seed 0): sweeps each layer takes to its exact fixed point
+  (median and most over layers and calls), and the time of 1024 draws / of one value-and-gradient
+  step on 256 training rows with the sweeps stopped at the fixed point against ``d`` sweeps every
+  time (``nf_ppl.fixed_point.FIXED_SWEEPS_UP_TO`` raised above ``d``: the code before the change).
 * ``conditional``: p(y | x) on a heteroscedastic, skewed toy problem (``y = sin(2x) + s(x) e``,
   ``e`` skew-normal with x-dependent skew; :func:`hetero_truth`): conditional ``maf`` and ``nsf``
   (``build_flow(name, seed, 1, context_dim=1)`` + ``fit(..., context=x)``), the conditional MVN
@@ -61,7 +66,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import inference  # noqa: E402
 import nf_ppl  # noqa: E402
-from common import machine, table  # noqa: E402
+from common import machine, median_time, table  # noqa: E402
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -613,6 +618,70 @@ def stopping_table(datasets, seeds, builders, epochs, save=None):
     print()
 
 
+def _mean_sweeps(fn, *args, layers):
+    """Sweeps per layer in the primal solves of ``fn(*args)`` (the last sweep, which finds nothing
+    changed, included), counted by wrapping :func:`nf_ppl.fixed_point.sweep_until_fixed`."""
+    from nf_ppl import fixed_point
+
+    calls, original = [], fixed_point.sweep_until_fixed
+
+    def counting(step, v, max_sweeps, settled=None):
+        def counted(u):
+            jax.debug.callback(lambda: calls.append(1))
+            return step(u)
+        return original(counted if settled is None else step, v, max_sweeps, settled=settled)
+
+    fixed_point.sweep_until_fixed = counting
+    jax.clear_caches()  # flows trace their passes once per structure (nf_ppl.flow): trace them again
+    try:
+        jax.block_until_ready(jax.jit(fn)(*args))
+    finally:
+        fixed_point.sweep_until_fixed = original
+        jax.clear_caches()
+    return len(calls) / layers
+
+
+def sweeps_table(datasets):
+    """Trained maf (sampling) and iaf (log-density, value and gradient): fixed point vs d sweeps."""
+    from nf_ppl import fixed_point
+
+    rows = []
+    for d in datasets:
+        title, load = DATA[d]
+        train, val, test = load(0)
+        dim = train.shape[1]
+        x = jnp.asarray(train[:256])
+        for name in ("maf", "iaf"):
+            flow = inference.build_flow(name, 0, dim)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flow, _ = inference.fit(flow, train, val_data=val, progress=False, seed=0)
+            layers = len(flow.transform.unstack())
+            if name == "maf":
+                what, args = "sample, 1024 draws", (flow, jax.random.PRNGKey(1))
+                fn = lambda f, k: f.sample(k, (1024,))
+                sweeps = _mean_sweeps(fn, *args, layers=layers)
+            else:
+                what, args = "log_prob value + gradient, 256 rows", (flow, x)
+                fn = jax.value_and_grad(lambda f, x: -jnp.mean(f.log_prob(x)))
+                sweeps = _mean_sweeps(lambda f, x: f.log_prob(x), *args, layers=layers)
+            times, saved = {}, fixed_point.FIXED_SWEEPS_UP_TO
+            for label, cap in (("d sweeps", 10 ** 9), ("fixed point", saved)):
+                fixed_point.FIXED_SWEEPS_UP_TO = cap
+                jax.clear_caches()  # the flow's cached traces must see the setting
+                try:
+                    times[label] = median_time(jax.jit(lambda *a: fn(*a)), *args, repeats=7)
+                finally:
+                    fixed_point.FIXED_SWEEPS_UP_TO = saved
+            plain = dim <= fixed_point.FIXED_SWEEPS_UP_TO
+            rows.append([title, name, what, f"{dim} (a plain loop)" if plain else f"{sweeps:.1f} of {dim}", f"{1e3 * times['d sweeps']:.1f}",
+                         f"{1e3 * times['fixed point']:.1f}", f"{times['d sweeps'] / times['fixed point']:.1f}"])
+            print(f"  {title} {name}: {rows[-1][3:]}", file=sys.stderr, flush=True)
+    print("### The sequential direction of trained flows (defaults fit, seed 0): sweeps per layer, ms per call\n")
+    print(table(["data", "flow", "call", "sweeps per layer", "d sweeps ms", "fixed point ms", "speed-up"], rows))
+    print()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
@@ -645,6 +714,8 @@ def main():
     if "curves" in sections:
         learning_curves(0, args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "density_learning_curves.png"))
+    if "sweeps" in sections:
+        sweeps_table(datasets)
     if "conditional" in sections:
         conditional_table(list(seeds), args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                 "density_conditional.png"))

@@ -37,8 +37,8 @@ ELBO shrinks them.  The reported loss is ``-L_K`` (the importance-weighted bound
 compare with :class:`IWAE`'s.  It needs ``log q_theta`` at fixed points with its parameter
 gradient, so it refuses guides whose log-density holds the parameters fixed (``AutoFlow`` with
 sticking-the-landing gradients: pass ``stl=False``); for a flow guide, ``log q`` at a given point
-uses the flow's inverse (one pass for ``maf``/``realnvp``/``nsf``; ``D`` sequential passes for
-``iaf``).
+uses the flow's inverse (one pass for ``maf``/``realnvp``/``nsf``; at most ``D`` sequential
+sweeps, stopped at their fixed point, for ``iaf``).
 
 Neither objective handles subsampled plates (the weights are of the whole model) or discrete
 latent sites; both refuse them with a ``ValueError``.

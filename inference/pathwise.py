@@ -15,7 +15,7 @@ a flow guide settle instead of jittering around the optimum.
 The path term needs ``grad_z log q(z)``.  With the draw's base point ``u`` (NumPyro's
 intermediates) and ``J = dT/du`` it is ``J^{-T} grad_u [log N(u) - log|det J(u)|]``: one
 forward-mode Jacobian (``D`` JVPs, a single batched pass) and a ``D x D`` solve, no inverse pass,
-so it costs about the same for IAF (whose inverse is ``D`` sequential passes) as for coupling
+so it costs about the same for IAF (whose inverse is up to ``D`` sequential sweeps) as for coupling
 flows.  For event sizes above ``dense_max``, conditional flows, or without intermediates, it
 evaluates ``log q`` through the flow's inverse instead (with the parameters held fixed).
 """

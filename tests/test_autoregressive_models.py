@@ -539,3 +539,30 @@ def test_categorical_made_beats_per_pixel_baseline_on_digits():
     np.testing.assert_allclose(test_bpd, test_nats / (64 * math.log(2)), rtol=1e-5)
     assert test_bpd < baseline_bpd - 0.1, (test_bpd, baseline_bpd)
     assert time.time() - t0 < 120
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sampling_stops_at_the_fixed_point_with_the_draws_and_gradients_of_d_passes(family):
+    """Above ``FIXED_SWEEPS_UP_TO`` coordinates the ancestral passes stop once one changes nothing:
+    the same draws (to the last bit: two compiled programs may round a pass differently) as ``d`` passes (the plain loop, forced by raising the threshold),
+    and for continuous families the same reparametrisation gradients."""
+    from nf_ppl import fixed_point
+
+    dim = 8
+    m = make(family, dim, hidden=(16,), scale=0.7, seed=21)
+    key = jax.random.PRNGKey(5)
+    draw = lambda made: m._replace(made=made)._sample_core(key, (50,))
+    # a new function object for each trace: jit caches traces by function, and the threshold is read when tracing
+    run = lambda: jax.jit(lambda made: draw(made))(m.made)
+    grad = lambda: jax.jit(jax.grad(lambda made: jnp.sum(jnp.sin(draw(made)))))(m.made)
+    got, got_grad = run(), grad() if family != "categorical" else None
+    saved = fixed_point.FIXED_SWEEPS_UP_TO
+    fixed_point.FIXED_SWEEPS_UP_TO = 10 ** 9  # every call runs d passes
+    try:
+        want, want_grad = run(), grad() if family != "categorical" else None
+    finally:
+        fixed_point.FIXED_SWEEPS_UP_TO = saved
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    if got_grad is not None:
+        for a, b in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

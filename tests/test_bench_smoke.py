@@ -86,6 +86,25 @@ def test_a_timed_out_benchmark_keeps_what_it_printed(tmp_path, monkeypatch):
     assert "| finished table |" in text and "timed out after 3 s" in text and "done: first posterior" in text
 
 
+def test_sweep_count_of_the_sweeps_section_sees_the_early_stop():
+    """bench_density's ``sweeps`` section counts the sweeps of every layer's sequential solve: an iaf
+    whose networks output zeros is its own answer after one sweep from zero, and a second one sees
+    nothing change (2, not d = 6); with out_scale 0.5 every layer needs more, at most d."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_density import _mean_sweeps
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    import jax
+    import nf_ppl
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 6))
+    flat = nf_ppl.iaf(jax.random.PRNGKey(0), 6, num_layers=2, hidden_dims=(8,), out_scale=0.0)
+    assert _mean_sweeps(lambda f, x: f.log_prob(x), flat, x, layers=2) == 2.0
+    busy = nf_ppl.iaf(jax.random.PRNGKey(0), 6, num_layers=2, hidden_dims=(8,), out_scale=0.5)
+    assert 2.0 < _mean_sweeps(lambda f, x: f.log_prob(x), busy, x, layers=2) <= 6.0
+
+
 def test_stopping_replay_returns_what_an_early_stopping_fit_would_have():
     """bench_density's ``stopping`` section: the replay of (evaluate every N epochs, patience P) on a
     per-epoch history returns the test figure of the best evaluated epoch and the epoch it stops at."""

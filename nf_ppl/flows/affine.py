@@ -33,7 +33,8 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
         permutation="auto", activation: str = "elu", scale: str | None = None, log_scale_bound: float = 5.0,
         out_scale: float | None = None, weight_init: str = "normal", trainable_base: bool = False, base: str = "normal",
         base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
-    """Masked autoregressive flow: one-pass log-density, ``dim`` sequential passes to sample.
+    """Masked autoregressive flow: one-pass log-density, at most ``dim`` sequential sweeps to sample
+    (stopped at their fixed point, :mod:`nf_ppl.fixed_point`).
 
     Layers are :class:`~nf_ppl.layers.MaskedAffineAutoregressive` in ``mode="maf"``.  Eight layers by
     default (flowjax's count too): an affine MAF on two moons then separates the moons on every seed

@@ -61,8 +61,8 @@ def naf(key, dim: int, *, num_layers: int = 3, hidden_dims: Sequence[int] = (64,
 
     Each layer is a :class:`~nf_ppl.layers.neural.NeuralAutoregressive`: a MADE gives, per
     coordinate, the ``3 * num_components`` parameters of a monotone sigmoidal map.  ``mode="maf"``
-    (default): that map takes data to noise (one-pass density, sampling by ``dim`` sweeps of
-    root solves); ``mode="iaf"``: the reverse.
+    (default): that map takes data to noise (one-pass density, sampling by at most ``dim`` sweeps
+    of root solves); ``mode="iaf"``: the reverse.
     """
     def make(k):
         return NeuralAutoregressive(k, dim, hidden_dims, num_components=num_components, mode=mode,

@@ -9,9 +9,13 @@ forward:
     ``g(v)_i = tau(v_i; theta_i(v_<i))``,   log|det J_g(v)| = ``sum_i log tau'(v_i; theta_i(v_<i))``,
 
 triangular (in that ordering).  Its inverse ``g^{-1}(w)`` solves ``v_i = tau^{-1}(w_i; theta_i(v_<i))``
-coordinate after coordinate: ``d`` sequential sweeps ``v <- tau^{-1}(w; theta(v))`` (after sweep
-``k`` the first ``k`` coordinates in the ordering are exact, so ``d`` sweeps are exact).  The mode
-says which direction of the layer is ``g``, and nothing else:
+coordinate after coordinate: sequential sweeps ``v <- tau^{-1}(w; theta(v))`` from ``v = 0`` (after
+sweep ``k`` the first ``k`` coordinates in the ordering are exact, so ``d`` sweeps are exact).  The
+sweeps stop as soon as one changes nothing, bit for bit, which is the answer of ``d`` sweeps
+(:mod:`nf_ppl.fixed_point`; to the last bit or so; a trained 64-dimensional IAF settles in about 12), and the
+gradients come from the implicit-function theorem rather than from differentiating every sweep.
+"d sequential sweeps" below means at most ``d``.  The mode says which direction of the layer is
+``g``, and nothing else:
 
 ``mode="iaf"`` (inverse autoregressive flow, Kingma et al. 2016): the forward (sampling) map is ``g``.
 
@@ -57,6 +61,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from ..fixed_point import triangular_fixed_point
 from ..nn import MADE
 from .base import KeyedInit
 from .conditioned import TransformerLayer, with_init_bias
@@ -139,7 +144,9 @@ class MaskedAutoregressive(TransformerLayer):
         return out, jnp.sum(log_d, axis=-1), info
 
     def _g_inverse(self, w):
-        """``(g^{-1}(w), log|det J_g|, info)`` at the solution, by ``d`` sweeps (exact after d)."""
+        """``(g^{-1}(w), log|det J_g|, info)`` at the solution: sweeps from zero until one changes nothing
+        (the answer of ``d`` sweeps; :func:`~nf_ppl.fixed_point.triangular_fixed_point`),
+        then one differentiable sweep at the solution."""
 
         def sweep(v):
             params = self.conditioner(v)
@@ -147,8 +154,8 @@ class MaskedAutoregressive(TransformerLayer):
                 jnp.broadcast_to(w, params.shape[:-2] + w.shape[-1:]), params)
             return out, jnp.sum(log_d, axis=-1), info
 
-        init = sweep(jnp.zeros_like(w))
-        return jax.lax.fori_loop(1, self.event_size, lambda _, carry: sweep(carry[0]), init)
+        shape = jax.eval_shape(lambda: sweep(jnp.zeros_like(w))[0])
+        return triangular_fixed_point(sweep, jnp.zeros(shape.shape, shape.dtype), self.event_size)
 
     def _one_pass(self, inverse):
         return (self.mode == "iaf") != inverse

@@ -301,7 +301,8 @@ class NeuralAutoregressive(KeyedInit, MaskedAutoregressive):
         log|det J| = ``sum_i log tau'(x_i; theta_i(x_<i))``
 
     Each sweep solves all coordinates at once (vectorised bracketed safeguarded Newton); after
-    sweep ``k`` the first ``k`` coordinates in the ordering are exact.
+    sweep ``k`` the first ``k`` coordinates in the ordering are exact, and the sweeps stop once one
+    changes nothing (:mod:`nf_ppl.fixed_point`).
 
     ``NeuralAutoregressive(key, dim, hidden_dims=(64, 64), num_components=8, mode="maf",
     ordering="natural", context_dim=0, atol=None, rtol=None, max_iter=100, max_expand=64)``.

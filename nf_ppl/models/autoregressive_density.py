@@ -25,13 +25,15 @@ scalar ``y_i / (V - 1)`` in ``[0, 1]`` (one MADE input per dimension, so the MAD
 the ordering machinery are shared by all families); a one-hot input would need ``V`` inputs per
 dimension sharing one degree, which :class:`~nf_ppl.nn.MADE` does not provide.
 
-Sampling (ancestral, ``d`` passes).  All noise is drawn first: standard normal / Laplace noise
+Sampling (ancestral, at most ``d`` passes).  All noise is drawn first: standard normal / Laplace noise
 ``eps_i`` and Gumbel noise ``g`` (``g_ik`` for mixture components, ``g_iv`` for levels).  Given the
 conditioner output, every coordinate is a deterministic function of its noise
 (``y_i = mu_i + s_i eps_i``; the mixture picks ``c = argmax_k(log pi_ik + g_ik)`` then
 ``y_i = mu_ic + s_ic eps_i``; a categorical picks ``argmax_v(l_iv + g_iv)``).  Starting from
-zeros, ``d`` sweeps ``y <- draw(MADE(y))`` (a ``lax.fori_loop``) make the first ``t`` coordinates in
-the ordering exact after sweep ``t``; after ``d`` sweeps ``y`` is an exact ancestral draw.
+zeros, sweeps ``y <- draw(MADE(y))`` make the first ``t`` coordinates in the ordering exact after
+sweep ``t``; after ``d`` sweeps ``y`` is an exact ancestral draw.  The sweeps stop as soon as one
+changes nothing, which is the same draw up to the last bit (:mod:`nf_ppl.fixed_point`; continuous
+families keep exact reparametrisation gradients through it).
 
 Orderings and order-agnostic training.  ``ordering="natural" | "reversed" | "random" |
 permutation`` fixes the MADE's input degrees at build time.  :meth:`AutoregressiveModel.with_ordering`

@@ -1,12 +1,15 @@
-"""Exact ancestral sampling of an :class:`~nf_ppl.models.AutoregressiveModel`: ``dim`` network passes,
-each fixing one more coordinate (Gaussian, Laplace, mixture and categorical conditionals; mixture
-components and levels by the Gumbel-max trick).  A mixin of the model."""
+"""Exact ancestral sampling of an :class:`~nf_ppl.models.AutoregressiveModel`: network passes from
+all-zero draws, each fixing one more coordinate (Gaussian, Laplace, mixture and categorical
+conditionals; mixture components and levels by the Gumbel-max trick), stopped when a pass changes
+nothing (at most ``dim``; :mod:`nf_ppl.fixed_point`: the same draws as ``dim`` passes, to the last bit).
+A mixin of the model."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from ..fixed_point import sweep_until_fixed, triangular_fixed_point
 
 
 class AutoregressiveSampling:
@@ -48,13 +51,15 @@ class AutoregressiveSampling:
             m = self._replace(context=ctx, keep_context=False)
         y0 = jnp.zeros(shape + (dim,), jnp.int32 if self.is_discrete else dt)
 
-        def sweep(_, y):
-            return m._draw(m._network(y), noise)
+        def sweep(y):
+            return (m._draw(m._network(y), noise),)
 
-        return lax.fori_loop(0, dim, sweep, y0)
+        if self.is_discrete:  # integer levels: no gradients to keep
+            return sweep_until_fixed(lambda y: sweep(y)[0], y0, dim)
+        return triangular_fixed_point(sweep, y0, dim)[0]
 
     def sample(self, key, sample_shape=(), *, context=None):
-        """Exact ancestral draws ``sample_shape + batch_shape + (dim,)`` in ``dim`` network passes
+        """Exact ancestral draws ``sample_shape + batch_shape + (dim,)`` in at most ``dim`` network passes
         (int32 levels for ``"categorical"``)."""
         m = self._resolved(context)
         return _sample_jit(m, key, tuple(sample_shape))
