@@ -99,7 +99,7 @@ def test_maf_sampling_and_iaf_density_are_exact_inverses_with_autodiff_log_dets(
     np.testing.assert_allclose(back, z, atol=1e-10)
     np.testing.assert_allclose(ld_inv, ld_iaf, atol=1e-10)  # log|det J_f| at x, either way
     # vmap over rows agrees with the batched call (the batch's loop runs until every row is settled)
-    np.testing.assert_array_equal(rows, back)
+    np.testing.assert_allclose(rows, back, rtol=1e-13, atol=1e-13)
 
 
 def test_a_context_batch_broadcasts_through_the_solve(x64):
@@ -133,7 +133,7 @@ def test_few_coordinates_run_a_plain_loop_of_d_sweeps(x64):
     sweep = _sweep_fn(iaf, w)
     got = triangular_fixed_point(sweep, jnp.zeros_like(w), dim)
     want = _d_sweeps(iaf, w)
-    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-13, atol=1e-13)
     g = jax.grad(lambda l: jnp.sum(triangular_fixed_point(_sweep_fn(l, w), jnp.zeros_like(w), dim)[1]))(iaf)
     g_ref = jax.grad(lambda l: jnp.sum(_d_sweeps(l, w)[1]))(iaf)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
