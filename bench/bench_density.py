@@ -28,7 +28,7 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   would have returned and its epochs (``--save-histories F.npz`` keeps the histories).
 * ``sweeps``: the sequential direction of a trained flow (``maf`` sampling, ``iaf`` log-density and
   its gradient, the defaults fit of seed 0): sweeps each layer takes to its exact fixed point
-  (median and most over layers and calls), and the time of 1024 draws / of one value-and-gradient
+  (the mean over layers), and the time of 1024 draws / of one value-and-gradient
   step on 256 training rows with the sweeps stopped at the fixed point against ``d`` sweeps every
   time (``nf_ppl.fixed_point.FIXED_SWEEPS_UP_TO`` raised above ``d``: the code before the change).
 * ``conditional``: p(y | x) on a heteroscedastic, skewed toy problem (``y = sin(2x) + s(x) e``,

@@ -66,7 +66,8 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
     aux outputs (e.g. a log-determinant) get exact gradients through ``sweep``'s closed-over
     parameters by the implicit-function theorem.  Up to ``FIXED_SWEEPS_UP_TO`` sweeps are run as a
     plain loop, differentiated directly: there testing for a fixed point costs more than it can
-    save (two moons, d = 2: 50% slower training steps; bench/RESULTS.md).
+    save (two moons, d = 2: 50% slower training steps; bench/RESULTS.md).  Integer ``v`` (e.g.
+    categorical levels) has no gradients: its sweeps just stop at the fixed point.
     """
     max_sweeps = int(max_sweeps)
     if max_sweeps <= FIXED_SWEEPS_UP_TO:
@@ -75,6 +76,9 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
 
     def step(v):
         return sweep(v)[0]
+
+    if not jnp.issubdtype(jnp.result_type(v0), jnp.inexact):
+        return sweep(sweep_until_fixed(step, v0, max_sweeps))
 
     def solve(_, start):
         return sweep_until_fixed(step, start, max_sweeps)

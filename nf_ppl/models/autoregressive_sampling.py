@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..fixed_point import sweep_until_fixed, triangular_fixed_point
+from ..fixed_point import triangular_fixed_point
 
 
 class AutoregressiveSampling:
@@ -54,8 +54,6 @@ class AutoregressiveSampling:
         def sweep(y):
             return (m._draw(m._network(y), noise),)
 
-        if self.is_discrete:  # integer levels: no gradients to keep
-            return sweep_until_fixed(lambda y: sweep(y)[0], y0, dim)
         return triangular_fixed_point(sweep, y0, dim)[0]
 
     def sample(self, key, sample_shape=(), *, context=None):
