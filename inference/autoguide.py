@@ -108,27 +108,37 @@ def default_flow_dim(dim: int) -> int:
     return min(int(dim), 8)
 
 
+def guide_form(name: str) -> dict:
+    """Builder options that give a flow guide the form the guides were measured with, whatever the
+    builders' maximum-likelihood defaults: maf/iaf layers start near the identity (``out_scale=0.01``,
+    so the guide starts at its Gaussian); maf, iaf and nsf keep reversal between layers (the builders'
+    own default is ``"auto"``); iaf's and realnvp's affine maps are written from the base side
+    (realnvp's exp scales bounded by e^3).  Used by ``AutoFlow`` and ``AmortizedFlowGuide``."""
+    opts = {}
+    if name in ("maf", "iaf"):
+        opts["out_scale"] = 0.01
+    if name in ("maf", "iaf", "nsf"):
+        opts["permutation"] = "reverse"
+    if name == "iaf":
+        opts["affine_from"] = "base"
+    if name == "realnvp":
+        opts.update(affine_from="base", log_scale_bound=3.0)
+    return opts
+
+
 def default_flow_options(name: str, dim: int) -> dict:
-    """Defaults used by ``AutoFlow`` for a latent space of size ``dim``: 5 layers, hidden width ``max(8, dim)``.
+    """Defaults used by ``AutoFlow`` for a latent space of size ``dim``: 5 layers, hidden width ``max(8, dim)``,
+    in the guides' form (:func:`guide_form`).
 
     Narrow conditioners (about ``dim`` units, the least a MADE allows) train with less gradient
     noise than wide ones at the step budgets SVI is usually given; five layers rather than three
     reach into Neal's funnel (sd(v) error 0.05 instead of 0.17 over 4 seeds) and lower k-hat on
     every posteriordb posterior tried (bench/RESULTS.md).
     """
+    if name == "realnvp" and dim < 2:
+        raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
     width = max(8, dim)
-    opts = {"num_layers": 5, "hidden_dims": (width, width)}
-    if name in ("maf", "iaf"):
-        opts["out_scale"] = 0.01  # every layer starts near the identity: the guide starts at its Gaussian
-    if name in ("maf", "iaf", "nsf"):
-        opts["permutation"] = "reverse"  # the guides were measured with it (maf's and nsf's own default is "auto")
-    if name == "realnvp":
-        if dim < 2:
-            raise ValueError("realnvp needs a latent dimension of at least 2; use 'iaf' or 'maf'")
-        # the guides' realnvp: written from the base side with exp scales bounded by e^3 (the
-        # builder's data-side default is the maximum-likelihood choice; guides were measured with this)
-        opts.update(affine_from="base", log_scale_bound=3.0)
-    return opts
+    return {"num_layers": 5, "hidden_dims": (width, width), **guide_form(name)}
 
 
 def check_continuous(model, args=(), kwargs=None, *, owner="AutoFlow"):

@@ -23,6 +23,7 @@ from nf_ppl.nn import MLP
 
 from ._fit import ON_NONFINITE
 from ._io import get_builder
+from .autoguide import guide_form
 
 __all__ = ["suggest_optimizer", "learning_rate_factor", "run_svi", "neutra_nuts", "AmortizedFlowGuide"]
 
@@ -244,7 +245,8 @@ class AmortizedFlowGuide:
 
     For each data row ``x_i`` an encoder MLP gives ``(mu_i, log sigma_i, h_i)``; then
     ``z_i = f(mu_i + sigma_i * eps_i; context=h_i)`` with ``eps_i ~ N(0, I)`` and ``f`` a
-    conditional flow (``nf_ppl.iaf(..., context_dim=k)``), as in the VAE of the IAF paper
+    conditional flow (``nf_ppl.iaf(..., context_dim=k)`` in the guides' form,
+    :func:`~inference.autoguide.guide_form`: base-side layers near the identity), as in the VAE of the IAF paper
     (Kingma et al. 2016).  ``num_layers=0`` gives the diagonal Gaussian encoder baseline.
 
     Call it as the guide with the model's data argument first: ``guide(x, ...)``; the latent
@@ -263,7 +265,7 @@ class AmortizedFlowGuide:
         self._flow = None
         if num_layers:
             builder = get_builder(flow) if isinstance(flow, str) else flow
-            opts = {"hidden_dims": (max(16, 2 * self.latent_dim),) * 2}
+            opts = {"hidden_dims": (max(16, 2 * self.latent_dim),) * 2, **(guide_form(flow) if isinstance(flow, str) else {})}
             opts.update(flow_options)
             self._flow = builder(k_flow, self.latent_dim, num_layers=num_layers, context_dim=self.context_dim, **opts)
 

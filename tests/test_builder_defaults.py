@@ -1,5 +1,5 @@
-"""Builder defaults chosen for maximum likelihood: realnvp's data-side affine layers, random
-permutations between the layers of maf and nsf above two dimensions (from one fixed stream, so a
+"""Builder defaults chosen for maximum likelihood: realnvp's and iaf's data-side affine layers, random
+permutations between the layers of maf, iaf and nsf above two dimensions (from one fixed stream, so a
 refit reuses fit's compiled programs), and AutoFlow's guides keeping the forms they were measured
 with."""
 
@@ -14,7 +14,8 @@ import inference
 import nf_ppl
 from inference.autoguide import default_flow_options
 from layer_cases import perturb
-from nf_ppl.layers import AffineCoupling, Coupling
+from nf_ppl.layers import AffineCoupling, Coupling, MaskedAffineAutoregressive
+from nf_ppl.layers.transformers import Affine
 
 
 def _one_layer(affine_from):
@@ -46,21 +47,51 @@ def test_realnvp_layer_is_affine_on_the_side_it_names(affine_from, x64):
     np.testing.assert_allclose(layer.inverse_and_log_det(y)[0], x, atol=1e-10)
 
 
-def test_realnvp_refuses_an_unknown_side():
+@pytest.mark.parametrize("mode", ["maf", "iaf"])
+@pytest.mark.parametrize("affine_from", ["data", "base"])
+def test_masked_affine_layer_is_affine_on_the_side_it_names(mode, affine_from, x64):
+    """maf/iaf ``affine_from="data"``: the density direction (base point ``x`` from data ``y``) is
+    ``x_i = y_i sigma_i + mu_i`` with a softplus ``sigma``; ``"base"``: the sampling direction is
+    ``y_i = x_i exp(s_i) + mu_i``.  The conditioner reads the data side in a MAF and the base side in
+    an IAF; log-dets match autodiff, and the two directions invert each other."""
+    flow = inference.builders()[mode](jax.random.PRNGKey(0), 4, num_layers=1, hidden_dims=(8,), permutation=None,
+                                      scan=False, affine_from=affine_from, dtype=jnp.float64)
+    layer = perturb(flow.transform.layers[0], jax.random.PRNGKey(1), 0.7)
+    assert layer.transformer.scale == ("softplus" if affine_from == "data" else "exp")  # an Inverse passes it on
+    data = jax.random.normal(jax.random.PRNGKey(2), (5, 4), jnp.float64)
+    base, _ = layer.inverse_and_log_det(data)
+    read = data if mode == "maf" else base  # what the conditioner reads
+    params = layer.conditioner(read)
+    shift, raw = params[..., 0, :], params[..., 1, :]
+    assert float(jnp.std(raw)) > 0.05  # a non-trivial layer
+    if affine_from == "data":
+        log_sigma = 5.0 * jnp.tanh(jnp.log(jax.nn.softplus(raw + jnp.log(jnp.e - 1.0))) / 5.0)
+        np.testing.assert_allclose(base, data * jnp.exp(log_sigma) + shift, atol=1e-10)
+        want_log_det = -jnp.sum(log_sigma, -1)
+    else:
+        s = 5.0 * jnp.tanh(raw / 5.0)
+        np.testing.assert_allclose(data, base * jnp.exp(s) + shift, atol=1e-10)
+        want_log_det = jnp.sum(s, -1)
+    y, log_det = layer.forward_and_log_det(base)
+    np.testing.assert_allclose(y, data, atol=1e-10)
+    np.testing.assert_allclose(log_det, want_log_det, atol=1e-10)
+    np.testing.assert_allclose(log_det, jnp.linalg.slogdet(jax.vmap(jax.jacfwd(layer))(base))[1], atol=1e-10)
+
+
+@pytest.mark.parametrize("builder", [nf_ppl.realnvp, nf_ppl.maf, nf_ppl.iaf])
+def test_affine_builders_refuse_an_unknown_side(builder):
     with pytest.raises(ValueError, match=r"affine_from must be one of \('data', 'base'\); got 'left'"):
-        nf_ppl.realnvp(jax.random.PRNGKey(0), 3, affine_from="left")
+        builder(jax.random.PRNGKey(0), 3, affine_from="left")
 
 
-@pytest.mark.parametrize("builder", [nf_ppl.maf, nf_ppl.nsf])
+@pytest.mark.parametrize("builder", [nf_ppl.maf, nf_ppl.nsf, nf_ppl.iaf])
 def test_autoregressive_builders_permute_at_random_above_two_dimensions(builder):
     perms = builder(jax.random.PRNGKey(0), 5, num_layers=4, hidden_dims=(8,)).transform.permutations
     assert len(set(perms)) == 4 and all(sorted(p) == list(range(5)) for p in perms)
     assert builder(jax.random.PRNGKey(0), 2, num_layers=3, hidden_dims=(8,)).transform.permutations == ((1, 0),) * 3
-    iaf = nf_ppl.iaf(jax.random.PRNGKey(0), 5, num_layers=3, hidden_dims=(8,)).transform.permutations
-    assert iaf == ((4, 3, 2, 1, 0),) * 3  # iaf (AutoFlow's default guide) keeps reversal
 
 
-@pytest.mark.parametrize("name", ["maf", "nsf", "realnvp", "spline_coupling"])
+@pytest.mark.parametrize("name", ["maf", "iaf", "nsf", "realnvp", "spline_coupling"])
 def test_auto_permutations_are_the_same_for_every_key(name):
     """``permutation="auto"`` draws its permutations above two dimensions from one fixed stream: the
     flows of two keys share their structure (seed 0's are ``"random"``'s at seed 0), while
@@ -100,6 +131,10 @@ def test_autoflow_guides_keep_the_form_they_were_measured_with(name):
     else:
         flow = inference.builders()[name](jax.random.PRNGKey(0), 5, **opts)
         assert flow.transform.permutations == ((4, 3, 2, 1, 0),) * opts["num_layers"]
+    if name in ("maf", "iaf"):  # the MAF's density map and the IAF's sampling map are Affine(exp / softplus) itself
+        layer = flow.transform.layer
+        assert isinstance(layer, MaskedAffineAutoregressive) and layer.mode == name
+        assert layer.transformer == Affine("softplus" if name == "maf" else "exp", 5.0)
 
 
 def _first_layer_weights(flow):

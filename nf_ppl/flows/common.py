@@ -9,9 +9,9 @@ as ``num_layers`` grows; layer ``l`` is followed by a permutation (see ``permuta
 
 Common options:
     context_dim: size of a context vector for a conditional flow ``p(y | context)``.
-    permutation: ``"reverse"`` (``iaf``'s, ``bnaf``'s and ``naf``'s default), ``"random"`` (a
+    permutation: ``"reverse"`` (``bnaf``'s and ``naf``'s default), ``"random"`` (a
         different fixed permutation per layer, drawn from ``key``), ``"auto"`` (the default of
-        ``maf``, ``nsf`` and the coupling builders: ``"reverse"`` for ``dim <= 2``, above it a
+        ``maf``, ``iaf``, ``nsf`` and the coupling builders: ``"reverse"`` for ``dim <= 2``, above it a
         different random permutation per layer drawn from one fixed stream, the same whatever
         ``key``; with a half mask, reversal alone keeps the same two halves apart in every layer,
         so coordinates of one half never condition on each other, and an autoregressive flow sees
@@ -21,14 +21,18 @@ Common options:
         training program from one of them to the next (2-5 s of compilation saved per fit on a
         CPU; bench/RESULTS.md); ``"random"`` gives each key its own permutations.
     activation: conditioner activation (``"elu"``, ``"relu"``, ``"tanh"``, ``"gelu"``, ...).
-    scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (maf's default)
-        or ``"exp"`` of a soft-clamped log-scale (iaf's default); see
+    affine_from: (maf, iaf, realnvp) the side each layer's affine map is written from: ``"data"``
+        (the default: ``x = y * scale + shift`` in the density direction) or ``"base"``
+        (``y = x * scale + shift`` in the sampling direction); see each builder.
+    scale: (maf, iaf) how a layer's scale comes from its network: ``"softplus"`` (the default from
+        the data side) or ``"exp"`` of a soft-clamped log-scale (the default from the base side); see
         :class:`~nf_ppl.layers.MaskedAffineAutoregressive`.
     log_scale_bound: soft bound on each layer's log-scale (numerical safety) for ``"exp"`` scales.
     out_scale: (maf, iaf) scale of each MADE's initial output weights: None picks
         ``1/sqrt(num_layers)`` for maf (a random start, which maximum likelihood trains faster from,
         kept near the base at any depth; :func:`depth_scale`) and 0.01 for iaf (each layer starts
-        near the identity, as a variational guide wants).
+        near the identity, as a variational guide wants; maximum likelihood with iaf's data-side
+        layers did better from there too, bench/RESULTS.md).
     weight_init: (maf, iaf) how the MADEs' weights are drawn: ``"normal"`` with sd ``1/sqrt(fan_in)``
         (default, as every other builder's networks) or ``"uniform"`` in ``+-1/sqrt(fan_in)``.
     trainable_base: also learn the base's location and log-scale.
