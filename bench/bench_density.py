@@ -619,8 +619,9 @@ def stopping_table(datasets, seeds, builders, epochs, save=None):
 
 
 def _mean_sweeps(fn, *args, layers):
-    """Sweeps per layer in the primal solves of ``fn(*args)`` (the last sweep, which finds nothing
-    changed, included), counted by wrapping :func:`nf_ppl.fixed_point.sweep_until_fixed`."""
+    """Sweeps per layer in the primal solves of ``fn(*args)`` (the first, on the start as given, and the
+    last, which finds nothing changed, included), counted by wrapping
+    :func:`nf_ppl.fixed_point.sweep_until_fixed`, which runs all but the first."""
     from nf_ppl import fixed_point
 
     calls, original = [], fixed_point.sweep_until_fixed
@@ -638,7 +639,7 @@ def _mean_sweeps(fn, *args, layers):
     finally:
         fixed_point.sweep_until_fixed = original
         jax.clear_caches()
-    return len(calls) / layers
+    return len(calls) / layers + 1
 
 
 def sweeps_table(datasets):

@@ -44,16 +44,15 @@ def sweep_until_fixed(step: Callable, v, max_sweeps: int, *, settled=None):
         return step(v) if max_sweeps == 1 else v
 
     def cond(carry):
-        k, _, _, done = carry
+        k, _, done = carry
         return (k < max_sweeps) & ~done
 
     def body(carry):
-        k, _, new, _ = carry
+        k, new, _ = carry
         newer = step(new)
-        return k + 1, new, newer, settled(newer, new)
+        return k + 1, newer, settled(newer, new)
 
-    first = step(v)
-    _, _, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), v, first, jnp.bool_(False)))
+    _, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), v, jnp.bool_(False)))
     return out
 
 
@@ -64,7 +63,9 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
     At most ``max_sweeps`` sweeps from ``v0`` (``d`` sweeps from any start give the exact answer), fewer
     when one changes nothing; the returned tuple is one differentiable sweep at the solution, so the
     aux outputs (e.g. a log-determinant) get exact gradients through ``sweep``'s closed-over
-    parameters by the implicit-function theorem.  Up to ``FIXED_SWEEPS_UP_TO`` sweeps are run as a
+    parameters by the implicit-function theorem.  ``v0`` may lack the batch dimensions of ``sweep``'s
+    output (one zero vector for every row, say): the first sweep then runs once for all rows, and
+    the others on the batch.  Up to ``FIXED_SWEEPS_UP_TO`` sweeps are run as a
     plain loop, differentiated directly: there testing for a fixed point costs more than it can
     save (two moons, d = 2: 50% slower training steps; bench/RESULTS.md).  Integer ``v`` (e.g.
     categorical levels) has no gradients: its sweeps just stop at the fixed point.
@@ -77,11 +78,13 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
     def step(v):
         return sweep(v)[0]
 
-    if not jnp.issubdtype(jnp.result_type(v0), jnp.inexact):
-        return sweep(sweep_until_fixed(step, v0, max_sweeps))
+    # the first sweep, on v0 as given; no gradients through it: those come from the solution's equation
+    start = jax.lax.stop_gradient(step(v0))
+    if not jnp.issubdtype(jnp.result_type(start), jnp.inexact):
+        return sweep(sweep_until_fixed(step, start, max_sweeps - 1))
 
-    def solve(_, start):
-        return sweep_until_fixed(step, start, max_sweeps)
+    def solve(_, guess):
+        return sweep_until_fixed(step, guess, max_sweeps - 1)
 
     def tangent_solve(g, b):
         return jax.lax.custom_linear_solve(g, b, solve=linear_solve, transpose_solve=linear_solve)
@@ -90,7 +93,7 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
         # (I - J) t = b  as  t <- b + (t - matvec(t)) = b + J t, from t = b (exact after max_sweeps steps)
         return sweep_until_fixed(lambda t: b + t - matvec(t), b, max_sweeps - 1, settled=_settled_linear)
 
-    return sweep(jax.lax.custom_root(lambda v: v - step(v), v0, solve, tangent_solve))
+    return sweep(jax.lax.custom_root(lambda v: v - step(v), start, solve, tangent_solve))
 
 
 def _settled_linear(new, old):

@@ -138,3 +138,46 @@ def test_few_coordinates_run_a_plain_loop_of_d_sweeps(x64):
     g_ref = jax.grad(lambda l: jnp.sum(_d_sweeps(l, w)[1]))(iaf)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _broadcasting_sweep_fn(layer, w):
+    """A sweep whose input may lack the batch of ``w`` (its conditioner's output is broadcast)."""
+    def sweep(v):
+        params = jnp.broadcast_to(layer.conditioner(v), w.shape[:-1] + (2, w.shape[-1]))
+        out, log_d, _ = layer.transformer.inverse_with_info(w, params)
+        return out, jnp.sum(log_d, axis=-1)
+    return sweep
+
+
+def test_a_start_without_the_batch_gives_the_same_answer_and_gradients(x64):
+    """One zero vector as the start for every row (the first sweep then runs once): the values and the
+    gradients in the parameters are those of ``d`` sweeps from a batch of zeros, on both paths."""
+    for dim in (FIXED_SWEEPS_UP_TO, D):
+        iaf = _layer("iaf", dim=dim)
+        w = jax.random.normal(jax.random.PRNGKey(11), (4, dim))
+        run = lambda l: triangular_fixed_point(_broadcasting_sweep_fn(l, w), jnp.zeros(dim), dim)  # noqa: E731
+        got = jax.jit(run)(iaf)
+        want = _d_sweeps(iaf, w)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-13)
+        g = jax.jit(jax.grad(lambda l: jnp.sum(run(l)[1]) + jnp.sum(run(l)[0] ** 2)))(iaf)
+        g_ref = jax.grad(lambda l: jnp.sum(_d_sweeps(l, w)[1]) + jnp.sum(_d_sweeps(l, w)[0] ** 2))(iaf)
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_the_layers_first_sweep_runs_its_conditioner_once_for_all_rows(monkeypatch):
+    """The first sweep of a layer's sequential direction reads zeros: its conditioner sees one vector
+    of shape ``(d,)``, every later sweep the batch (shapes recorded while tracing)."""
+    seen = []
+    original = MaskedAutoregressive.conditioner
+
+    def recording(self, v):
+        seen.append(v.shape)
+        return original(self, v)
+
+    monkeypatch.setattr(MaskedAutoregressive, "conditioner", recording)
+    iaf = _layer("iaf", jnp.float32)
+    w = jax.random.normal(jax.random.PRNGKey(12), (6, D))
+    jax.make_jaxpr(lambda layer: layer.inverse_and_log_det(w))(iaf)
+    assert seen[0] == (D,) and set(seen[1:]) == {(6, D)}, seen

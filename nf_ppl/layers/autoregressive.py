@@ -14,6 +14,7 @@ sweep ``k`` the first ``k`` coordinates in the ordering are exact, so ``d`` swee
 sweeps stop as soon as one changes nothing, bit for bit, which is the answer of ``d`` sweeps
 (:mod:`nf_ppl.fixed_point`; to the last bit or so; a trained 64-dimensional IAF settles in about 12), and the
 gradients come from the implicit-function theorem rather than from differentiating every sweep.
+The first sweep reads only zeros, so its conditioner runs once for all rows (one vector, broadcast).
 "d sequential sweeps" below means at most ``d``.  The mode says which direction of the layer is
 ``g``, and nothing else:
 
@@ -151,16 +152,18 @@ class MaskedAutoregressive(TransformerLayer):
     def _g_inverse(self, w):
         """``(g^{-1}(w), log|det J_g|, info)`` at the solution: sweeps from zero until one changes nothing
         (the answer of ``d`` sweeps; :func:`~nf_ppl.fixed_point.triangular_fixed_point`),
-        then one differentiable sweep at the solution."""
+        then one differentiable sweep at the solution.  The first sweep reads no data (its input is
+        zero), so its conditioner runs on one zero vector (once per context row if the layer has a
+        batch of contexts) and is broadcast over the rows."""
 
         def sweep(v):
             params = self.conditioner(v)
+            batch = jnp.broadcast_shapes(params.shape[:-2], w.shape[:-1])
             out, log_d, info = self.transformer.inverse_with_info(
-                jnp.broadcast_to(w, params.shape[:-2] + w.shape[-1:]), params)
+                jnp.broadcast_to(w, batch + w.shape[-1:]), jnp.broadcast_to(params, batch + params.shape[-2:]))
             return out, jnp.sum(log_d, axis=-1), info
 
-        shape = jax.eval_shape(lambda: sweep(jnp.zeros_like(w))[0])
-        return triangular_fixed_point(sweep, jnp.zeros(shape.shape, shape.dtype), self.event_size)
+        return triangular_fixed_point(sweep, jnp.zeros(w.shape[-1:], w.dtype), self.event_size)
 
     def _one_pass(self, inverse):
         return (self.mode == "iaf") != inverse

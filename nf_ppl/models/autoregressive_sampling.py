@@ -49,10 +49,11 @@ class AutoregressiveSampling:
         if self.made.context_dim:
             ctx = jnp.broadcast_to(self.context, shape + self.context.shape[-1:])
             m = self._replace(context=ctx, keep_context=False)
-        y0 = jnp.zeros(shape + (dim,), jnp.int32 if self.is_discrete else dt)
+        y0 = jnp.zeros((dim,), jnp.int32 if self.is_discrete else dt)  # one start for all rows: the first pass runs once
 
         def sweep(y):
-            return (m._draw(m._network(y), noise),)
+            out = m._network(y)
+            return (m._draw(jnp.broadcast_to(out, shape + out.shape[-2:]), noise),)
 
         return triangular_fixed_point(sweep, y0, dim)[0]
 
