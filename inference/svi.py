@@ -264,8 +264,8 @@ class AmortizedFlowGuide:
                                  out_scale=0.1)
         self._flow = None
         if num_layers:
-            builder = get_builder(flow) if isinstance(flow, str) else flow
-            opts = {"hidden_dims": (max(16, 2 * self.latent_dim),) * 2, **(guide_form(flow) if isinstance(flow, str) else {})}
+            builder, form = (get_builder(flow), guide_form(flow)) if isinstance(flow, str) else (flow, {})
+            opts = {"hidden_dims": (max(16, 2 * self.latent_dim),) * 2, **form}
             opts.update(flow_options)
             self._flow = builder(k_flow, self.latent_dim, num_layers=num_layers, context_dim=self.context_dim, **opts)
 

@@ -36,8 +36,8 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
     data side and a bounded exp from the base side.
     """
     check_affine_from(affine_from)
-    if out_scale is None and mode == "maf":
-        out_scale = depth_scale(num_layers)
+    if out_scale is None:
+        out_scale = depth_scale(num_layers) if mode == "maf" else default_out_scale(mode)
     if scale is None:
         scale = "softplus" if affine_from == "data" else "exp"
     in_g = (mode == "maf") == (affine_from == "data")  # Affine itself is the one-pass map g
@@ -49,8 +49,7 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
                 log_scale_bound=log_scale_bound, out_scale=out_scale, weight_init=weight_init, dtype=dtype)
         return MaskedAutoregressive.init(
             k, dim, Inverse(Affine(scale, log_scale_bound)), hidden_dims, mode=mode, context_dim=context_dim,
-            activation=activation, out_scale=default_out_scale(mode) if out_scale is None else out_scale,
-            weight_init=weight_init, dtype=dtype)
+            activation=activation, out_scale=out_scale, weight_init=weight_init, dtype=dtype)
 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
