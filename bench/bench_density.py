@@ -36,10 +36,15 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   (``build_flow(name, seed, 1, context_dim=1)`` + ``fit(..., context=x)``), the conditional MVN
   baseline, flowjax's conditional MAF (affine and spline), and the true conditional log-likelihood
   as the ceiling; the plot ``bench/density_conditional.png`` draws p(y | x) at three x.
+* ``neural``: the builders outside the defaults table, ``bnaf`` and ``naf``, with ``maf`` and ``nsf``,
+  defaults against defaults, on a 1-D mixture of two separated Gaussians (its true log-likelihood
+  as the ceiling) and two moons, next to flowjax's BNAF and spline MAF and a fitted Gaussian
+  (:func:`neural_table`; not in the default sections).
 
     python bench/bench_density.py [--quick] [--sections defaults,ablation,equal,curves,conditional] [--seeds 3]
                                   [--data moons,breast_cancer,digits]
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
+    python bench/bench_density.py --sections neural --seeds 3
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
 baseline row, the ``maf`` defaults row, every row of ``equal`` and the conditional maf / MVN / flowjax
@@ -94,6 +99,24 @@ def digits(seed):
 
 def wine(seed):
     return _split(load_wine().data, seed)  # 178 rows: 124 training rows, full batch at batch 256
+
+
+BIMODAL = ((0.6, -2.0, 0.5), (0.4, 2.0, 0.3))  # (weight, mean, sd) of each component
+
+
+def bimodal(seed, n=5000):
+    """A 1-D mixture of two separated Gaussians (``BIMODAL``), not standardised: the true density is known."""
+    rng = np.random.default_rng(seed)
+    comp = rng.choice(len(BIMODAL), size=n, p=[w for w, _, _ in BIMODAL])
+    mean, sd = (np.array([c[i] for c in BIMODAL])[comp] for i in (1, 2))
+    x = (mean + sd * rng.normal(size=n))[:, None]
+    a, b = int(0.7 * n), int(0.8 * n)
+    return [p.astype(np.float32) for p in (x[:a], x[a:b], x[b:])]
+
+
+def bimodal_log_density(x):
+    terms = [np.log(w) - 0.5 * ((x - m) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) for w, m, s in BIMODAL]
+    return np.logaddexp(*terms)
 
 
 DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
@@ -289,6 +312,47 @@ def _mean_rows(fn, seeds, load):
     lp, ep, t = (np.mean([r[i] for r in runs]) for i in range(3))
     spread = np.ptp([r[0] for r in runs]) if len(runs) > 1 else 0.0
     return lp, spread, ep, t
+
+
+def flowjax_bnaf(seed, train, val, test, max_epochs=100):
+    """flowjax's ``block_neural_autoregressive_flow`` with its defaults, fitted by ``fit_to_data``'s defaults."""
+    from flowjax.distributions import Normal
+    from flowjax.flows import block_neural_autoregressive_flow
+    key, fit_key = jax.random.split(jax.random.PRNGKey(seed))
+    flow = block_neural_autoregressive_flow(key, base_dist=Normal(jnp.zeros(train.shape[1])))
+    return _flowjax_fit(flow, fit_key, train, val, test, max_epochs=max_epochs)
+
+
+NEURAL_BUILDERS = ("bnaf", "naf", "maf", "nsf")
+
+
+def neural_table(seeds, quick=False):
+    """The builders outside the defaults table (``bnaf``, ``naf``) with ``maf`` and ``nsf``, defaults
+    against defaults, on a 1-D two-component mixture (true log-likelihood known) and two moons, next
+    to flowjax's BNAF and spline MAF and a Gaussian fitted by maximum likelihood (``quick``: 2 epochs)."""
+    cap = 2 if quick else None
+    rows = []
+    for key, (title, load) in (("bimodal", ("two separated Gaussians (d=1)", bimodal)), ("moons", DATA["moons"])):
+        def gaussian(seed, train, val, test):
+            mu, cov = train.mean(0), np.atleast_2d(np.cov(train.T))
+            r = test - mu
+            quad = np.einsum("ni,ij,nj->n", r, np.linalg.inv(cov), r)
+            lp = -0.5 * (quad + np.linalg.slogdet(2 * np.pi * cov)[1])
+            return float(np.mean(lp)), 0, 0.0
+        runs = {"Gaussian (maximum likelihood)": gaussian,
+                "flowjax BNAF (defaults)": lambda s, *a: flowjax_bnaf(s, *a, max_epochs=cap or 100),
+                "flowjax MAF (RQ spline, 8 knots)": lambda s, *a: flowjax_defaults("spline", s, *a, max_epochs=cap or 100)}
+        runs.update({f"nf-ppl {name}": (lambda s, *a, name=name: ours_defaults(name, s, *a, max_epochs=cap))
+                     for name in NEURAL_BUILDERS})
+        if key == "bimodal":
+            truth = np.mean([np.mean(bimodal_log_density(load(s)[2])) for s in seeds])
+            rows.append([title, "true density", f"{truth:.3f}", "", "", ""])
+        for label, fn in runs.items():
+            lp, spread, ep, t = _mean_rows(fn, seeds, load)
+            rows.append([title, label, f"{lp:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}"])
+    print("### bnaf and naf with their defaults: a 1-D mixture and two moons\n")
+    print(table(["data", "flow", "test LL", "spread over seeds", "epochs", "wall s"], rows))
+    print()
 
 
 DEFAULT_BUILDERS = (("maf", "affine"), ("realnvp", "affine"), ("iaf", "affine"), ("nsf", "spline"),
@@ -717,6 +781,8 @@ def main():
                                                     "density_learning_curves.png"))
     if "sweeps" in sections:
         sweeps_table(datasets)
+    if "neural" in sections:
+        neural_table(list(seeds), args.quick)
     if "conditional" in sections:
         conditional_table(list(seeds), args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                 "density_conditional.png"))
