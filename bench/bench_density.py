@@ -329,7 +329,8 @@ NEURAL_BUILDERS = ("bnaf", "naf", "maf", "nsf")
 def neural_table(seeds, quick=False):
     """The builders outside the defaults table (``bnaf``, ``naf``) with ``maf`` and ``nsf``, defaults
     against defaults, on a 1-D two-component mixture (true log-likelihood known) and two moons, next
-    to flowjax's BNAF and spline MAF and a Gaussian fitted by maximum likelihood (``quick``: 2 epochs)."""
+    to flowjax's BNAF and spline MAF and a Gaussian fitted by maximum likelihood, and ``maf`` on a
+    learned mixture base (``quick``: 2 epochs)."""
     cap = 2 if quick else None
     rows = []
     for key, (title, load) in (("bimodal", ("two separated Gaussians (d=1)", bimodal)), ("moons", DATA["moons"])):
@@ -344,6 +345,8 @@ def neural_table(seeds, quick=False):
                 "flowjax MAF (RQ spline, 8 knots)": lambda s, *a: flowjax_defaults("spline", s, *a, max_epochs=cap or 100)}
         runs.update({f"nf-ppl {name}": (lambda s, *a, name=name: ours_defaults(name, s, *a, max_epochs=cap))
                      for name in NEURAL_BUILDERS})
+        runs["nf-ppl maf, base='mixture'"] = lambda s, *a: ours_defaults("maf", s, *a, max_epochs=cap,
+                                                                         options=dict(base="mixture"))
         if key == "bimodal":
             truth = np.mean([np.mean(bimodal_log_density(load(s)[2])) for s in seeds])
             rows.append([title, "true density", f"{truth:.3f}", "", "", ""])

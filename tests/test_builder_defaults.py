@@ -178,8 +178,9 @@ def test_coupling_networks_take_weight_init_and_an_unknown_one_is_refused():
 @pytest.mark.parametrize("name", ["maf", "iaf", "realnvp", "nsf"])
 def test_affine_builders_are_gaussians_on_one_dimension(name, x64):
     """README, "Which builder for which data": on d = 1 every affine layer has constant parameters, so
-    ``maf``, ``iaf`` and ``realnvp`` (any weights) have a quadratic log-density: its third differences
-    on a grid vanish.  ``nsf`` (a spline) is the control that the check can fail."""
+    ``maf``, ``iaf`` and ``realnvp`` on their default normal base (any weights) have a quadratic
+    log-density: its third differences on a grid vanish.  ``nsf`` (a spline) is the control that the
+    check can fail."""
     flow = inference.build_flow(name, 0, 1, num_layers=3, dtype=jnp.float64)
     flow = perturb(flow, jax.random.PRNGKey(1), 0.3)  # away from the near-identity start
     x = jnp.linspace(-2.5, 2.5, 41, dtype=jnp.float64)[:, None]
