@@ -116,7 +116,7 @@ def bimodal(seed, n=5000):
 
 def bimodal_log_density(x):
     terms = [np.log(w) - 0.5 * ((x - m) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) for w, m, s in BIMODAL]
-    return np.logaddexp(*terms)
+    return np.logaddexp.reduce(terms, axis=0)
 
 
 DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
