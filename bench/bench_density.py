@@ -45,6 +45,9 @@ averaged over seeds, with the epochs trained and the wall time (compile included
                                   [--data moons,breast_cancer,digits]
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
     python bench/bench_density.py --sections neural --seeds 3
+    python bench/bench_density.py --sections variant --flow bnaf --options '{"skip": 0.0}' --data bimodal,moons
+
+``--data`` also takes ``wine`` and ``bimodal`` (the 1-D mixture of the ``neural`` section).
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
 baseline row, the ``maf`` defaults row, every row of ``equal`` and the conditional maf / MVN / flowjax
@@ -120,7 +123,8 @@ def bimodal_log_density(x):
 
 
 DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
-        "digits": ("digits, dequantised (d=64)", digits), "wine": ("wine (d=13, 178 rows)", wine)}
+        "digits": ("digits, dequantised (d=64)", digits), "wine": ("wine (d=13, 178 rows)", wine),
+        "bimodal": ("two separated Gaussians (d=1)", bimodal)}
 
 
 # -- nf-ppl ----------------------------------------------------------------------------------------
@@ -341,7 +345,8 @@ def neural_table(seeds, quick=False):
     learned mixture base (``quick``: 2 epochs)."""
     cap = 2 if quick else None
     rows = []
-    for key, (title, load) in (("bimodal", ("two separated Gaussians (d=1)", bimodal)), ("moons", DATA["moons"])):
+    for key in ("bimodal", "moons"):
+        title, load = DATA[key]
         runs = {"Gaussian (maximum likelihood)": gaussian_fit,
                 "flowjax BNAF (defaults)": lambda s, *a: flowjax_bnaf(s, *a, max_epochs=cap or 100),
                 "flowjax MAF (RQ spline, 8 knots)": lambda s, *a: flowjax_defaults("spline", s, *a, max_epochs=cap or 100)}

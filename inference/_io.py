@@ -348,8 +348,10 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 # was written with the earlier default, and is rebuilt with it when today's default gives another structure.
 # ``{"permutation": "random"}``: "auto" drew its permutations above two dimensions from the builder's key
 # before it drew them from one fixed stream (2026-12-05).  iaf's layers were written from the base side
-# and reversed between layers until its density defaults (2026-12-05).
+# and reversed between layers until its density defaults (2026-12-05).  bnaf's layers had no linear skip
+# term, slope 0.5 and one layer (2026-12-05).
 LEGACY_DEFAULTS = {  # earlier builder defaults, newest first: a file saved under them still loads
+    "bnaf": ({"num_layers": 1, "slope": 0.5, "skip": 0.0},),
     "iaf": ({"affine_from": "base", "permutation": "reverse"},),
     "maf": ({"permutation": "random"}, {"permutation": "reverse"}, {"num_layers": 5, "permutation": "reverse"}),
     "realnvp": ({"permutation": "random"},

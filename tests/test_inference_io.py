@@ -55,14 +55,17 @@ def test_build_save_load_round_trip(tmp_path, name, options):
     ("realnvp", {"permutation": "random"}, {"num_layers": 2}),
     ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"}, {"num_layers": 2}),
     ("iaf", {"affine_from": "base", "permutation": "reverse"}, {"num_layers": 2}),
-    ("iaf", {"affine_from": "base", "permutation": "reverse"}, {"num_layers": 2, "scale": "exp"})])
+    ("iaf", {"affine_from": "base", "permutation": "reverse"}, {"num_layers": 2, "scale": "exp"}),
+    ("bnaf", {"num_layers": 1, "slope": 0.5, "skip": 0.0}, {}),
+    ("bnaf", {"slope": 0.5, "skip": 0.0}, {"num_layers": 3})])
 def test_file_written_before_a_builder_default_changed_still_loads(tmp_path, name, old_default, options):
     """realnvp's log_scale_bound default went 5.0 -> 3.0, then its num_layers 6 -> 10 and permutation
     "reverse" -> "auto" (spline_coupling's permutation too), then its layers were written from the data
     side (``affine_from`` "base" -> "data", bound 3.0 -> 5.0), and maf's num_layers 5 -> 8, then its
     permutation "reverse" -> "auto" (nsf's too), then "auto" drew its permutations from a fixed
     stream instead of the key ("random" before), and iaf's layers were written from the data side
-    and permuted at random (``affine_from`` "base" -> "data", permutation "reverse" -> "auto"): a file whose spec does not name the option was
+    and permuted at random (``affine_from`` "base" -> "data", permutation "reverse" -> "auto"), and bnaf's
+    layers gained a linear skip term (slope 0.5 -> 0.001, num_layers 1 -> 2): a file whose spec does not name the option was
     written with the old default, and loads with it (seed 3: seed 0's stream is the fixed one)."""
     options = {**options, "hidden_dims": (5,)}
     old = _perturbed(inference.builders()[name](jax.random.PRNGKey(3), 3, **options, **old_default))

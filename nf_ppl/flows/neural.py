@@ -23,8 +23,9 @@ from ..registry import register_builder
 from .common import _build, depth_scale, MIXTURE_COMPONENTS
 
 
-def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8, 8), context_dim: int = 0,
-         mode: str = "maf", permutation="reverse", slope: float = 0.5, cross_scale: float | None = None,
+def bnaf(key, dim: int, *, num_layers: int = 2, hidden_dims: Sequence[int] = (8, 8), context_dim: int = 0,
+         mode: str = "maf", permutation="reverse", slope: float = 0.001, skip: float | None = None,
+         cross_scale: float | None = None,
          atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False,
         base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
          scan: bool = True, dtype=None) -> Flow:
@@ -33,10 +34,12 @@ def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8,
     Each layer is a :class:`~nf_ppl.layers.neural.BlockNeuralAutoregressive` monotone network;
     ``hidden_dims`` are the hidden *block sizes* (units per coordinate, so a hidden layer has
     ``dim * h`` units); ``slope`` is the linear part of the leaky-tanh activation
-    ``tanh(u) + slope * u``: its derivative varies by at most ``(1 + slope) / slope`` per hidden
-    layer, so a small ``slope`` is more expressive but compresses the tails (heavy-tailed
-    densities at initialisation); the default 0.5 allows a ratio of 3 per hidden layer.
-    ``cross_scale`` (default ``None``: :func:`~nf_ppl.flows.common.depth_scale`, ``1 / sqrt(num_layers)``)
+    ``tanh(u) + slope * u``.  Each layer's output has a learned linear skip term
+    ``exp(a_i) x_i``; ``skip`` is its initial share of the output (default ``None``:
+    ``1 - 0.5 / sqrt(num_layers)``, so deep stacks start near their base too; ``skip=0``: no skip
+    term, and then the derivative of each coordinate's map varies by at most ``(1 + slope) / slope``
+    per hidden layer, a factor of 3 at the earlier default ``slope=0.5``, too little for a density
+    with a gap between modes).  ``cross_scale`` (default ``None``: :func:`~nf_ppl.flows.common.depth_scale`, ``1 / sqrt(num_layers)``)
     scales each layer's initial cross-coordinate weights, so a flow of any depth starts near its
     base.  ``mode="maf"`` (default): the network maps data to noise (one-pass density, numerical
     sampling); ``mode="iaf"``: the reverse.  ``atol``/``rtol``/``max_iter``/
@@ -44,10 +47,12 @@ def bnaf(key, dim: int, *, num_layers: int = 1, hidden_dims: Sequence[int] = (8,
     """
     if cross_scale is None:
         cross_scale = depth_scale(num_layers)
+    if skip is None:
+        skip = 1.0 - 0.5 * depth_scale(num_layers)
 
     def make(k):
         return BlockNeuralAutoregressive(k, dim, hidden_dims, mode=mode, context_dim=context_dim, slope=slope,
-                                         cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter,
+                                         skip=skip, cross_scale=cross_scale, atol=atol, rtol=rtol, max_iter=max_iter,
                                          max_expand=max_expand, dtype=dtype)
 
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)

@@ -81,7 +81,11 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
     then row-wise weight-normalised, ``W = exp(g) * W~ / ||W~_row||``.  With the strictly
     increasing leaky tanh ``act(u) = tanh(u) + slope * u`` each ``N_i`` depends on ``x_<=i`` only,
     is strictly increasing in ``x_i`` and onto ``R``, so ``N`` is a triangular bijection with
-    ``log|det J_N| = sum_i log dN_i/dx_i``.  The diagonal derivatives are carried through the
+    ``log|det J_N| = sum_i log dN_i/dx_i``.  With ``skip > 0`` (default) a learned linear term is
+    added to the output, ``N_i(x) = net_i(x) + exp(a_i) x_i``, so ``dN_i/dx_i = net_i' + exp(a_i)``
+    (a ``logaddexp`` in log space): ``N`` stays onto ``R`` for any ``slope`` and its tails stay
+    linear at the start, while the net part can make the derivative vary by orders of magnitude
+    (needed where the density has a gap between modes).  The diagonal derivatives are carried through the
     blocks in log space: for the units ``u`` of block ``i``,
     ``log dh_{l,u}/dx_i = log act'(pre_u) + logsumexp_k(log W_l[u, k] + log dh_{l-1,k}/dx_i)``.
     A context (``context_dim > 0``) enters the first layer's pre-activation.
@@ -99,13 +103,22 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
     each a bracketed safeguarded-Newton solve vectorised over the batch, to ``atol + rtol |x|``.
 
     ``BlockNeuralAutoregressive(key, dim, hidden_dims=(8, 8), mode="maf", context_dim=0,
-    slope=0.5, cross_scale=1.0, atol=None, rtol=None, max_iter=100, max_expand=64)``;
-    ``hidden_dims`` are block sizes (units per coordinate).
+    slope=0.001, skip=0.5, cross_scale=1.0, atol=None, rtol=None, max_iter=100, max_expand=64)``;
+    ``hidden_dims`` are block sizes (units per coordinate).  Without the skip term
+    (``skip=0``) the derivative ``dN_i/dx_i`` can vary by at most a factor ``(1 + slope) / slope``
+    per hidden layer, which caps what the layer can fit; ``slope`` is the leaky tanh's linear part.
+    Parameters: ``log_scales`` holds one array of log row norms per network layer and, with the
+    skip term, the ``(d,)`` log skip weights ``a`` as its last entry.
 
-    Initialisation: on standard-normal inputs each hidden pre-activation starts with mean 0 and
-    sd 0.1 (the leaky tanh nearly linear) and ``N`` with mean 0 and sd 1, by rescaling each row's
-    norm and bias; so a flow of any depth and width starts close to its base (without it each
-    layer multiplied the slope by about ``sqrt(h)`` and deep flows started as point masses).
+    Initialisation (on standard-normal inputs): each hidden pre-activation gets sd 1.5 and its
+    own centre, the units of a block spread evenly over +-3 input sds, so every unit is nonlinear
+    but their sum is nearly linear over the bulk of the inputs; the net part and the skip term
+    then share ``N``'s unit output sd in the proportion ``1 - skip : skip``.  So a flow of any depth
+    and width starts close to its base and learns from the first step.  (A start with all units
+    centred at 0 and nearly linear, the earlier one, is a saddle that training does not leave:
+    two moons stayed at a Gaussian's log-likelihood.  Without any rescaling each layer multiplied
+    the slope by about ``sqrt(h)`` and deep flows started as point masses.)  ``skip`` is the
+    skip term's initial share (:func:`nf_ppl.bnaf` raises it with depth).
     ``cross_scale`` multiplies the initial strictly-lower (cross-coordinate) blocks: each layer
     still starts with unit-sd outputs but mixes coordinates less, so a stack of ``L`` layers
     built with ``1 / sqrt(L)`` (what :func:`nf_ppl.bnaf` passes) stays near its base (at 1.0 ten
@@ -116,8 +129,8 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
     static_names = ("dim", "block_sizes", "mode", "slope", "context_dim") + _SOLVER_STATICS
 
     def __init__(self, key, dim: int, hidden_dims: Sequence[int] = (8, 8), *, mode: str = "maf",
-                 context_dim: int = 0, slope: float = 0.5, cross_scale: float = 1.0, atol=None, rtol=None,
-                 max_iter: int = 100, max_expand: int = 64, dtype=None):
+                 context_dim: int = 0, slope: float = 0.001, skip: float = 0.5, cross_scale: float = 1.0,
+                 atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, dtype=None):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive int; got {dim!r}")
         hidden = tuple(int(h) for h in hidden_dims)
@@ -126,6 +139,8 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
         check_mode(mode)
         check_positive(slope, "slope")
         check_positive(cross_scale, "cross_scale")
+        if isinstance(skip, bool) or not isinstance(skip, (int, float, np.integer, np.floating)) or not 0.0 <= skip < 1.0:
+            raise ValueError(f"skip (the initial share of the linear skip term) must be in [0, 1); got {skip!r}")
         self._set_solver(atol, rtol, max_iter, max_expand)
         self.dim, self.mode, self.slope = int(dim), mode, float(slope)
         self.block_sizes = (1, *hidden, 1)
@@ -133,20 +148,24 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
         dtype = dtype or jnp.zeros(()).dtype
         self.weights, self.log_scales, self.biases, self.context_weight = _initial_parameters(
             key, self.dim, self.block_sizes, self.context_dim, float(cross_scale), jnp.dtype(dtype))
-        self._standardise_output(jax.random.fold_in(key, 1))
+        self._standardise_output(jax.random.fold_in(key, 1), float(skip))
 
-    def _standardise_output(self, key, num_draws: int = 512, hidden_sd: float = 0.1):
-        """Start close to the identity: layer by layer, on standard-normal inputs, each hidden
-        pre-activation gets mean 0 and sd ``hidden_sd`` (where the leaky tanh is nearly linear) and
-        ``N``'s output mean 0 and sd 1.
+    def _standardise_output(self, key, skip: float, num_draws: int = 512):
+        """Start close to the identity with nonlinear units, as the class docstring describes: layer
+        by layer, on standard-normal inputs, each hidden pre-activation gets sd ``HIDDEN_SD`` and a
+        centre in ``CENTRE_SPAN * [-1, 1]`` (in input sds), and ``N``'s output mean 0 and sd 1, a
+        share ``skip`` of it the linear term.
 
-        Without this, each weight-normalised layer multiplies the slope of ``N`` by about
-        ``sqrt(h)`` (``h`` the block size), so a deep or wide flow starts as a near point mass.
         Rescaling a row's weight norm ``exp(g)`` and its bias by positive factors keeps ``N``
         strictly increasing.  Runs as one compiled program (op by op it compiled about 180 small
         programs per layer shape: 3-8 s for each new ``bnaf``).
         """
-        self.log_scales, self.biases, self.context_weight = _standardised(self, key, num_draws, hidden_sd)
+        self.log_scales, self.biases, self.context_weight = _standardised(self, key, num_draws, skip)
+
+    @property
+    def _log_skip(self):
+        """The log skip weights ``a`` (``(d,)``), or ``None`` for a layer without the skip term."""
+        return self.log_scales[-1] if len(self.log_scales) > len(self.weights) else None
 
     @property
     def event_size(self):
@@ -191,7 +210,10 @@ class BlockNeuralAutoregressive(KeyedInit, _SolverOptions, Bijector):
                 h = leaky_tanh(pre, self.slope)
             else:
                 h = pre
-        return h, log_d[..., 0]
+        log_d, log_skip = log_d[..., 0], self._log_skip
+        if log_skip is not None:
+            h, log_d = h + jnp.exp(log_skip) * x, jnp.logaddexp(log_d, log_skip)
+        return h, log_d
 
     # -- numerical inverse of N -----------------------------------------------------------------
     def network_inverse(self, y):
@@ -355,19 +377,23 @@ def _initial_parameters(key, dim: int, block_sizes: tuple, context_dim: int, cro
     return weights, log_scales, biases, context_weight
 
 
+HIDDEN_SD, CENTRE_SPAN = 1.5, 3.0  # BNAF's initial hidden pre-activations: sd, and the span of their centres
+
+
 @partial(jax.jit, static_argnums=(2, 3))
-def _standardised(layer: BlockNeuralAutoregressive, key, num_draws: int, hidden_sd: float):
+def _standardised(layer: BlockNeuralAutoregressive, key, num_draws: int, skip: float):
     """``(log_scales, biases, context_weight)`` of ``layer`` rescaled as
-    :meth:`BlockNeuralAutoregressive._standardise_output` describes."""
+    :meth:`BlockNeuralAutoregressive._standardise_output` describes (``log_scales`` gains the log
+    skip weights when ``skip > 0``)."""
     layer = jax.tree_util.tree_map(lambda a: a, layer)  # a copy whose lists this function may update
     layer.log_scales, layer.biases = list(layer.log_scales), list(layer.biases)
     dtype = layer.weights[0].dtype
-    h = jax.random.normal(key, (num_draws, layer.dim), dtype)
+    x = h = jax.random.normal(key, (num_draws, layer.dim), dtype)
     ctx = jnp.zeros((num_draws, layer.context_dim), dtype) if layer.context_dim else None
     n = len(layer.weights)
     for l in range(n):
         pre, _ = layer._pre_activation(l, h, ctx)
-        target = 1.0 if l == n - 1 else hidden_sd
+        target = 1.0 - skip if l == n - 1 else HIDDEN_SD
         mean, sd = jnp.mean(pre, 0), jnp.std(pre, 0)
         factor = target / sd
         layer.log_scales[l] = layer.log_scales[l] + jnp.log(factor)
@@ -375,5 +401,16 @@ def _standardised(layer: BlockNeuralAutoregressive, key, num_draws: int, hidden_
         if l == 0 and ctx is not None:
             layer.context_weight = layer.context_weight * factor[:, None]
         pre = (pre - mean) * factor
+        if l < n - 1:  # the units of each block centred evenly over CENTRE_SPAN input sds either side
+            b_out = layer.block_sizes[l + 1]
+            centres = np.tile(np.linspace(-1.0, 1.0, b_out) if b_out > 1 else np.zeros(1), layer.dim)
+            offsets = jnp.asarray(CENTRE_SPAN * HIDDEN_SD * centres, dtype)
+            layer.biases[l], pre = layer.biases[l] - offsets, pre - offsets
         h = leaky_tanh(pre, layer.slope) if l < n - 1 else pre
+    if skip > 0:  # N = net + skip * x, rescaled to mean 0 and sd 1
+        out = h + skip * x
+        rescale = 1.0 / jnp.std(out, 0)
+        layer.log_scales[-1] = layer.log_scales[-1] + jnp.log(rescale)
+        layer.biases[-1] = (layer.biases[-1] - jnp.mean(out, 0)) * rescale
+        layer.log_scales.append(jnp.log(skip * rescale))
     return layer.log_scales, layer.biases, layer.context_weight
