@@ -8,7 +8,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from scipy import stats
 
 import inference
 import nf_ppl
@@ -191,3 +193,32 @@ def test_affine_builders_are_gaussians_on_one_dimension(name, x64):
         assert third > 1e-4
     else:
         assert third < 1e-9 and np.all(curvature < -1e-3)  # a proper (normalisable) quadratic
+
+
+def _fit_full_batch(flow, x, steps=300, lr=1e-2):
+    """Mean log-likelihood of ``x`` after ``steps`` full-batch Adam steps (one compiled scan)."""
+    opt = optax.adam(lr)
+
+    def body(carry, _):
+        f, state = carry
+        loss, grad = jax.value_and_grad(lambda g: -jnp.mean(g.log_prob(x)))(f)
+        updates, state = opt.update(grad, state, f)
+        return (optax.apply_updates(f, updates), state), loss
+
+    _, losses = jax.jit(lambda f: jax.lax.scan(body, (f, opt.init(f)), None, length=steps))(flow)
+    return -float(losses[-1])
+
+
+def test_bnaf_with_its_defaults_fits_a_gap_between_modes():
+    """README, "Which builder for which data": a 1-D mixture of N(-1.5, 0.4^2) and N(1.5, 0.3^2)
+    (weights 0.6 / 0.4) needs the map's derivative to vary by orders of magnitude.  The default
+    bnaf (two layers with the skip term, slope 0.001) reaches the true density's log-likelihood
+    within 0.06 nats in 300 full-batch steps (-1.078 against -1.065).  The earlier default (one layer
+    without the skip term, slope 0.5, whose map's derivative varies by a factor of 9 at most) reaches
+    -1.38 with the same start and steps, the fitted Gaussian is at -1.84, and before the hidden
+    units started centred apart bnaf stayed at the Gaussian."""
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random(2000) < 0.6, rng.normal(-1.5, 0.4, 2000), rng.normal(1.5, 0.3, 2000))[:, None]
+    truth = np.mean(np.log(0.6 * stats.norm.pdf(x, -1.5, 0.4) + 0.4 * stats.norm.pdf(x, 1.5, 0.3)))
+    ll = _fit_full_batch(nf_ppl.bnaf(jax.random.PRNGKey(0), 1), x)
+    assert ll > truth - 0.06, (ll, truth)

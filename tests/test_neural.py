@@ -5,9 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from scipy import stats
 
 from nf_ppl import flows as E
 from nf_ppl.layers.neural import (BlockNeuralAutoregressive, NeuralAutoregressive, leaky_tanh,
@@ -135,37 +133,6 @@ def test_bnaf_is_triangular_and_log_det_matches_autodiff():
     np.testing.assert_allclose(jnp.triu(jac, 1), 0.0, atol=1e-14)
     assert bool(jnp.all(jnp.diagonal(jac, axis1=1, axis2=2) > 0))
     np.testing.assert_allclose(jnp.linalg.slogdet(jac)[1], layer.forward_and_log_det(x)[1], rtol=1e-9, atol=1e-9)
-
-
-def _fit_full_batch(flow, x, steps=400, lr=1e-2):
-    """Mean log-likelihood of ``x`` after ``steps`` full-batch Adam steps (one compiled scan)."""
-    opt = optax.adam(lr)
-
-    def body(carry, _):
-        f, state = carry
-        loss, grad = jax.value_and_grad(lambda g: -jnp.mean(g.log_prob(x)))(f)
-        updates, state = opt.update(grad, state, f)
-        return (optax.apply_updates(f, updates), state), loss
-
-    _, losses = jax.jit(lambda f: jax.lax.scan(body, (f, opt.init(f)), None, length=steps))(flow)
-    return -float(losses[-1])
-
-
-def test_bnaf_with_its_defaults_fits_a_gap_between_modes():
-    """A 1-D mixture of N(-1.5, 0.4^2) and N(1.5, 0.3^2) (weights 0.6/0.4) needs the map's derivative
-    to vary by orders of magnitude.  The default bnaf (two layers with the skip term, slope 0.001)
-    reaches the true density's log-likelihood within 0.06 nats; the earlier default (one layer
-    without the skip term, slope 0.5) can vary its derivative by a factor of 9 at most and stays far
-    below, and a Gaussian is the floor.  (Before its initialisation centred the hidden units apart, bnaf stayed
-    at the Gaussian.)"""
-    rng = np.random.default_rng(0)
-    x = np.where(rng.random(2000) < 0.6, rng.normal(-1.5, 0.4, 2000), rng.normal(1.5, 0.3, 2000))[:, None]
-    truth = np.mean(np.log(0.6 * stats.norm.pdf(x, -1.5, 0.4) + 0.4 * stats.norm.pdf(x, 1.5, 0.3)))
-    gaussian = np.mean(stats.norm.logpdf(x, x.mean(), x.std()))
-    ll = _fit_full_batch(E.bnaf(jax.random.PRNGKey(0), 1), x)
-    capped = _fit_full_batch(E.bnaf(jax.random.PRNGKey(0), 1, num_layers=1, slope=0.5, skip=0.0), x)
-    assert ll > truth - 0.06, (ll, truth)
-    assert gaussian + 0.3 < capped < truth - 0.2, (capped, gaussian, truth)
 
 
 def test_numerical_inverse_gradients_are_implicit_function_derivatives():
