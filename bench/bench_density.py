@@ -32,7 +32,7 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   step on 256 training rows with the sweeps stopped at the fixed point against ``d`` sweeps every
   time (``nf_ppl.fixed_point.FIXED_SWEEPS_UP_TO`` raised above ``d``: the code before the change).
 * ``conditional``: p(y | x) on a heteroscedastic, skewed toy problem (``y = sin(2x) + s(x) e``,
-  ``e`` skew-normal with x-dependent skew; :func:`hetero_truth`): conditional ``maf`` and ``nsf``
+  ``e`` skew-normal with x-dependent skew; :func:`hetero_truth`): conditional ``maf``, ``nsf``, ``bnaf`` and ``naf``
   (``build_flow(name, seed, 1, context_dim=1)`` + ``fit(..., context=x)``), the conditional MVN
   baseline, flowjax's conditional MAF (affine and spline), and the true conditional log-likelihood
   as the ceiling; the plot ``bench/density_conditional.png`` draws p(y | x) at three x.
@@ -582,11 +582,13 @@ def conditional_table(seeds, quick, plot_path=None):
     cap = 2 if quick else None
     models = [("nf-ppl maf (conditional)", lambda s, sp: _cond_ours("maf", s, sp, cap)),
               ("nf-ppl nsf (conditional)", lambda s, sp: _cond_ours("nsf", s, sp, cap)),
+              ("nf-ppl bnaf (conditional)", lambda s, sp: _cond_ours("bnaf", s, sp, cap)),
+              ("nf-ppl naf (conditional)", lambda s, sp: _cond_ours("naf", s, sp, cap)),
               ("conditional MVN baseline", lambda s, sp: _cond_mvn(s, sp, steps=200 if quick else 6000)),
               ("flowjax MAF (Affine, conditional)", lambda s, sp: _cond_flowjax("affine", s, sp, 2 if quick else 100)),
               ("flowjax MAF (RQ spline, conditional)", lambda s, sp: _cond_flowjax("spline", s, sp, 2 if quick else 100))]
     if quick:
-        models = models[:1] + models[2:4]
+        models = models[:1] + models[4:6]
     results = {label: [] for label, _ in models}
     truths, curves = [], {}
     for seed in seeds:

@@ -195,13 +195,13 @@ def test_affine_builders_are_gaussians_on_one_dimension(name, x64):
         assert third < 1e-9 and np.all(curvature < -1e-3)  # a proper (normalisable) quadratic
 
 
-def _fit_full_batch(flow, x, steps=300, lr=1e-2):
-    """Mean log-likelihood of ``x`` after ``steps`` full-batch Adam steps (one compiled scan)."""
+def _fit_full_batch(flow, x, steps=300, lr=1e-2, context=None):
+    """Mean log-likelihood of ``x`` (given ``context``) after ``steps`` full-batch Adam steps (one compiled scan)."""
     opt = optax.adam(lr)
 
     def body(carry, _):
         f, state = carry
-        loss, grad = jax.value_and_grad(lambda g: -jnp.mean(g.log_prob(x)))(f)
+        loss, grad = jax.value_and_grad(lambda g: -jnp.mean(g.log_prob(x, context=context)))(f)
         updates, state = opt.update(grad, state, f)
         return (optax.apply_updates(f, updates), state), loss
 
@@ -222,3 +222,21 @@ def test_bnaf_with_its_defaults_fits_a_gap_between_modes():
     truth = np.mean(np.log(0.6 * stats.norm.pdf(x, -1.5, 0.4) + 0.4 * stats.norm.pdf(x, 1.5, 0.3)))
     ll = _fit_full_batch(nf_ppl.bnaf(jax.random.PRNGKey(0), 1), x)
     assert ll > truth - 0.06, (ll, truth)
+
+
+def test_conditional_bnaf_learns_a_skewed_heteroscedastic_conditional():
+    """``y = sin(2x) + s(x) e``, ``e`` skew-normal with shape ``4 tanh x``, ``s(x) = 0.15 + 0.25 (1 + tanh x)``
+    (the conditional problem of bench_density; x and y standardised): a conditional bnaf gets within
+    0.05 nats of the true conditional log-likelihood in 300 full-batch steps (-0.083 against -0.063).
+    Its context weights start at the scale of the data's, and the start is standardised over draws
+    of both.  With context weights started 10 times smaller and a zero context in the
+    standardisation it reached -0.148 (and ``fit`` stopped two seeds out of three near -1.2 on the
+    bench's version of the problem, bench/RESULTS.md)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 4200)
+    scale, skew = 0.15 + 0.25 * (1 + np.tanh(x)), 4 * np.tanh(x)
+    y = np.sin(2 * x) + scale * stats.skewnorm.rvs(skew, random_state=rng)
+    truth = np.mean(stats.skewnorm.logpdf((y - np.sin(2 * x)) / scale, skew) - np.log(scale) + np.log(y.std()))
+    xs, ys = ((v - v.mean()) / v.std() for v in (x, y))
+    ll = _fit_full_batch(nf_ppl.bnaf(jax.random.PRNGKey(0), 1, context_dim=1), ys[:, None], context=xs[:, None])
+    assert ll > truth - 0.05, (ll, truth)
