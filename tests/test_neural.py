@@ -198,8 +198,8 @@ def test_flow_level_non_convergence():
     (dict(mode="both"), "mode must be one of"),
     (dict(hidden_dims=(0,)), "hidden_dims"),
     (dict(skip=1.0), r"skip \(the initial share of the linear skip term\) must be in \[0, 1\)"),
-    (dict(skip=-0.5), "skip"),
-    (dict(skip="half"), "skip"),
+    (dict(skip=-0.5), r"skip \(the initial share of the linear skip term\) must be in \[0, 1\); got -0.5"),
+    (dict(skip="half"), r"skip \(the initial share of the linear skip term\) must be in \[0, 1\); got 'half'"),
 ])
 def test_bnaf_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
