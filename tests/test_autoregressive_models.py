@@ -543,8 +543,8 @@ def test_categorical_made_beats_per_pixel_baseline_on_digits():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sampling_stops_at_the_fixed_point_with_the_draws_and_gradients_of_d_passes(family):
-    """Above ``FIXED_SWEEPS_UP_TO`` coordinates the ancestral passes stop once one changes nothing:
-    the same draws (to the last bit: two compiled programs may round a pass differently) as ``d`` passes (the plain loop, forced by raising the threshold),
+    """Above ``FIXED_SWEEPS_UP_TO`` coordinates the ancestral passes stop once one moves no value by
+    more than rounding: the same draws (to rounding) as ``d`` passes (the plain loop, forced by raising the threshold),
     and for continuous families the same reparametrisation gradients."""
     from nf_ppl import fixed_point
 

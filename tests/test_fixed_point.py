@@ -9,7 +9,7 @@ import numpy as np
 
 from layer_cases import perturb
 from nf_ppl import MADE
-from nf_ppl.fixed_point import FIXED_SWEEPS_UP_TO, sweep_until_fixed, triangular_fixed_point
+from nf_ppl.fixed_point import FIXED_SWEEPS_UP_TO, SWEEP_RTOL, sweep_until_fixed, triangular_fixed_point
 from nf_ppl.layers import MaskedAffineAutoregressive, MaskedAutoregressive
 from nf_ppl.layers.transformers import DeepSigmoid
 
@@ -62,6 +62,28 @@ def test_sweeps_stop_once_a_sweep_changes_nothing():
     calls.clear()
     nan = jax.jit(lambda v: sweep_until_fixed(lambda v: v + jnp.nan, v, 7))(jnp.zeros(3))
     assert bool(jnp.all(jnp.isnan(nan))) and len(calls) == 0  # no callback there; a NaN row ends at max_sweeps
+
+
+def test_sweeps_stop_once_no_value_moves_by_more_than_rounding():
+    """A chain ``v_0 = 1``, ``v_i = 1 + v_{i-1} / 2`` (float32, 40 coordinates; fixed point ``2 - 2^-i``):
+    from zero, sweep ``k`` leaves an error of ``2^-k`` on the later coordinates, so stopping when a
+    sweep changes nothing bit for bit takes about 24 sweeps, and stopping at ``SWEEP_RTOL`` eps of
+    the row's largest entry (2) takes a few fewer; both answers agree with the exact one to rounding."""
+    dim, calls = 40, []
+
+    def step(v):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.concatenate([jnp.ones(1, v.dtype), 1 + 0.5 * v[:-1]])
+
+    exact = 2.0 - 0.5 ** np.arange(dim)
+    bitwise = jax.jit(lambda v: sweep_until_fixed(step, v, dim))(jnp.zeros(dim, jnp.float32))
+    n_bitwise, calls[:] = len(calls), []
+    ours = jax.jit(lambda v: triangular_fixed_point(lambda u: (step(u),), v, dim)[0])(jnp.zeros(dim, jnp.float32))
+    n_ours = len(calls) - 2  # less the first sweep (outside the loop) and the differentiable one at the solution
+    assert 20 <= n_bitwise <= 27 and n_ours <= n_bitwise - 3, (n_bitwise, n_ours)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(bitwise, exact, rtol=0, atol=2 * eps)
+    np.testing.assert_allclose(ours, exact, rtol=0, atol=SWEEP_RTOL * eps * 2 * 2)
 
 
 def test_gradients_of_every_order_match_d_unrolled_sweeps(x64):

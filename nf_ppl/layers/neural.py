@@ -326,7 +326,7 @@ class NeuralAutoregressive(KeyedInit, MaskedAutoregressive):
 
     Each sweep solves all coordinates at once (vectorised bracketed safeguarded Newton); after
     sweep ``k`` the first ``k`` coordinates in the ordering are exact, and the sweeps stop once one
-    changes nothing (:mod:`nf_ppl.fixed_point`).
+    moves no value by more than rounding (:mod:`nf_ppl.fixed_point`).
 
     ``NeuralAutoregressive(key, dim, hidden_dims=(64, 64), num_components=8, mode="maf",
     ordering="natural", context_dim=0, atol=None, rtol=None, max_iter=100, max_expand=64)``.

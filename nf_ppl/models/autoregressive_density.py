@@ -32,8 +32,9 @@ conditioner output, every coordinate is a deterministic function of its noise
 ``y_i = mu_ic + s_ic eps_i``; a categorical picks ``argmax_v(l_iv + g_iv)``).  Starting from
 zeros, sweeps ``y <- draw(MADE(y))`` make the first ``t`` coordinates in the ordering exact after
 sweep ``t``; after ``d`` sweeps ``y`` is an exact ancestral draw.  The sweeps stop as soon as one
-changes nothing, which is the same draw up to the last bit (:mod:`nf_ppl.fixed_point`; continuous
-families keep exact reparametrisation gradients through it).
+moves no value by more than rounding (a categorical one: changes nothing), which is the same draw
+to rounding (:mod:`nf_ppl.fixed_point`; continuous families keep exact reparametrisation gradients
+through it).
 
 Orderings and order-agnostic training.  ``ordering="natural" | "reversed" | "random" |
 permutation`` fixes the MADE's input degrees at build time.  :meth:`AutoregressiveModel.with_ordering`
