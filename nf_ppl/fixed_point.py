@@ -65,14 +65,15 @@ def triangular_fixed_point(sweep: Callable, v0, max_sweeps: int):
     coordinate ``i`` of ``v_new`` reads only coordinates of ``v`` before ``i`` (module docstring).
 
     At most ``max_sweeps`` sweeps from ``v0`` (``d`` sweeps from any start give the exact answer), fewer
-    when one moves no value by more than rounding (module docstring); the returned tuple is one differentiable sweep at the solution, so the
-    aux outputs (e.g. a log-determinant) get exact gradients through ``sweep``'s closed-over
-    parameters by the implicit-function theorem.  ``v0`` may lack the batch dimensions of ``sweep``'s
-    output (one zero vector for every row, say): the first sweep then runs once for all rows, and
-    the others on the batch.  Up to ``FIXED_SWEEPS_UP_TO`` sweeps are run as a
-    plain loop, differentiated directly: there testing for a fixed point costs more than it can
-    save (two moons, d = 2: 50% slower training steps; bench/RESULTS.md).  Integer ``v`` (e.g.
-    categorical levels) has no gradients: its sweeps just stop at the fixed point.
+    when one moves no value by more than rounding (module docstring); the returned tuple is one
+    differentiable sweep at the solution, so the aux outputs (e.g. a log-determinant) get exact
+    gradients through ``sweep``'s closed-over parameters by the implicit-function theorem.  ``v0``
+    may lack the batch dimensions of ``sweep``'s output (one zero vector for every row, say): the
+    first sweep then runs once for all rows, and the others on the batch.  Up to
+    ``FIXED_SWEEPS_UP_TO`` sweeps are run as a plain loop, differentiated directly: there testing for
+    a fixed point costs more than it can save (two moons, d = 2: 50% slower training steps;
+    bench/RESULTS.md).  Integer ``v`` (e.g. categorical levels) has no gradients: its sweeps just
+    stop at the fixed point.
     """
     max_sweeps = int(max_sweeps)
     if max_sweeps <= FIXED_SWEEPS_UP_TO:
