@@ -16,8 +16,11 @@ The path term needs ``grad_z log q(z)``.  With the draw's base point ``u`` (NumP
 intermediates) and ``J = dT/du`` it is ``J^{-T} grad_u [log N(u) - log|det J(u)|]``: one
 forward-mode Jacobian (``D`` JVPs, a single batched pass) and a ``D x D`` solve, no inverse pass,
 so it costs about the same for IAF (whose inverse is up to ``D`` sequential sweeps) as for coupling
-flows.  For event sizes above ``dense_max``, conditional flows, or without intermediates, it
-evaluates ``log q`` through the flow's inverse instead (with the parameters held fixed).
+flows.  The log-density is a ``jax.custom_jvp``: its value comes from the forward pass and the
+Jacobian is built only where a gradient is taken, so programs that only evaluate it (ELBO
+estimates, ``diagnose``) compile and run without it.  For event sizes above ``dense_max``,
+conditional flows, or without intermediates, it evaluates ``log q`` through the flow's inverse
+instead (with the parameters held fixed).
 """
 
 from __future__ import annotations
@@ -51,9 +54,23 @@ class PathwiseFlow(nf_ppl.Flow):
         if not dense:  # log q through the inverse, differentiable in value only
             return nf_ppl.Flow.log_prob(frozen, value)
         value = self._check_value(value)
-        base = jax.lax.stop_gradient(intermediates[0][0])
-        log_q, score = _log_q_and_score(frozen, base)
-        return log_q + jnp.sum(jax.lax.stop_gradient(score) * (value - jax.lax.stop_gradient(value)), -1)
+        return _stl_log_q(frozen, jax.lax.stop_gradient(intermediates[0][0]), value)
+
+
+@jax.custom_jvp
+def _stl_log_q(flow, u, value):
+    """``log q(value)`` for ``value = T(u)``, from the forward pass alone; its derivative in ``value`` is
+    ``grad_z log q`` (the rule below), so a program that only evaluates it carries no Jacobian."""
+    del value
+    _, log_det = forward_and_log_det(flow.bound_transform(), u)
+    return flow.base_dist.log_prob(u) - log_det
+
+
+@_stl_log_q.defjvp
+def _stl_log_q_jvp(primals, tangents):
+    flow, u, value = primals  # flow and u come in with their gradients stopped
+    log_q, score = _log_q_and_score(flow, u)
+    return log_q, jnp.sum(score * tangents[2], -1)
 
 
 def _log_q_and_score(flow, u):
