@@ -19,6 +19,11 @@ from .models import (AUTOREGRESSIVE_FAMILIES, AutoregressiveModel, ConditionalMV
                      top_k_filter, top_p_filter)
 from .initialization import data_init
 from .numpyro_utils import flow_module
+from ._versions import warn_if_jaxlib_can_hang as _warn_if_jaxlib_can_hang
+
+import jaxlib as _jaxlib
+
+_warn_if_jaxlib_can_hang(_jaxlib.__version__)
 
 __version__ = "0.1.0"
 
