@@ -6,8 +6,7 @@ unstandardised predictors, large data sets with tiny posterior sds).  Quasi-Newt
 covers that distance in tens of steps.  :func:`gaussian_path_start` follows Pathfinder (Zhang,
 Carpenter, Gelman and Vehtari 2022) in spirit:
 
-1. run L-BFGS on ``-log p(z)`` from the initial point ``z_0`` for at most ``max_iters`` iterations
-   (on the host, calling the jitted gradient: a traced L-BFGS loop compiles for seconds);
+1. run L-BFGS on ``-log p(z)`` from the initial point ``z_0`` for ``max_iters`` iterations;
 2. at each iterate ``z_k`` take the Laplace Gaussian ``N(z_k, H_k^{-1})`` with ``H_k`` the dense
    Hessian of ``-log p`` whose eigenvalues are replaced by their absolute values (floored), so a
    saddle or a region of negative curvature still gives a proper Gaussian;
@@ -33,6 +32,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 __all__ = ["GaussianStart", "PathsStart", "dispersed_points", "gaussian_path_start", "multi_path_start"]
 
@@ -46,93 +46,21 @@ class GaussianStart(NamedTuple):
     iteration: jax.Array
 
 
-LBFGS_MEMORY = 10  # (s, y) pairs kept per path
-ARMIJO_SLOPE = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + ARMIJO_SLOPE * t * g.d
-MAX_BACKTRACKS = 40  # halvings of the step before a path stops
-SETTLED_EPS = 10  # a path stops once a step lowers -log p by at most this many eps (of its dtype) of |log p|
+def _lbfgs_path(neg_log_density, x0, max_iters):
+    """The L-BFGS iterates ``(max_iters + 1, D)`` from ``x0``; a non-finite step leaves the point where it was."""
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(neg_log_density)
 
+    def step(carry, _):
+        x, state = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=neg_log_density)
+        new_x = optax.apply_updates(x, updates)
+        ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_x))
+        return (jnp.where(ok, new_x, x), new_state), jnp.where(ok, new_x, x)
 
-def _two_loop(grad, pairs):
-    """The L-BFGS direction ``-H grad`` from the stored ``(s, y)`` pairs (oldest first; Nocedal and Wright,
-    Algorithm 7.4), with ``H_0 = (s.y / y.y) I`` from the newest pair."""
-    q, alphas = grad.copy(), []
-    for s, y in reversed(pairs):
-        alpha = s @ q / (s @ y)
-        q -= alpha * y
-        alphas.append(alpha)
-    if pairs:
-        s, y = pairs[-1]
-        q *= s @ y / (y @ y)
-    for (s, y), alpha in zip(pairs, reversed(alphas)):
-        q += (alpha - y @ q / (s @ y)) * s
-    return -q
-
-
-def _backtrack(evaluate, x, value, grad, direction, active):
-    """One Armijo line search per active path from the full step, all paths' trials scored together:
-    ``(x, value, grad)`` at each path's accepted point (unchanged where none was accepted) and which paths moved."""
-    step = np.ones(len(x))
-    slope = np.sum(grad * direction, -1)
-    searching = active & (slope < 0)
-    new_x, new_value, new_grad = x.copy(), value.copy(), grad.copy()
-    for _ in range(MAX_BACKTRACKS):
-        if not searching.any():
-            break
-        trial = np.where(searching[:, None], x + step[:, None] * direction, x)
-        trial_value, trial_grad = evaluate(trial)
-        accept = searching & (trial_value <= value + ARMIJO_SLOPE * step * slope)
-        new_x[accept], new_value[accept], new_grad[accept] = trial[accept], trial_value[accept], trial_grad[accept]
-        searching &= ~accept
-        step = np.where(searching, 0.5 * step, step)
-    moved = active & (slope < 0) & ~searching
-    return new_x, new_value, new_grad, moved
-
-
-def _lbfgs_paths(neg_log_density, x0s, max_iters):
-    """The L-BFGS iterates ``(L, max_iters + 1, D)`` from each row of ``x0s`` (``(L, D)``).
-
-    The iterations run on the host, in float64, for all paths at once: each trial point of every path
-    is scored by one call of the jitted, ``vmap``-ed value and gradient of ``neg_log_density`` (the
-    only compiled program; a traced L-BFGS loop with its line search compiled for seconds, most of
-    the warm start's time on posteriordb's small models, bench/RESULTS.md).  Directions come from
-    the two-loop recursion (memory ``LBFGS_MEMORY``; the first direction is the negative gradient)
-    and every line search starts at the full step, as optax's L-BFGS does; it halves the step until
-    the value drops by the Armijo condition, a non-finite value or gradient counting as no drop, so
-    no iterate leaves the region where the log-density is finite.  A path stays where it is (the rest
-    of its rows repeat its last iterate) once its start is not finite, its line search fails (boxed
-    in by non-finite values) or a step lowers ``-log p`` by no more than rounding
-    (``SETTLED_EPS`` eps of its dtype, relative): at its optimum.
-    """
-    if isinstance(x0s, jax.core.Tracer):
-        raise TypeError("the warm start's L-BFGS paths run on the host: call gaussian_path_start/multi_path_start "
-                        "outside jax.jit, jax.vmap and jax.grad (its initial point was traced)")
-    dtype = jnp.result_type(x0s)
-    value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(neg_log_density)))
-
-    def evaluate(x):
-        value, grad = value_and_grad(jnp.asarray(x, dtype))
-        value, grad = np.asarray(value, np.float64), np.asarray(grad, np.float64)
-        ok = np.isfinite(value) & np.all(np.isfinite(grad), -1)
-        return np.where(ok, value, np.inf), np.where(ok[:, None], grad, 0.0)
-
-    x = np.asarray(x0s, np.float64)
-    value, grad = evaluate(x)
-    active = np.isfinite(value)
-    pairs = [[] for _ in x]
-    path = [x]
-    for _ in range(int(max_iters)):
-        direction = np.stack([_two_loop(g, p) if a else np.zeros_like(g) for g, p, a in zip(grad, pairs, active)])
-        new_x, new_value, new_grad, moved = _backtrack(evaluate, x, value, grad, direction, active)
-        drop = np.where(moved, value, 0.0) - np.where(moved, new_value, 0.0)  # finite where moved
-        settled = drop <= SETTLED_EPS * np.finfo(dtype).eps * np.maximum(1.0, np.abs(np.where(moved, value, 0.0)))
-        active &= moved & ~settled  # no acceptable step, or a drop at rounding: the path stays from here
-        for i in np.flatnonzero(moved):
-            s_i, y_i = new_x[i] - x[i], new_grad[i] - grad[i]
-            if s_i @ y_i > 1e-10 * np.linalg.norm(s_i) * np.linalg.norm(y_i):
-                pairs[i] = (pairs[i] + [(s_i, y_i)])[-LBFGS_MEMORY:]
-        x, value, grad = new_x, new_value, new_grad
-        path.append(x)
-    return jnp.asarray(np.stack(path, 1), dtype)
+    _, xs = jax.lax.scan(step, (x0, opt.init(x0)), None, length=max_iters)
+    return jnp.concatenate([x0[None], xs])
 
 
 def _gaussian_elbo(log_density, loc, scale_tril, eps):
@@ -154,10 +82,17 @@ def _laplace(log_density, x, floor):
     return jnp.linalg.cholesky(cov)
 
 
-def _best_gaussian(log_density, xs, x0, eps, init_scale, eigenvalue_floor):
-    """Of the Laplace Gaussians at the iterates ``xs`` (``(K, D)``) and the plain start
-    ``N(x0, init_scale^2 I)``, the one with the best ELBO estimate over the draws ``eps``."""
+def gaussian_path_start(log_density: Callable, x0, key, *, max_iters: int = 100, num_draws: int = 32,
+                        init_scale: float = 0.1, eigenvalue_floor: float = 1e-8) -> GaussianStart:
+    """The best Gaussian (by estimated ELBO) along an L-BFGS path on ``log_density`` from ``x0``.
+
+    ``log_density`` maps a latent vector of shape ``(D,)`` to ``log p`` (unnormalised); the whole
+    function is traceable (use it under ``jax.jit``).  See the module docstring for the method.
+    """
+    x0 = jnp.asarray(x0)
     dim = x0.shape[-1]
+    xs = _lbfgs_path(lambda x: -log_density(x), x0, int(max_iters))
+    eps = jax.random.normal(key, (int(num_draws), dim), x0.dtype)
     trils = jax.vmap(lambda x: _laplace(log_density, x, eigenvalue_floor))(xs)
     trils = jnp.where(jnp.all(jnp.isfinite(trils), axis=(-2, -1), keepdims=True), trils, jnp.nan)
     elbos = jax.vmap(lambda x, c: _gaussian_elbo(log_density, x, c, eps))(xs, trils)
@@ -169,21 +104,6 @@ def _best_gaussian(log_density, xs, x0, eps, init_scale, eigenvalue_floor):
                          scale_tril=jnp.where(use_path, trils[best], plain_tril),
                          elbo=jnp.where(use_path, elbos[best], plain_elbo),
                          iteration=jnp.where(use_path, best, -1))
-
-
-def gaussian_path_start(log_density: Callable, x0, key, *, max_iters: int = 100, num_draws: int = 32,
-                        init_scale: float = 0.1, eigenvalue_floor: float = 1e-8) -> GaussianStart:
-    """The best Gaussian (by estimated ELBO) along an L-BFGS path on ``log_density`` from ``x0``.
-
-    ``log_density`` maps a latent vector of shape ``(D,)`` to ``log p`` (unnormalised) and must be
-    traceable; the L-BFGS iterations run on the host (see :func:`_lbfgs_paths`), so call this
-    outside ``jax.jit`` (a traced ``x0`` gets a ``TypeError``).  See the module docstring for the method.
-    """
-    x0 = jnp.asarray(x0)
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must have shape (D,); got shape {x0.shape}")
-    paths = _paths(log_density, x0[None], key, max_iters, num_draws, init_scale, eigenvalue_floor)
-    return jax.tree_util.tree_map(lambda a: a[0], paths)
 
 
 class PathsStart(NamedTuple):
@@ -219,15 +139,9 @@ def dispersed_points(x0, key, num_paths: int, radius: float = 2.0):
 
 
 def _paths(log_density, x0s, key, max_iters, num_draws, init_scale, eigenvalue_floor):
-    """Each row of ``x0s``'s best Gaussian along its L-BFGS path (fields with a leading axis ``L``), all
-    scored with the same ``num_draws`` standard-normal draws."""
-    xs = _lbfgs_paths(lambda x: -log_density(x), x0s, int(max_iters))
-
-    def choose(xs, x0s, key):
-        eps = jax.random.normal(key, (int(num_draws), x0s.shape[-1]), x0s.dtype)
-        return jax.vmap(lambda x, x0: _best_gaussian(log_density, x, x0, eps, init_scale, eigenvalue_floor))(xs, x0s)
-
-    return jax.jit(choose)(xs, x0s, key)
+    one = lambda x0: gaussian_path_start(log_density, x0, key, max_iters=max_iters, num_draws=num_draws,
+                                         init_scale=init_scale, eigenvalue_floor=eigenvalue_floor)
+    return jax.vmap(one)(x0s)
 
 
 def _group_modes(paths: GaussianStart):
@@ -296,7 +210,7 @@ def multi_path_start(log_density: Callable, x0s, key, *, pooling: str = "best", 
     starts from the moments of the importance-weighted draws of the modes' equal mixture, a broad
     Gaussian that covers every mode found (for mass-covering objectives, which keep the modes a
     guide starts with; an ELBO-trained guide drops all but one again).  With one mode both give the best path.
-    Not traceable (the L-BFGS iterations and the grouping run on the host); the Gaussians' choice is jitted.
+    Not traceable as a whole (the grouping runs on the host); each stage is jitted.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
@@ -304,7 +218,8 @@ def multi_path_start(log_density: Callable, x0s, key, *, pooling: str = "best", 
     if x0s.ndim != 2:
         raise ValueError(f"x0s must have shape (num_paths, D); got shape {x0s.shape}")
     k_path, k_pool = key, jax.random.fold_in(key, 1)  # path draws as gaussian_path_start's with the same key
-    paths = _paths(log_density, x0s, k_path, max_iters, num_draws, init_scale, eigenvalue_floor)
+    paths = jax.jit(lambda x: _paths(log_density, x, k_path, int(max_iters), int(num_draws), init_scale,
+                                     eigenvalue_floor))(x0s)
     mode, reps = _group_modes(paths)
     elbos = np.where(np.isfinite(np.asarray(paths.elbo)), np.asarray(paths.elbo), -np.inf)
     best = int(np.argmax(elbos))
