@@ -16,9 +16,9 @@ The path term needs ``grad_z log q(z)``.  With the draw's base point ``u`` (NumP
 intermediates) and ``J = dT/du`` it is ``J^{-T} grad_u [log N(u) - log|det J(u)|]``: one
 forward-mode Jacobian (``D`` JVPs, a single batched pass) and a ``D x D`` solve, no inverse pass,
 so it costs about the same for IAF (whose inverse is up to ``D`` sequential sweeps) as for coupling
-flows.  The log-density is a ``jax.custom_jvp``: its value comes from the forward pass and the
-Jacobian is built only where a gradient is taken, so programs that only evaluate it (ELBO
-estimates, ``diagnose``) compile and run without it.  For event sizes above ``dense_max``,
+flows.  The log-density is a ``jax.custom_jvp``: its value is read off the sampling pass's
+intermediates and the Jacobian is built only where a gradient is taken, so programs that only
+evaluate it (ELBO estimates, ``diagnose``) compile and run without either.  For event sizes above ``dense_max``,
 conditional flows, or without intermediates, it evaluates ``log q`` through the flow's inverse
 instead (with the parameters held fixed).
 """
@@ -54,42 +54,40 @@ class PathwiseFlow(nf_ppl.Flow):
         if not dense:  # log q through the inverse, differentiable in value only
             return nf_ppl.Flow.log_prob(frozen, value)
         value = self._check_value(value)
-        return _stl_log_q(frozen, jax.lax.stop_gradient(intermediates[0][0]), value)
+        return _stl_log_q(frozen, jax.lax.stop_gradient(intermediates), value)
 
 
 @jax.custom_jvp
-def _stl_log_q(flow, u, value):
-    """``log q(value)`` for ``value = T(u)``, from the forward pass alone; its derivative in ``value`` is
-    ``grad_z log q`` (the rule below), so a program that only evaluates it carries no Jacobian."""
-    del value
-    _, log_det = forward_and_log_det(flow.bound_transform(), u)
-    return flow.base_dist.log_prob(u) - log_det
+def _stl_log_q(flow, intermediates, value):
+    """``log q(value)`` read off the sampling pass's ``intermediates`` (``nf_ppl.Flow.log_prob``: no pass
+    through the flow); its derivative in ``value`` is ``grad_z log q`` (the rule below), so a program
+    that only evaluates it carries neither a flow pass nor a Jacobian."""
+    return nf_ppl.Flow.log_prob(flow, value, intermediates)
 
 
 @_stl_log_q.defjvp
 def _stl_log_q_jvp(primals, tangents):
-    flow, u, value = primals  # flow and u come in with their gradients stopped
-    log_q, score = _log_q_and_score(flow, u)
-    return log_q, jnp.sum(score * tangents[2], -1)
+    flow, intermediates, value = primals  # flow and intermediates come in with their gradients stopped
+    score = _score(flow, intermediates[0][0])
+    return _stl_log_q(flow, intermediates, value), jnp.sum(score * tangents[2], -1)
 
 
-def _log_q_and_score(flow, u):
-    """``log q(T(u))`` and ``grad_z log q`` at ``z = T(u)``, for ``u`` of shape (..., D)."""
+def _score(flow, u):
+    """``grad_z log q`` at ``z = T(u)``, for ``u`` of shape (..., D)."""
     transform, base_dist = flow.bound_transform(), flow.base_dist
     batch, dim = u.shape[:-1], u.shape[-1]
 
     def z_and_log_q(v):
         z, log_det = forward_and_log_det(transform, v)
-        log_q = base_dist.log_prob(v) - log_det
-        return (z, log_q), log_q
+        return z, base_dist.log_prob(v) - log_det
 
     def one(v):
         # one forward-mode pass (D JVPs): J[i, j] = dz_i / du_j and grad_u log q together
-        (jac, grad_u), log_q = jax.jacfwd(z_and_log_q, has_aux=True)(v)
-        return log_q, jnp.linalg.solve(jac.T, grad_u)
+        jac, grad_u = jax.jacfwd(z_and_log_q)(v)
+        return jnp.linalg.solve(jac.T, grad_u)
 
-    log_q, score = jax.vmap(one)(u.reshape((int(np.prod(batch, dtype=int)), dim)))
-    return log_q.reshape(batch), score.reshape(batch + (dim,))
+    score = jax.vmap(one)(u.reshape((int(np.prod(batch, dtype=int)), dim)))
+    return score.reshape(batch + (dim,))
 
 
 def pathwise(flow: nf_ppl.Flow) -> PathwiseFlow:
