@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Mapping, NamedTuple, Sequence
 
@@ -125,7 +126,9 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     with the best mean ELBO are kept, and at the end the start (e.g. ``AutoFlow``'s warm start),
     that best span and the final parameters are scored by the same ``num_check_draws``-draw ELBO
     estimate.  The final parameters are returned unless another candidate beats them by more
-    than two standard errors; when the start wins, a warning gives both numbers.
+    than two standard errors; when the start wins, a warning gives both numbers.  That estimate's
+    program is built before training and compiled on a background thread, so on a machine with more
+    than one core its compilation overlaps training's.
     """
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
@@ -138,6 +141,7 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     start_params = svi.get_params(state)
     check_finite_params(start_params, "SVI guide")
     stop = on_nonfinite == "stop"
+    score = _ElboScore(model, guide, args, kwargs, seed, num_check_draws, start_params) if keep_best else None
 
     def one_step(carry, _):
         state, halted = carry
@@ -165,30 +169,54 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
             bar.update(length)
     params = svi.get_params(carry[0])
     if keep_best:
-        params = _better_of(model, guide, args, kwargs, seed, num_check_draws, start_params, params,
-                            None if best[1] is None else svi.get_params(best[1]))
+        params = _better_of(score, start_params, params, None if best[1] is None else svi.get_params(best[1]))
     jax.block_until_ready(params)
     elbo = -np.concatenate(losses)
     _warn_nonfinite(elbo, stop)
     return params, elbo, time.perf_counter() - t0
 
 
-def _better_of(model, guide, args, kwargs, seed, num_draws, start, final, best):
-    """The final parameters unless the start or the best span beats them by more than two standard errors.
+_COMPILER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nf_ppl-compile")
 
-    Every candidate is scored by the same ``num_draws`` single-draw ELBO estimates (same keys)."""
-    elbo = Trace_ELBO()
-    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7), num_draws)
-    draws = jax.jit(jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0)))
 
-    def estimate(params):
+class _ElboScore:
+    """``num_draws`` single-draw ELBO estimates of a parameter set (the same keys for every set), as
+    ``(mean, standard error)``; ``(-inf, inf)`` when fewer than half of them are finite.
+
+    The program is traced and lowered where the scorer is built (NumPyro's effect handlers live on a
+    global stack, so tracing stays on the calling thread) and compiled by XLA on a background thread:
+    ``run_svi`` builds it before training, so on a multi-core machine its compilation (about a second
+    on a small model) runs while training's own program compiles and runs.
+    """
+
+    def __init__(self, model, guide, args, kwargs, seed, num_draws, params):
+        elbo = Trace_ELBO()
+        self.num_draws = num_draws
+        self.keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7), num_draws)
+        self._draws = jax.jit(jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0)))
         with handlers.block():
-            values = np.asarray(draws(params, keys))
+            lowered = self._draws.lower(params, self.keys)
+        self._compiled = _COMPILER.submit(lowered.compile)
+
+    def _values(self, params):
+        try:
+            return self._compiled.result()(params, self.keys)
+        except TypeError:  # parameters of another structure or type than the start's: the jitted path traces anew
+            with handlers.block():
+                return self._draws(params, self.keys)
+
+    def __call__(self, params):
+        values = np.asarray(self._values(params))
         values = values[np.isfinite(values)]
-        if values.size < max(2, num_draws // 2):
+        if values.size < max(2, self.num_draws // 2):
             return -np.inf, np.inf
         return float(values.mean()), float(values.std() / np.sqrt(values.size))
 
+
+def _better_of(estimate, start, final, best):
+    """The final parameters unless the start or the best span beats them by more than two standard errors
+    of ``estimate`` (an :class:`_ElboScore`)."""
+    num_draws = estimate.num_draws
     final_mean, final_se = estimate(final)
     scored = []
     for name, p in (("start", start), ("best span", best)):

@@ -108,3 +108,31 @@ def test_run_svi_defaults_keep_a_100_dimensional_guide_at_least_as_accurate_as_i
     # near-identity random start comes from SVI's key): no second L-BFGS run
     start_error = _mean_error(guide, _start_params(model, guide, x, y), x, y, mean, sd)
     assert _mean_error(guide, params, x, y, mean, sd) <= start_error + 0.03
+
+
+def test_the_closing_check_compiled_in_the_background_scores_like_the_elbo_it_estimates():
+    """``run_svi``'s closing check: the ELBO estimate of each candidate with the same keys, whether the
+    parameters match the start's (the program compiled on the background thread) or not (traced anew)."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from inference.svi import _ElboScore
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = jax.numpy.asarray([0.3, 1.1, 0.7])
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, optax.adam(0.0), Trace_ELBO())
+    start = svi.get_params(svi.init(jax.random.PRNGKey(0), y))
+    score = _ElboScore(model, guide, (y,), {}, 3, 64, start)
+    elbo = Trace_ELBO()
+    for params in (start, {k: v + 0.25 for k, v in start.items()}):  # the start, and another point of its shapes
+        draws = np.asarray([-elbo.loss(k, params, model, guide, y) for k in score.keys])
+        mean, se = score(params)
+        np.testing.assert_allclose(mean, draws.mean(), rtol=1e-5)
+        np.testing.assert_allclose(se, draws.std() / np.sqrt(draws.size), rtol=1e-4)
+    other = {**start, "extra": np.zeros(2, np.float32)}  # another structure: traced anew, same numbers for the shared sites
+    assert score(other)[0] == pytest.approx(score(start)[0], rel=1e-6)
