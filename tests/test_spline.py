@@ -42,36 +42,42 @@ def test_values_at_knots_bounds_and_far_tails(scale):
     """Knots map to knots, +-B to +-B, tails are the identity; inverse, log-det and gradients stay exact/finite."""
     bound = 2.0
     layer = _random_spline(bound=bound, scale=scale)
-    xk = _knots(layer.raw_widths, bound, layer.min_bin_width)            # (dim, K+1)
-    yk = _knots(layer.raw_heights, bound, layer.min_bin_height)
-    y, ld = layer.forward_and_log_det(xk.T)
-    np.testing.assert_allclose(y, yk.T, atol=1e-12)
-    x_back, ld_back = layer.inverse_and_log_det(yk.T)
-    np.testing.assert_allclose(x_back, xk.T, atol=1e-12)
-    np.testing.assert_allclose(ld_back, ld, atol=1e-10)
-    # boundary derivative is 1 (log-det 0), continuous with the identity tails
-    np.testing.assert_allclose(ld[0], 0.0, atol=1e-12)
-    np.testing.assert_allclose(ld[-1], 0.0, atol=1e-12)
+    xk = _knots(layer.raw_widths, bound, layer.min_bin_width).T            # (K+1, dim)
+    yk = _knots(layer.raw_heights, bound, layer.min_bin_height).T
     eps = 1e-7
-    for edge in (-bound, bound):
-        inside = layer(jnp.full((1, 3), edge - np.sign(edge) * eps))
-        np.testing.assert_allclose(inside, edge - np.sign(edge) * eps, atol=1e-10)
+    edges = jnp.asarray([[-bound + eps] * 3, [bound - eps] * 3])  # just inside -B and +B
     tails = jnp.array([[-1e3, 1e3, -50.0], [50.0, -2.0 - 1e-12, 2.0 + 1e-12]])
-    y, ld = layer.forward_and_log_det(tails)
-    np.testing.assert_array_equal(y, tails)
-    np.testing.assert_array_equal(ld, 0.0)
-    # log-det equals autodiff everywhere, knots and bounds included
-    pts = jnp.concatenate([xk.T, tails, jnp.linspace(-3, 3, 101)[:, None] * jnp.ones(3)])
-    jac = jax.jit(lambda l, p: jax.vmap(jax.jacfwd(l))(p))(layer, pts)  # jitted: eager jacfwd is slow
-    np.testing.assert_allclose(jnp.log(jnp.diagonal(jac, axis1=1, axis2=2)), layer.forward_and_log_det(pts)[1],
-                               atol=1e-10)
-    # finite gradients through both directions, at knots and far out
+    pts = jnp.concatenate([xk, tails, jnp.linspace(-3, 3, 101)[:, None] * jnp.ones(3)])
+
     def loss(l, v):
         a, la = l.forward_and_log_det(v)
         b, lb = l.inverse_and_log_det(v)
         return jnp.sum(a) + jnp.sum(la) + jnp.sum(b) + jnp.sum(lb)
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(layer, jnp.concatenate([xk.T, yk.T, tails]))
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+    @jax.jit  # one program for every check (op by op they compile some 200 small ones)
+    def report(l):
+        return dict(knots=l.forward_and_log_det(xk), back=l.inverse_and_log_det(yk), edges=l(edges),
+                    tails=l.forward_and_log_det(tails), jac=jax.vmap(jax.jacfwd(l))(pts),
+                    ld_pts=l.forward_and_log_det(pts)[1],
+                    grads=jax.grad(loss, argnums=(0, 1))(l, jnp.concatenate([xk, yk, tails])))
+
+    r = report(layer)
+    y, ld = r["knots"]
+    np.testing.assert_allclose(y, yk, atol=1e-12)
+    x_back, ld_back = r["back"]
+    np.testing.assert_allclose(x_back, xk, atol=1e-12)
+    np.testing.assert_allclose(ld_back, ld, atol=1e-10)
+    # boundary derivative is 1 (log-det 0), continuous with the identity tails
+    np.testing.assert_allclose(ld[0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(ld[-1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(r["edges"], edges, atol=1e-10)
+    y, ld = r["tails"]
+    np.testing.assert_array_equal(y, tails)
+    np.testing.assert_array_equal(ld, 0.0)
+    # log-det equals autodiff everywhere, knots and bounds included
+    np.testing.assert_allclose(jnp.log(jnp.diagonal(r["jac"], axis1=1, axis2=2)), r["ld_pts"], atol=1e-10)
+    # finite gradients through both directions, at knots and far out
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(r["grads"]))
 
 
 def test_inverse_round_trip_is_exact_on_a_dense_grid_and_monotone():
