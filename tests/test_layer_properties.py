@@ -135,6 +135,11 @@ def _gradient_report(layer, x, y):
 GRADIENT_ROWS = len(EXTREME) ** 2  # every pair of extreme values (below); the parameter test uses as many rows
 
 
+def _inverse_points(layer, x):
+    """Where the gradient tests run the inverse: ``x`` itself on a real codomain, else the images of ``x``."""
+    return x if _is_real(layer.codomain) else layer(x)
+
+
 def _all_finite(tree):
     return all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(tree))
 
@@ -145,10 +150,9 @@ def test_finite_values_and_gradients_at_extreme_inputs(name):
     layer = make_layer(name, dim)
     pairs = np.stack(np.meshgrid(EXTREME, EXTREME), -1).reshape(-1, 2)
     x = jnp.asarray(np.concatenate([pairs, np.resize(EXTREME, (len(pairs), 1))], -1))
-    real_codomain = _is_real(layer.codomain)  # else the inverse runs at the images of x and is not checked
-    forward, inverse = _gradient_report(layer, x, x if real_codomain else layer(x))
+    forward, inverse = _gradient_report(layer, x, _inverse_points(layer, x))
     assert _all_finite(forward)
-    if real_codomain:  # density direction at extreme data values
+    if _is_real(layer.codomain):  # density direction at extreme data values (else at their images: not checked)
         assert _all_finite(inverse)
 
 
@@ -169,7 +173,7 @@ def test_every_parameter_gets_finite_nonzero_gradient(name):
     if not jax.tree_util.tree_leaves(trainable(layer)):
         pytest.skip("layer has no trainable parameters")
     x = domain_points((GRADIENT_ROWS, dim))
-    (forward, _), (inverse, _) = _gradient_report(layer, x, x if _is_real(layer.codomain) else layer(x))
+    (forward, _), (inverse, _) = _gradient_report(layer, x, _inverse_points(layer, x))
     grads = jax.tree_util.tree_map(jnp.add, trainable(forward[0]), trainable(inverse[0]))  # a bound context is data
     for g in jax.tree_util.tree_leaves(grads):
         if g.size:
