@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Mapping, NamedTuple, Sequence
 
@@ -13,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro import handlers
 import optax
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.reparam import NeuTraReparam
@@ -22,6 +20,7 @@ import nf_ppl
 from nf_ppl._checks import check_finite_params
 from nf_ppl.nn import MLP
 
+from ._background import BackgroundCompiled
 from ._fit import ON_NONFINITE
 from ._io import get_builder
 from .autoguide import guide_form
@@ -176,37 +175,24 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     return params, elbo, time.perf_counter() - t0
 
 
-_COMPILER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nf_ppl-compile")
-
-
 class _ElboScore:
     """``num_draws`` single-draw ELBO estimates of a parameter set (the same keys for every set), as
     ``(mean, standard error)``; ``(-inf, inf)`` when fewer than half of them are finite.
 
-    The program is traced and lowered where the scorer is built (NumPyro's effect handlers live on a
-    global stack, so tracing stays on the calling thread) and compiled by XLA on a background thread:
-    ``run_svi`` builds it before training, so on a multi-core machine its compilation (about a second
-    on a small model) runs while training's own program compiles and runs.
+    Its program is compiled in the background (:class:`inference._background.BackgroundCompiled`):
+    ``run_svi`` builds the scorer before training, so on a multi-core machine that compilation (about
+    a second on a small model) runs while training's own program compiles and runs.
     """
 
     def __init__(self, model, guide, args, kwargs, seed, num_draws, params):
         elbo = Trace_ELBO()
         self.num_draws = num_draws
         self.keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7), num_draws)
-        self._draws = jax.jit(jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0)))
-        with handlers.block():
-            lowered = self._draws.lower(params, self.keys)
-        self._compiled = _COMPILER.submit(lowered.compile)
-
-    def _values(self, params):
-        try:
-            return self._compiled.result()(params, self.keys)
-        except TypeError:  # parameters of another structure or type than the start's: the jitted path traces anew
-            with handlers.block():
-                return self._draws(params, self.keys)
+        draws = jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0))
+        self._values = BackgroundCompiled(draws, params, self.keys)
 
     def __call__(self, params):
-        values = np.asarray(self._values(params))
+        values = np.asarray(self._values(params, self.keys))
         values = values[np.isfinite(values)]
         if values.size < max(2, self.num_draws // 2):
             return -np.inf, np.inf
