@@ -80,11 +80,11 @@ from common import machine, median_time, table  # noqa: E402
 
 # -- data ----------------------------------------------------------------------------------------
 
-def _split(x, seed):
+def _split(x, seed, standardise=True):
     idx = np.random.default_rng(seed).permutation(len(x))
     a, b = int(0.7 * len(x)), int(0.8 * len(x))
     train, val, test = x[idx[:a]], x[idx[a:b]], x[idx[b:]]
-    mu, sd = train.mean(0), train.std(0) + 1e-8
+    mu, sd = (train.mean(0), train.std(0) + 1e-8) if standardise else (0.0, 1.0)
     return [((p - mu) / sd).astype(np.float32) for p in (train, val, test)]
 
 
@@ -130,12 +130,13 @@ DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d
 
 # -- nf-ppl ----------------------------------------------------------------------------------------
 
-def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None):
+def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None, fit_options=None):
     flow = inference.build_flow(name, seed, train.shape[1], **(options or {}))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fitted, hist = inference.fit(flow, train, val_data=val, progress=False, max_epochs=max_epochs, seed=seed)
+        fitted, hist = inference.fit(flow, train, val_data=val, progress=False, max_epochs=max_epochs, seed=seed,
+                                     **(fit_options or {}))
     return float(np.mean(np.asarray(fitted.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start
 
 
@@ -393,6 +394,42 @@ def defaults_table(datasets, seeds, quick, only=None):
             print(f"  {title} {name}: {lp:.3f} ({ep:.0f} epochs, {t:.1f} s)", file=sys.stderr, flush=True)
     print("### Defaults vs defaults: test log-likelihood per example (standardised units), mean over seeds\n")
     print(table(["data", "flow", "test LL", "spread over seeds", "epochs", "wall s", "difference"], rows))
+    print()
+
+
+RAW_DATA = {  # the defaults table's splits, not standardised (each in its own units)
+    "moons": ("two moons x 5 + 20 (d=2)", lambda seed: [5.0 * p + 20.0 for p in moons(seed)]),
+    "breast_cancer": ("breast_cancer, raw (d=30)", lambda seed: _split(load_breast_cancer().data, seed, False)),
+    "digits": ("digits, dequantised, raw (d=64)", lambda seed: _split(
+        load_digits().data + np.random.default_rng(100 + seed).uniform(size=(1797, 64)), seed, False)),
+    "wine": ("wine, raw (d=13, 178 rows)", lambda seed: _split(load_wine().data, seed, False)),
+}
+
+
+def raw_table(datasets, seeds, quick, only=None):
+    """Unstandardised rows: flowjax's defaults, each builder with ``fit(standardize=False)`` (fit before
+    it standardised) and with ``fit``'s default; test log-likelihood in the data's units and, to
+    compare with the defaults table, plus the training rows' ``sum(log sd)`` (standardised units)."""
+    rows = []
+    cap = 2 if quick else None
+    builders = [(n, k) for n, k in DEFAULT_BUILDERS if only is None or n in only][:1 if quick else None]
+    for d in datasets:
+        title, load = RAW_DATA[d]
+        shift = np.mean([np.sum(np.log(load(s)[0].astype(np.float64).std(0) + 1e-8)) for s in seeds])
+        runs = {f"flowjax MAF ({k})": (lambda s, *a, k=k: flowjax_defaults(k, s, *a, max_epochs=cap or 100))
+                for k in ("affine", "spline") if k in {kind for _, kind in builders}}
+        for name, _ in builders:
+            runs[f"nf-ppl {name}, standardize=False"] = (
+                lambda s, *a, name=name: ours_defaults(name, s, *a, max_epochs=cap, fit_options=dict(standardize=False)))
+            runs[f"nf-ppl {name} (default: standardised)"] = (
+                lambda s, *a, name=name: ours_defaults(name, s, *a, max_epochs=cap))
+        for label, fn in runs.items():
+            lp, spread, ep, t = _mean_rows(fn, seeds, load)
+            rows.append([title, label, f"{lp:.3f}", f"{lp + shift:.3f}", f"{spread:.3f}", f"{ep:.0f}", f"{t:.1f}"])
+            print(f"  {title} {label}: {lp:.3f} ({ep:.0f} epochs, {t:.1f} s)", file=sys.stderr, flush=True)
+    print("### Unstandardised data: test log-likelihood per example, mean over seeds\n")
+    print(table(["data", "flow", "test LL (data units)", "test LL + sum log sd", "spread over seeds", "epochs",
+                 "wall s"], rows))
     print()
 
 
@@ -805,6 +842,8 @@ def main():
         ablation_table(datasets, seeds, args.quick)
     if "defaults" in sections:
         defaults_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
+    if "raw" in sections:
+        raw_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
     if "stopping" in sections:
         stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories)
     if "equal" in sections:

@@ -43,6 +43,8 @@ import numpy as np
 import nf_ppl
 from nf_ppl._checks import check_finite_params
 
+from ._standardize import with_data_affine
+
 FORMAT = "nf-ppl"
 VERSION = 3  # 2: MAF layers compute the density direction as g(y) = y * scale + shift (softplus scale)
 #              3: a digest of the header (header_sha256) and of the whole file (in the zip comment)
@@ -102,11 +104,24 @@ def _make_spec(name: str, seed: int, dim: int, options: dict) -> dict:
 
 
 def build(spec: dict):
-    """Build the flow described by ``spec`` (``{"builder", "seed", "dim", "options"}``) and remember the spec."""
+    """Build the flow described by ``spec`` (``{"builder", "seed", "dim", "options"}``, and
+    ``"standardized": true`` for a flow behind ``fit``'s standardising layer) and remember the spec."""
     if not isinstance(spec, dict) or not {"builder", "seed", "dim"} <= set(spec):
         raise ValueError(f"spec must be a dict with keys 'builder', 'seed', 'dim' (and 'options'); got {spec!r}")
     options = {k: _from_json(v) for k, v in dict(spec.get("options") or {}).items()}
-    return build_flow(spec["builder"], spec["seed"], spec["dim"], **options)
+    flow = build_flow(spec["builder"], spec["seed"], spec["dim"], **options)
+    if not spec.get("standardized"):
+        return flow
+    return remember_standardized(flow, with_data_affine(flow))
+
+
+def remember_standardized(flow, standardized_flow):
+    """Record ``standardized_flow`` (``flow`` behind ``fit``'s standardising layer) under ``flow``'s spec, so
+    ``save`` finds it and ``load`` rebuilds it; returns ``standardized_flow``."""
+    spec = spec_of(flow)
+    if spec is not None and standardized_flow is not flow:
+        _SPECS[jax.tree_util.tree_structure(standardized_flow)] = {**spec, "standardized": True}
+    return standardized_flow
 
 
 def build_flow(name: str, seed: int, dim: int, **options):
@@ -335,7 +350,9 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
     flow = _unbound(flow)
     spec = spec if spec is not None else spec_of(flow)
     if spec is not None:
+        standardized = bool(spec.get("standardized"))
         spec = _make_spec(spec["builder"], spec["seed"], spec["dim"], _from_json(spec.get("options") or {}))
+        spec.update({"standardized": True} if standardized else {})
     leaves, treedef = jax.tree_util.tree_flatten(flow)
     header = {"kind": "flow", "spec": spec, "treedef": str(treedef),
               "leaves": [[list(np.shape(l)), str(np.asarray(l).dtype)] for l in leaves],

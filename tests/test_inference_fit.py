@@ -166,16 +166,17 @@ def test_conditional_fit_p_y_given_x():
 
 def test_nonfinite_steps_are_reported_and_skipped_or_stop():
     data = _data(64)
-    data[7] = 1e20  # finite, but its log-density overflows to -inf in float32
+    data[7] = 1e20  # finite, but its log-density overflows to -inf in float32 (unscaled: standardize=False)
     flow = nf_ppl.maf(KEY, 2, **SMALL)
+    FIT_RAW = dict(FIT, standardize=False)
     with pytest.warns(RuntimeWarning, match=r"not finite at step\(s\) \[\d+"):
-        fitted, hist = inference.fit(flow, data, val_fraction=0.0, **dict(FIT, batch_size=16, max_steps=100))
+        fitted, hist = inference.fit(flow, data, val_fraction=0.0, **dict(FIT_RAW, batch_size=16, max_steps=100))
     assert hist.nonfinite_steps and hist.stop_reason == "max_steps"
     assert len(hist.nonfinite_steps) == 25  # shuffled epochs: the bad row is in one of the 4 minibatches of each epoch
     assert all(np.all(np.isfinite(l)) for l in _leaves(fitted))
     with pytest.warns(RuntimeWarning, match=r"not finite at step \d+; stopping"):
         fitted, hist = inference.fit(flow, data, val_fraction=0.0, on_nonfinite="stop", sampling="replacement",
-                                     **dict(FIT, batch_size=16, max_steps=100))
+                                     **dict(FIT_RAW, batch_size=16, max_steps=100))
     assert hist.stop_reason == "nonfinite" and hist.steps[-1] == hist.nonfinite_steps[0]
     assert all(np.all(np.isfinite(l)) for l in _leaves(fitted))
 
@@ -218,7 +219,7 @@ def test_batch_larger_than_the_data_trains_full_batch():
     assert all(np.array_equal(a, b) for a, b in zip(_leaves(big), _leaves(exact)))
     # full batch: the first step's training loss is the NLL of all training rows under the start
     perm = np.random.default_rng(0).permutation(178)
-    one, hist1 = inference.fit(flow, data, **dict(FIT, batch_size=160, max_steps=1, eval_every=1))
+    one, hist1 = inference.fit(flow, data, standardize=False, **dict(FIT, batch_size=160, max_steps=1, eval_every=1))
     assert hist1.train_loss[0] == pytest.approx(-float(flow.log_prob(data[perm[18:]]).mean()), rel=1e-5)
 
 

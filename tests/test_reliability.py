@@ -94,21 +94,21 @@ def test_autoflow_refuses_nonfinite_initial_values_and_flows():
 # -- fit never returns parameters worse than those it started from ---------------------------------
 
 def test_fit_stops_with_a_clear_error_when_every_step_is_nonfinite():
-    data = np.full((256, 2), 1e30, np.float32)  # every log-density overflows in float32
+    data = np.full((256, 2), 1e30, np.float32)  # every log-density overflows in float32 (unscaled: standardize=False)
     flow = nf_ppl.maf(KEY, 2, **SMALL)
     calls = []
     for mode in ("skip", "stop"):
         with pytest.raises(ValueError, match=r"NaN or inf at every one of the first \d+ steps, so nothing was trained\. "
                                              r"Check the data scale .*learning rate .*initial parameters"):
-            inference.fit(flow, data, on_nonfinite=mode, callback=lambda *a: calls.append(a), **FIT)
+            inference.fit(flow, data, on_nonfinite=mode, callback=lambda *a: calls.append(a), standardize=False, **FIT)
     assert calls == []  # stopped at the first chunk, before any callback
 
 
 def test_fit_counts_skipped_nonfinite_steps_in_history_and_summary():
     data = _data(64)
-    data[7] = 1e20
+    data[7] = 1e20  # unscaled (standardize=False), its log-density overflows in float32
     with pytest.warns(RuntimeWarning, match="not finite"):
-        _, hist = inference.fit(nf_ppl.maf(KEY, 2, **SMALL), data, val_fraction=0.0,
+        _, hist = inference.fit(nf_ppl.maf(KEY, 2, **SMALL), data, val_fraction=0.0, standardize=False,
                                 **dict(FIT, batch_size=16, max_steps=100))
     assert hist.num_nonfinite == len(hist.nonfinite_steps) > 0
     assert f"{hist.num_nonfinite} step(s) had a non-finite loss or gradient (first at step " \
