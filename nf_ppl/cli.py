@@ -2,7 +2,7 @@
 
 ``nf-ppl demo``                         the end-to-end demo, writes a report folder
 ``nf-ppl verify``                       symbolic checks of the notes' change-of-variables examples
-``nf-ppl fit DATA --flow maf --out M``  fit a flow to a CSV / .npy table (standardisation stored in M)
+``nf-ppl fit DATA --flow maf --out M``  fit a flow to a CSV / .npy table (a density in the data's units)
 ``nf-ppl sample M -n N --out FILE``     draw from a fitted model
 ``nf-ppl logprob M DATA --out FILE``    log-density of each row under a fitted model
 
@@ -80,8 +80,6 @@ def _gaussian_log_likelihood(train, val) -> float:
 
 
 def _fit(args) -> int:
-    import numpy as np
-
     import inference
 
     from ._cli_io import check_writable, handle_nonfinite, read_table
@@ -94,9 +92,7 @@ def _fit(args) -> int:
     data = handle_nonfinite(data, args.data, args.drop_nonfinite)
     if len(data) < 10:
         raise CLIError(f"{args.data}: need at least 10 rows to fit and check a model; got {len(data)}")
-    mean, sd = data.mean(0), data.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    train, val = _split((data - mean) / sd, args.val_fraction, args.seed)
+    train, val = _split(data, args.val_fraction, args.seed)
     options = {"hidden_dims": list(args.hidden)}
     if args.layers is not None:  # else the builder's own default (8 for maf, 10 for realnvp, ...)
         options["num_layers"] = args.layers
@@ -105,18 +101,17 @@ def _fit(args) -> int:
     flow = inference.build_flow(args.flow, args.seed, data.shape[1], **options)
     flow, history = inference.fit(flow, train, val_data=val, max_steps=args.steps, max_epochs=args.epochs,
                                   time_budget=args.time_budget, batch_size=min(args.batch_size, len(train)),
-                                  learning_rate=args.lr, seed=args.seed,
+                                  learning_rate=args.lr, seed=args.seed, standardize=True,
                                   patience="auto" if args.patience is None else args.patience,
                                   progress=not args.quiet)
-    log_det = float(np.log(sd).sum())
-    best = _best_val(history, log_det)
-    gaussian = _gaussian_log_likelihood(train, val) - log_det
+    best = _best_val(history)
+    gaussian = _gaussian_log_likelihood(train, val)
     if best is None or best < gaussian - data.shape[1]:
         shown = "not finite" if best is None else f"{best:.4f}"
         raise CLIError(f"the fitted {args.flow} reaches a held-out mean log-likelihood of {shown}, far below a single "
                        f"Gaussian's {gaussian:.4f} on the same rows (more than 1 nat per column): not saved. Try a "
                        "smaller --lr, more --epochs or another --flow", code=1)
-    meta = {"standardize_mean": mean.tolist(), "standardize_sd": sd.tolist(), "columns": header,
+    meta = {"written_by": "nf-ppl fit", "columns": header,
             "source": args.data, "best_val_log_likelihood": best, "gaussian_val_log_likelihood": gaussian,
             "stop_reason": history.stop_reason, "epochs": history.epochs[-1] if history.epochs else 0}
     try:
@@ -130,11 +125,11 @@ def _fit(args) -> int:
     return 0
 
 
-def _best_val(history, log_det):
+def _best_val(history):
     import numpy as np
 
     value = getattr(history, "best_val_loss", None)
-    return None if value is None or not np.isfinite(value) else float(-value - log_det)
+    return None if value is None or not np.isfinite(value) else float(-value)
 
 
 def _load_model(path):
@@ -148,9 +143,11 @@ def _load_model(path):
         raise CLIError(f"model file not found: {path}") from None
     except (inference.FlowFileError, ValueError, OSError) as err:
         raise CLIError(f"{path}: not a readable nf-ppl model ({str(err).splitlines()[0]})") from None
-    if "standardize_mean" not in meta:
-        raise CLIError(f"{path}: an nf-ppl flow file, but not one written by 'nf-ppl fit' (no standardisation stored)")
-    return flow, np.asarray(meta["standardize_mean"]), np.asarray(meta["standardize_sd"]), meta.get("columns")
+    if "standardize_mean" in meta:  # written before fit standardised: the flow is over standardised columns
+        return flow, np.asarray(meta["standardize_mean"]), np.asarray(meta["standardize_sd"]), meta.get("columns")
+    if meta.get("written_by") != "nf-ppl fit":
+        raise CLIError(f"{path}: an nf-ppl flow file, but not one written by 'nf-ppl fit' (no column information stored)")
+    return flow, np.zeros(flow.dim), np.ones(flow.dim), meta.get("columns")  # the flow is in the data's units
 
 
 def _sample(args) -> int:
@@ -200,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("verify", add_help=False, help="derive and check the notes' Jacobians with SymPy (--latex, --markdown)")
 
     fit = sub.add_parser("fit", help="fit a flow to a CSV or .npy table",
-                         description="Fit a flow by maximum likelihood (columns standardised; the standardisation "
-                                     "is stored in the model file) with a validation split and early stopping.")
+                         description="Fit a flow by maximum likelihood (columns standardised by a layer of the "
+                                     "flow, so the model file is a density in the data's units, also for "
+                                     "inference.load) with a validation split and early stopping.")
     fit.add_argument("data", help="CSV (header row optional) or .npy file, one row per observation")
     fit.add_argument("--flow", default="maf", help=f"flow builder: {', '.join(sorted(builders()))} or one registered "
                      "with nf_ppl.register_builder (default maf)")

@@ -371,12 +371,12 @@ def test_cli_refuses_to_save_a_fit_far_below_a_gaussian(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and sorted(os.listdir(tmp_path)) == ["d.csv"]
 
 
-def test_cli_refuses_a_model_whose_standardisation_was_edited(tmp_path, capsys):
+def test_cli_refuses_a_model_whose_header_was_edited(tmp_path, capsys):
     data = _csv(tmp_path / "d.csv", _data(100))
     model = tmp_path / "m.npz"
     assert _cli(["fit", data, "--out", model, "--steps", "100", "--layers", "1", "--hidden", "4", "--quiet"],
                 capsys)[0] == 0
-    _rewrite(model, model, _edit_header(lambda h: h["metadata"].update(standardize_sd=[2.0, 2.0])))
+    _rewrite(model, model, _edit_header(lambda h: h["metadata"].update(columns=["x", "y"])))
     code, out, err = _cli(["logprob", model, data, "--out", tmp_path / "lp.csv"], capsys)
     assert code == 2 and "SHA-256 of the header" in err and not (tmp_path / "lp.csv").exists()
 
