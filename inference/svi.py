@@ -125,7 +125,9 @@ def run_svi(model, guide, *args, num_steps: int = 2000, optimizer=None, loss=Non
     with the best mean ELBO are kept, and at the end the start (e.g. ``AutoFlow``'s warm start),
     that best span and the final parameters are scored by the same ``num_check_draws``-draw ELBO
     estimate.  The final parameters are returned unless another candidate beats them by more
-    than two standard errors; when the start wins, a warning gives both numbers.  That estimate's
+    than two standard errors, or is higher on three in four of the draws (they share their keys; a
+    wrecked guide's draws are too heavy-tailed for standard errors); when the start wins, a warning
+    gives both numbers.  That estimate's
     program is built before training and compiled on a background thread, so on a machine with more
     than one core its compilation overlaps training's.
     """
@@ -191,26 +193,40 @@ class _ElboScore:
         draws = jax.vmap(lambda p, k: -elbo.loss(k, p, model, guide, *args, **kwargs), in_axes=(None, 0))
         self._values = BackgroundCompiled(draws, params, self.keys)
 
+    def draws(self, params) -> np.ndarray:
+        """The ``num_draws`` ELBO draws of ``params`` (NaN as ``-inf``), one per shared key."""
+        values = np.asarray(self._values(params, self.keys), dtype=np.float64)
+        return np.where(np.isnan(values), -np.inf, values)
+
     def __call__(self, params):
-        values = np.asarray(self._values(params, self.keys))
-        values = values[np.isfinite(values)]
+        return self.summary(self.draws(params))
+
+    def summary(self, draws):
+        values = draws[np.isfinite(draws)]
         if values.size < max(2, self.num_draws // 2):
             return -np.inf, np.inf
         return float(values.mean()), float(values.std() / np.sqrt(values.size))
 
 
+PAIRED_WIN = 0.75  # a candidate higher on this share of the shared keys beats the final, whatever the standard errors
+
+
 def _better_of(estimate, start, final, best):
-    """The final parameters unless the start or the best span beats them by more than two standard errors
-    of ``estimate`` (an :class:`_ElboScore`)."""
+    """The final parameters unless the start or the best span beats them: a higher ELBO estimate
+    (``estimate``, an :class:`_ElboScore`) by more than two standard errors, or higher on at least
+    ``PAIRED_WIN`` of the draws, which share their keys.  The second rule is for a wrecked guide: its
+    draws are so heavy-tailed that two standard errors can exceed even a gap of 1e16 nats."""
     num_draws = estimate.num_draws
-    final_mean, final_se = estimate(final)
+    final_draws = estimate.draws(final)
+    final_mean, final_se = estimate.summary(final_draws)
     scored = []
     for name, p in (("start", start), ("best span", best)):
         if p is None:
             continue
-        mean, se = estimate(p)
+        draws = estimate.draws(p)
+        mean, se = estimate.summary(draws)
         margin = 2 * np.hypot(se, final_se) if np.isfinite(final_se) else 0.0
-        if mean > final_mean + margin:
+        if mean > final_mean + margin or (mean > final_mean and np.mean(draws > final_draws) >= PAIRED_WIN):
             scored.append((mean, name, p))
     if not scored:
         return final

@@ -32,7 +32,7 @@ def test_data_off_the_standard_scale_are_fitted_in_their_own_units(tmp_path):
     the splines' interval and the fit is hopeless."""
     train, val, test = _gaussian_rows(2000, 0), _gaussian_rows(500, 1), _gaussian_rows(2000, 2)
     truth = float(np.mean(stats.multivariate_normal(MEAN, COV).logpdf(test)))
-    flow = inference.build_flow("nsf", 0, 2)
+    flow = inference.build_flow("nsf", 0, 2, num_layers=2, hidden_dims=(16, 16))
     fitted, hist = inference.fit(flow, train, val_data=val, **QUICK)
     layer = fitted.transform.layers[-1]
     assert isinstance(fitted.transform, Chain) and isinstance(layer, ElementwiseAffine)

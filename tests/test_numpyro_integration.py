@@ -20,12 +20,15 @@ KEY = jax.random.PRNGKey(0)
 
 
 def test_flow_prior_under_nuts_matches_flow_samples():
-    flow = make_flow("realnvp", 2, dtype=jnp.float32, scale=0.15)
+    """(With layers perturbed by 0.15 the flow's tails held regions where a 200-step warm-up left NUTS
+    stuck for hundreds of draws on some seeds, jax 0.12.1 among them; at 0.1 and 300 warm-up steps
+    seeds 0-5 pass on jax 0.9.2 and 0.12.1 with mean errors of at most 0.12 sd.)"""
+    flow = make_flow("realnvp", 2, dtype=jnp.float32, scale=0.1)
 
     def model():
         numpyro.sample("theta", flow)
 
-    mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=600, progress_bar=False)
+    mcmc = MCMC(NUTS(model), num_warmup=300, num_samples=800, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(1))
     draws = np.asarray(mcmc.get_samples()["theta"])
     ref = np.asarray(flow.sample(jax.random.PRNGKey(2), (20000,)))

@@ -136,3 +136,29 @@ def test_the_closing_check_compiled_in_the_background_scores_like_the_elbo_it_es
         np.testing.assert_allclose(se, draws.std() / np.sqrt(draws.size), rtol=1e-4)
     other = {**start, "extra": np.zeros(2, np.float32)}  # another structure: traced anew, same numbers for the shared sites
     assert score(other)[0] == pytest.approx(score(start)[0], rel=1e-6)
+
+
+def test_a_wrecked_final_loses_to_the_start_on_the_shared_keys_even_when_its_standard_error_is_huge():
+    """The closing check's rules on given draws: a final guide whose draws are astronomically heavy-tailed has
+    a standard error wider than its gap to the start (jax 0.12.1 no longer overflowed it to inf), but the
+    start is higher on 7 of 8 shared keys; a start higher on 5 of 8 by less than two standard errors is not."""
+    from inference.svi import PAIRED_WIN, _better_of, _ElboScore
+
+    class Draws:
+        num_draws = 8
+        summary = _ElboScore.summary
+
+        def __init__(self, table):
+            self.table = table
+
+        def draws(self, name):
+            return np.asarray(self.table[name], np.float64)
+
+    wrecked = Draws({"start": [-378.0] * 8, "final": [-1e17] * 7 + [6e17]})
+    mean, se = wrecked.summary(wrecked.draws("final"))
+    assert -378.0 < mean + 2 * np.hypot(se, 0.0) and PAIRED_WIN <= 7 / 8  # the standard errors alone keep it
+    with pytest.warns(RuntimeWarning, match=r"training ended below its start"):
+        assert _better_of(wrecked, "start", "final", None) == "start"
+    close = Draws({"start": [1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0],
+                   "final": [0.9, 0.9, 0.9, 0.9, 0.9, -0.5, -0.5, -0.5]})
+    assert _better_of(close, "start", "final", None) == "final"
