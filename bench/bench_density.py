@@ -92,17 +92,17 @@ def moons(seed, n=10000):
     return _split(make_moons(n, noise=0.05, random_state=seed)[0], seed)
 
 
-def breast_cancer(seed):
-    return _split(load_breast_cancer().data, seed)
+def breast_cancer(seed, standardise=True):
+    return _split(load_breast_cancer().data, seed, standardise)
 
 
-def digits(seed):
+def digits(seed, standardise=True):
     x = load_digits().data
-    return _split(x + np.random.default_rng(100 + seed).uniform(size=x.shape), seed)  # uniform dequantisation
+    return _split(x + np.random.default_rng(100 + seed).uniform(size=x.shape), seed, standardise)  # dequantised
 
 
-def wine(seed):
-    return _split(load_wine().data, seed)  # 178 rows: 124 training rows, full batch at batch 256
+def wine(seed, standardise=True):
+    return _split(load_wine().data, seed, standardise)  # 178 rows: 124 training rows, full batch at batch 256
 
 
 BIMODAL = ((0.6, -2.0, 0.5), (0.4, 2.0, 0.3))  # (weight, mean, sd) of each component
@@ -399,10 +399,9 @@ def defaults_table(datasets, seeds, quick, only=None):
 
 RAW_DATA = {  # the defaults table's splits, not standardised (each in its own units)
     "moons": ("two moons x 5 + 20 (d=2)", lambda seed: [5.0 * p + 20.0 for p in moons(seed)]),
-    "breast_cancer": ("breast_cancer, raw (d=30)", lambda seed: _split(load_breast_cancer().data, seed, False)),
-    "digits": ("digits, dequantised, raw (d=64)", lambda seed: _split(
-        load_digits().data + np.random.default_rng(100 + seed).uniform(size=(1797, 64)), seed, False)),
-    "wine": ("wine, raw (d=13, 178 rows)", lambda seed: _split(load_wine().data, seed, False)),
+    "breast_cancer": ("breast_cancer, raw (d=30)", lambda seed: breast_cancer(seed, standardise=False)),
+    "digits": ("digits, dequantised, raw (d=64)", lambda seed: digits(seed, standardise=False)),
+    "wine": ("wine, raw (d=13, 178 rows)", lambda seed: wine(seed, standardise=False)),
 }
 
 

@@ -55,8 +55,8 @@ def _moments(rows):
 def standardized(flow, train_y, standardize):
     """``flow`` with a data-end affine layer at ``train_y``'s column moments when
     ``standardize`` asks for one (``"auto"``: when a column is off the standard scale, as seen through
-    the flow's own data-end affine layer if it has one), else ``flow`` itself."""
-    check_standardize(standardize)
+    the flow's own data-end affine layer if it has one), else ``flow`` itself.  ``standardize`` is
+    one of ``STANDARDIZE`` (``fit`` checks it before any work)."""
     if len(flow.flow_event_shape) != 1:
         if standardize is True:
             raise ValueError(f"standardize=True needs a flow over vectors; this flow's event shape is "
