@@ -61,6 +61,19 @@ def pytest_configure(config):
     jax.config.update("jax_disable_most_optimizations", True)
     if getattr(config.option, "dist", None) == "load":  # pytest -n N: keep each layer's harness tests together
         config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("loadgroup"):  # an xdist worker of such a run (see below)
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell each pytest-xdist worker that the run schedules by group.
+
+    A worker parses the command line again (``-n N`` alone means ``--dist load`` there), so the switch
+    to ``loadgroup`` above never reached it: it added no ``@group`` suffix to its test ids and the
+    scheduler spread one layer's tests over both workers, each compiling that layer's programs.
+    """
+    node.workerinput["loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
 
 GROUPED_BY_CASE = ("test_layer_properties.py", "test_flow_properties.py", "test_glow.py", "test_transformers.py")
@@ -114,6 +127,28 @@ def pytest_collection_modifyitems(config, items):
         harness_layer = file == "test_layer_properties.py" and case in SMOKE_HARNESS_LAYERS
         if file in SMOKE_FILES or harness_layer:
             item.add_marker(pytest.mark.smoke)
+    if config.getoption("loadgroup", False):
+        for item in items:
+            _add_group_to_id(item)
+
+
+def _add_group_to_id(item):
+    """Give a test marked ``xdist_group(g)`` the id ``...@g``, by which pytest-xdist's scheduler groups.
+
+    pytest-xdist (3.8) appends the suffix to ``item._nodeid``, but pytest 9.2 reads ids from the
+    structured ``item._id``: there the suffix never reached the scheduler, which spread each layer's
+    tests over both workers.  On older pytest releases (no ``_pytest.nodeid``) xdist's own suffix works.
+    """
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:
+        return
+    groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                     for m in item.iter_markers("xdist_group")})
+    old = getattr(item, "_id", None)
+    if groups and isinstance(old, NodeId) and old.names:  # "test_f[params]@group" as the last name, no params
+        last = old.rest.split("::")[-1] + "@" + "_".join(groups)
+        item._id = NodeId(path=old.path, names=(*old.names[:-1], last))
 
 
 @pytest.fixture

@@ -75,25 +75,31 @@ def test_batch_shapes(name, batch):
     assert layer.forward_shape(x.shape) == y.shape and layer.inverse_shape(y.shape) == x.shape
 
 
+@jax.jit
+def _jit_report(layer, x):
+    """Forward and log-det three ways (plain, vmapped over rows, NumPyro's intermediates path), and the inverse."""
+    y, ld = forward_and_log_det(layer, x)
+    y_rows, ld_rows = jax.vmap(forward_and_log_det, in_axes=(None, 0))(layer, x)
+    y_inter, inter = layer.call_with_intermediates(x)
+    return dict(y=y, ld=ld, y_rows=y_rows, ld_rows=ld_rows, y_inter=y_inter,
+                ld_inter=layer.log_abs_det_jacobian(x, y_inter, inter), ld_plain=layer.log_abs_det_jacobian(x, y),
+                x_back=inverse_and_log_det(layer, y)[0],
+                layer=layer)  # a pytree passes through jit as an argument and comes back
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_vmap_and_intermediates_agree_with_eager(name):
+    """One eager forward pass (op by op, as a user without jit runs it) against one jitted program."""
     dim = 3
     layer = make_layer(name, dim)
     x = domain_points((4, dim))
-    eager = forward_and_log_det(layer, x)
-    jitted = jax.jit(forward_and_log_det)(layer, x)
-    mapped = jax.jit(jax.vmap(forward_and_log_det, in_axes=(None, 0)))(layer, x)  # one program, not op by op
-    for a, b, c in zip(eager, jitted, mapped):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(jax.jit(inverse_and_log_det)(layer, eager[0])[0], layer.inv(eager[0]), rtol=1e-10, atol=1e-12)
-    # NumPyro's intermediates path gives the same log-det as the plain path
-    y, inter = layer.call_with_intermediates(x)
-    np.testing.assert_allclose(y, eager[0], rtol=1e-12)
-    np.testing.assert_allclose(layer.log_abs_det_jacobian(x, y, inter), layer.log_abs_det_jacobian(x, y), rtol=1e-9, atol=1e-12)
-    # the layer is a pytree: it passes through jit as an argument and comes back intact
-    same = jax.jit(lambda l: l)(layer)
-    assert jax.tree_util.tree_structure(same) == jax.tree_util.tree_structure(layer)
+    eager_y, eager_ld = forward_and_log_det(layer, x)
+    r = _jit_report(layer, x)
+    for key, eager in (("y", eager_y), ("y_rows", eager_y), ("y_inter", eager_y), ("ld", eager_ld), ("ld_rows", eager_ld)):
+        np.testing.assert_allclose(r[key], eager, rtol=1e-10, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(r["ld_inter"], r["ld_plain"], rtol=1e-9, atol=1e-12)  # NumPyro's two paths agree
+    np.testing.assert_allclose(r["x_back"], x, rtol=1e-8, atol=1e-8)
+    assert jax.tree_util.tree_structure(r["layer"]) == jax.tree_util.tree_structure(layer)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -101,15 +107,14 @@ def test_float32_keeps_dtype_and_matches_float64(name):
     dim = 3
     layer64 = make_layer(name, dim)
     layer32 = cast(layer64, jnp.float32)
-    x64_ = domain_points((5, dim))
+    x64_ = domain_points((6, dim))  # the dim-3 round trip's points: its compiled report gives the float64 side
+    r64 = _bijection_report(layer64, x64_, x64_)
     x32 = x64_.astype(jnp.float32)
-    f = jax.jit(lambda l, v: (forward_and_log_det(l, v), l.inv(l(v))))
-    (y32, ld32), back32 = f(layer32, x32)
-    (y64, ld64), _ = f(layer64, x64_)
+    (y32, ld32), back32 = jax.jit(lambda l, v: (forward_and_log_det(l, v), l.inv(l(v))))(layer32, x32)
     assert y32.dtype == jnp.float32 and ld32.dtype == jnp.float32
-    assert y64.dtype == jnp.float64 and ld64.dtype == jnp.float64
-    np.testing.assert_allclose(y32, y64, rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(ld32, ld64, rtol=2e-4, atol=2e-4)
+    assert r64["y_other"].dtype == jnp.float64 and r64["ld"].dtype == jnp.float64
+    np.testing.assert_allclose(y32, r64["y_other"], rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(ld32, r64["ld"], rtol=2e-4, atol=2e-4)
     np.testing.assert_allclose(back32, x32, rtol=1e-3, atol=1e-3)
 
 

@@ -32,3 +32,12 @@ def test_speed_only_flags_are_kept_only_where_jax_starts_with_them():
     flags = os.environ.get("XLA_FLAGS", "").split()
     for flag in conftest.SPEED_ONLY_XLA_FLAGS:
         assert (flag in flags) == conftest._jax_starts_with(flag)[0]
+
+
+@pytest.mark.xdist_group("suite-settings")
+def test_a_grouped_test_carries_its_group_in_its_id_under_xdist(request):
+    """pytest-xdist's ``loadgroup`` scheduler groups tests by an ``@group`` suffix of their ids (conftest.py)."""
+    if not request.config.getoption("loadgroup", False):
+        pytest.skip("not a worker of a grouped pytest-xdist run (pytest -n N)")
+    assert request.node.nodeid == ("tests/test_suite_settings.py::"
+                                   "test_a_grouped_test_carries_its_group_in_its_id_under_xdist@suite-settings")
