@@ -69,9 +69,9 @@ def pytest_configure(config):
 def pytest_configure_node(node):
     """Tell each pytest-xdist worker that the run schedules by group.
 
-    A worker parses the command line again (``-n N`` alone means ``--dist load`` there), so the switch
-    to ``loadgroup`` above never reached it: it added no ``@group`` suffix to its test ids and the
-    scheduler spread one layer's tests over both workers, each compiling that layer's programs.
+    A worker parses the command line again, where ``-n N`` alone does not ask for ``loadgroup``, so the
+    switch above never reached it: it added no ``@group`` suffix to its test ids and the scheduler
+    spread one layer's tests over both workers, each compiling that layer's programs.
     """
     node.workerinput["loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
