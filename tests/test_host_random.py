@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import nf_ppl
+from inference.warm_start import dispersed_points
 from nf_ppl.nn import MLP, _dense_init
 
 
@@ -56,3 +57,14 @@ def test_a_new_weight_shape_compiles_nothing_on_the_host_path():
         assert len(compiles) > before
     finally:
         listening[0] = False
+
+
+def test_dispersed_points_keep_x0_and_lie_in_the_box():
+    x0 = jnp.asarray([0.3, -0.2, 1.0])
+    points = np.asarray(dispersed_points(x0, jax.random.PRNGKey(2), 6, radius=2.0))
+    assert points.shape == (6, 3) and points.dtype == np.asarray(x0).dtype
+    np.testing.assert_array_equal(points[0], np.asarray(x0))
+    assert np.all(np.abs(points[1:]) < 2.0) and len(np.unique(points[1:, 0])) == 5
+    np.testing.assert_array_equal(points, np.asarray(dispersed_points(x0, jax.random.PRNGKey(2), 6)))
+    traced = jax.jit(lambda k: dispersed_points(x0, k, 6))(jax.random.PRNGKey(2))
+    assert traced.shape == (6, 3) and np.all(np.abs(np.asarray(traced)[1:]) < 2.0)
