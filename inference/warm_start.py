@@ -34,9 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nf_ppl._checks import is_concrete
-from nf_ppl.host_random import host_rng, on_device
-
 from ._background import BackgroundCompiled
 
 __all__ = ["GaussianStart", "PathsStart", "dispersed_points", "gaussian_path_start", "multi_path_start"]
@@ -144,11 +141,8 @@ def dispersed_points(x0, key, num_paths: int, radius: float = 2.0):
     """``x0`` and ``num_paths - 1`` points uniform in ``(-radius, radius)^D`` (NumPyro's ``init_to_uniform``
     rule in unconstrained space): the initial points of :func:`multi_path_start`."""
     x0 = jnp.asarray(x0)
-    shape = (int(num_paths) - 1,) + x0.shape
-    rng = host_rng(key) if is_concrete(x0) else None  # on the host where it can: nothing to compile
-    if rng is None:
-        return jnp.concatenate([x0[None], jax.random.uniform(key, shape, x0.dtype, -radius, radius)])
-    return on_device(np.concatenate([np.asarray(x0)[None], rng.uniform(-radius, radius, shape)]), x0.dtype)
+    others = jax.random.uniform(key, (int(num_paths) - 1,) + x0.shape, x0.dtype, -radius, radius)
+    return jnp.concatenate([x0[None], others])
 
 
 def _paths(log_density, x0s, key, max_iters, num_draws, init_scale, eigenvalue_floor):
