@@ -34,7 +34,7 @@ from ._standardize import check_standardize, float_dtype, standardized
 from .fit_history import FitHistory
 
 __all__ = ["FitHistory", "fit", "make_optimizer", "DEFAULT_MAX_EPOCHS", "DEFAULT_MIN_DELTA", "DEFAULT_MIN_STEPS", "DEFAULT_PATIENCE",
-           "DEFAULT_TIME_BUDGET", "MIN_PATIENCE_STEPS"]
+           "DEFAULT_EMA", "DEFAULT_TIME_BUDGET", "MIN_PATIENCE_STEPS"]
 
 ON_NONFINITE = ("skip", "stop")
 SAMPLING = ("shuffle", "replacement")
@@ -44,6 +44,7 @@ DEFAULT_PATIENCE = 30  # patience="auto": epochs without improvement of the held
 MIN_PATIENCE_STEPS = 100  # ... and at least this many steps (a data set of one or two batches: 100 and 50 epochs)
 DEFAULT_MIN_DELTA = 0.01  # nats per example: a smaller gain on the last gain that counted does not restart the patience
 DEFAULT_TIME_BUDGET = 600.0  # seconds of wall time per call
+DEFAULT_EMA = 0.9  # decay per step of the moving average of the parameters that is evaluated and returned
 
 
 def _check_data(flow, data, name="data"):
@@ -174,8 +175,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         optimizer=None, schedule=None, clip_norm: float | None = None, weight_decay: float = 0.0,
         val_fraction: float = 0.1, val_data=None, val_context=None, standardize="auto",
         patience: int | str | None = "auto",
-        min_delta: float = DEFAULT_MIN_DELTA, lr_cut: float | None = None, eval_every: int | None = None,
-        sampling: str = "shuffle", seed: int = 0,
+        min_delta: float = DEFAULT_MIN_DELTA, lr_cut: float | None = None, ema: float | None = DEFAULT_EMA,
+        eval_every: int | None = None, sampling: str = "shuffle", seed: int = 0,
         on_nonfinite: str = "skip", progress: bool = True, callback: Callable | None = None,
         checkpoint_path=None, checkpoint_every: int | None = None, resume: bool = False, shard: bool | str = "auto"):
     """Fit ``flow`` to ``data`` by maximum likelihood; returns ``(trained_flow, history)``.
@@ -235,6 +236,16 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
             ``lr_cut=0.5`` and 20 epochs' patience, maf on two moons gained 0.03 nats but realnvp
             and iaf lost 0.07 and 0.36: a smaller step ended their escape from a bridge of mass
             between the moons; bench/RESULTS.md).
+        ema: the decay per step of an exponential moving average of the parameters (Polyak
+            averaging), default 0.9: after each step ``average <- ema * average + (1 - ema) *
+            parameters``.  The average is what is evaluated on the held-out rows, kept as the best
+            and returned (and what ``callback`` sees); the optimiser steps the parameters as usual
+            and ``history.train_loss`` is theirs.  Averaging removes most of the minibatch noise
+            from the returned parameters: with the same fits and the same stopping rule, the
+            held-out log-likelihood rose on every data set and builder of the stopping study (two
+            moons +0.013 to +0.030 nats, 3000-row two moons +0.022 to +0.052, wine +0.02 to +0.57,
+            breast_cancer +0.3 to +2.7) for up to 25% more epochs (bench/RESULTS.md).  ``None`` (or
+            0) returns the parameters themselves.
         eval_every: steps between evaluations (validation, progress bar, callback, checkpoints),
             each span one jitted ``lax.scan``; default: every epoch (with evaluations every 2,
             5 or 10 epochs the best held-out epoch was found later or missed: bench/RESULTS.md).
@@ -280,6 +291,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         _positive_int(name, v, allow_none=True)
     if lr_cut is not None and not (isinstance(lr_cut, (int, float)) and 0 < lr_cut < 1):
         raise ValueError(f"lr_cut must be a number in (0, 1) or None; got {lr_cut!r}")
+    if ema is not None and (isinstance(ema, bool) or not (isinstance(ema, (int, float)) and 0 <= ema < 1)):
+        raise ValueError(f"ema must be a number in [0, 1) or None; got {ema!r}")
     if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
         raise ValueError(f"time_budget must be a positive number of seconds or None; got {time_budget!r}")
     if checkpoint_every is not None and checkpoint_path is None:
@@ -303,7 +316,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
         batch_size = n_train
     plan = _Plan(n_train, batch_size, max_epochs, max_steps, eval_every, patience, time_budget, lr_cut)
     trainer = _Trainer(flow, plan, batch_size, sampling, optimizer, (learning_rate, schedule, clip_norm, weight_decay),
-                       on_nonfinite, _Devices(shard, batch_size), seed, (train_y, train_c, val_y, val_c))
+                       on_nonfinite, _Devices(shard, batch_size), seed, (train_y, train_c, val_y, val_c),
+                       float(ema) if ema else None)
     trainer.start(checkpoint_path if resume else None, checkpoint_path, checkpoint_every)
     trainer.run(min_delta, callback, progress)
     return trainer.result()
@@ -312,8 +326,8 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
 class _Trainer:
     """The state of one :func:`fit` call and the small steps of its loop."""
 
-    def __init__(self, flow, plan, batch_size, sampling, optimizer, adam, on_nonfinite, devices, seed, split):
-        self.flow, self.plan, self.on_nonfinite, self.devices = flow, plan, on_nonfinite, devices
+    def __init__(self, flow, plan, batch_size, sampling, optimizer, adam, on_nonfinite, devices, seed, split, ema):
+        self.flow, self.plan, self.on_nonfinite, self.devices, self.ema = flow, plan, on_nonfinite, devices, ema
         train_y, train_c, val_y, val_c = split
         leaves, self.treedef = jax.tree_util.tree_flatten(flow)
         self.dtype = dtype = float_dtype(leaves)
@@ -324,9 +338,9 @@ class _Trainer:
             plan.total_steps if adam[1] is not None else None)
         stop_on_nonfinite = on_nonfinite == "stop"
         self.chunk = cached(("chunk", self.treedef, opt_key, batch_size, plan.steps_per_epoch, sampling,
-                              on_nonfinite, devices.sharded),
+                              on_nonfinite, devices.sharded, ema),
                              lambda: make_chunk(self.treedef, opt, batch_size, plan.steps_per_epoch, sampling,
-                                                 stop_on_nonfinite, devices.batch_sharding))
+                                                 stop_on_nonfinite, devices.batch_sharding, ema))
         put = devices.put
         self.train = (put(train_y.astype(dtype)), None if train_c is None else put(train_c.astype(dtype)))
         self.has_val = val_y is not None and len(val_y) > 0
@@ -335,13 +349,15 @@ class _Trainer:
             self.evaluate = cached(("eval", self.treedef, val_y.shape[0]), lambda: make_eval(self.treedef, val_y.shape[0]))
         self.leaves = [put(l) for l in leaves]
         self.opt_state = devices.tree(opt.init(self.leaves))
+        if ema is not None:  # the moving average of the parameters rides with the optimiser state (and checkpoints)
+            self.opt_state = (self.opt_state, list(self.leaves))
         self.best_leaves = self.leaves
         self.base_key = jax.random.PRNGKey(seed)
         self.step, self.stopping = 0, (0, math.inf)  # (step of the last improvement by min_delta, its loss)
         self.history = FitHistory(num_devices=devices.count, event_size=int(np.prod(flow.flow_event_shape)),
                                   steps_per_epoch=plan.steps_per_epoch)
         self.settings = {"seed": int(seed), "batch_size": int(batch_size), "eval_every": plan.eval_every,
-                         "sampling": sampling, "on_nonfinite": on_nonfinite, "treedef": str(self.treedef),
+                         "sampling": sampling, "on_nonfinite": on_nonfinite, "ema": ema, "treedef": str(self.treedef),
                          "data": _fingerprint(train_y, train_c, val_y, val_c)}
         self.good_steps, self.attempted = 0, []
 
@@ -418,20 +434,25 @@ class _Trainer:
                 and not self.converged():  # a fit about to stop needs no cut
             h.lr_cuts.append(self.step)
 
+    def current(self):
+        """The parameters evaluated, kept as the best and returned: the moving average with ``ema``."""
+        return list(self.opt_state[1]) if self.ema is not None else self.leaves
+
     def record(self, elapsed, min_delta):
         """Evaluate, keep the best parameters, update the early-stopping state; return the held-out loss."""
         h = self.history
-        val_loss = float(self.evaluate(self.leaves, *self.val)) if self.has_val else math.nan
+        current = self.current()
+        val_loss = float(self.evaluate(current, *self.val)) if self.has_val else math.nan
         h.steps.append(self.step)
         h.epochs.append(self.step / self.plan.steps_per_epoch)
         h.train_loss.append(self.train_loss)
         h.val_loss.append(val_loss)
         h.wall_time.append(elapsed)
         if not self.has_val:
-            self.best_leaves, h.best_step = self.leaves, self.step
+            self.best_leaves, h.best_step = current, self.step
             return val_loss
         if np.isfinite(val_loss) and val_loss < h.best_val_loss:
-            h.best_val_loss, h.best_step, self.best_leaves = val_loss, self.step, self.leaves
+            h.best_val_loss, h.best_step, self.best_leaves = val_loss, self.step, current
         if np.isfinite(val_loss) and val_loss < self.stopping[1] - min_delta:
             self.stopping = (self.step, val_loss)
         self.cut_on_plateau()
@@ -464,7 +485,7 @@ class _Trainer:
                 if callback is not None:
                     info = {"train_loss": self.train_loss, "val_loss": val_loss, "best_val_loss": h.best_val_loss,
                             "epoch": self.step / plan.steps_per_epoch}
-                    if callback(self.step, jax.tree_util.tree_unflatten(self.treedef, self.leaves), info) is True \
+                    if callback(self.step, jax.tree_util.tree_unflatten(self.treedef, self.current()), info) is True \
                             and stop is None:
                         stop = "callback"
                 if stop is None and plan.time_budget is not None and elapsed >= plan.time_budget:

@@ -42,11 +42,22 @@ def shuffled_indices(order, step, batch_size, steps_per_epoch, n_train):
     return order[(step % steps_per_epoch * batch_size + jnp.arange(batch_size)) % n_train]
 
 
-def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonfinite, batch_sharding):
+def _moved_average(average, value, ema):
+    """One step of the moving average, for floating-point leaves (others are copied)."""
+    if not jnp.issubdtype(value.dtype, jnp.inexact):
+        return value
+    return (ema * average + (1 - ema) * value).astype(average.dtype)
+
+
+def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonfinite, batch_sharding, ema=None):
     """One jitted function running ``length`` training steps under ``lax.scan``.
 
     Every update is multiplied by ``lr_scale`` (the learning rate's factor after plateau cuts; with
     Adam, scaling the update is scaling the learning rate).
+
+    With ``ema`` (a decay in ``[0, 1)``) the state passed as ``opt_state`` is ``(optimiser state,
+    average)``: after every applied step ``average <- ema * average + (1 - ema) * parameters``
+    (a skipped, non-finite step leaves it as it is).
 
     With ``sampling="shuffle"`` the carry holds the current epoch's permutation of the training
     rows (drawn again at each epoch's first step); step ``s`` takes the rows at positions
@@ -69,7 +80,8 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         return y, c, order
 
     def one_step(train_y, train_c, base_key, lr_scale, carry, step):
-        leaves, opt_state, halted, order = carry
+        leaves, state, halted, order = carry
+        opt_state, average = state if ema is not None else (state, None)
         y, c, order = minibatch(train_y, train_c, base_key, order, step)
         if batch_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, batch_sharding)
@@ -86,11 +98,14 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         apply = finite & ~halted
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
         leaves = jax.tree_util.tree_map(keep, new_leaves, leaves)
-        opt_state = jax.tree_util.tree_map(keep, new_opt, opt_state)
+        state = jax.tree_util.tree_map(keep, new_opt, opt_state)
+        if ema is not None:
+            moved = jax.tree_util.tree_map(partial(_moved_average, ema=ema), average, leaves)
+            state = (state, jax.tree_util.tree_map(keep, moved, average))
         bad = ~finite & ~halted
         if stop_on_nonfinite:
             halted = halted | ~finite
-        return (leaves, opt_state, halted, order), (loss, bad)
+        return (leaves, state, halted, order), (loss, bad)
 
     @partial(jax.jit, static_argnums=(0,))
     def chunk(length, leaves, opt_state, train_y, train_c, base_key, start, lr_scale):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import re
 import sys
 import textwrap
 
@@ -90,7 +91,7 @@ def test_a_plateau_halves_the_learning_rate_before_the_fit_stops():
     flow = nf_ppl.maf(KEY, 2, **SMALL)
     seen = []
     kw = dict(batch_size=100, optimizer=optax.sgd(1e-5), val_data=val, patience=4, min_delta=1e9, lr_cut=0.5,
-              progress=False)
+              ema=None, progress=False)  # the callback sees the parameters themselves, not their average
     _, hist = inference.fit(flow, data, callback=lambda step, f, info: seen.append(
         np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(f)])), **kw)
     assert hist.lr_cuts == [20] and hist.steps[-1] == 40 and hist.stop_reason == "converged"
@@ -181,6 +182,40 @@ def test_nonfinite_steps_are_reported_and_skipped_or_stop():
     assert all(np.all(np.isfinite(l)) for l in _leaves(fitted))
 
 
+def test_fit_evaluates_keeps_and_returns_the_moving_average_of_the_parameters():
+    """``ema=d``: the flow returned is ``a_t = d a_(t-1) + (1 - d) p_t`` (``a_0 = p_0``) over the
+    iterates ``p_t`` of the same fit without averaging, read step by step through its callback."""
+    data, val = _data(), _data(128, seed=1)
+    flow = nf_ppl.maf(KEY, 2, **SMALL)
+    kw = dict(FIT, max_steps=30, eval_every=1, val_data=val, patience=None, standardize=False)
+
+    def averages(**options):  # the moving averages a_0, ..., a_30 of the fit's iterates without averaging
+        iterates = [_leaves(flow)]
+        plain, _ = inference.fit(flow, data, ema=None, callback=lambda step, f, info: iterates.append(_leaves(f)),
+                                 **dict(kw, **options))
+        out = [iterates[0]]
+        for p in iterates[1:]:
+            out.append([0.8 * a + 0.2 * b for a, b in zip(out[-1], p)])
+        return plain, out
+
+    plain, want = averages()
+    seen = []
+    averaged, hist = inference.fit(flow, data, ema=0.8, callback=lambda step, f, info: seen.append(
+        -float(np.mean(np.asarray(f.log_prob(val))))), **kw)
+    np.testing.assert_allclose(hist.val_loss, seen, rtol=1e-5)  # the history's held-out loss is the average's
+    assert hist.best_step > 0
+    for got, ref in zip(_leaves(averaged), want[hist.best_step]):  # the best average is returned
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(_leaves(averaged), _leaves(plain)))
+    _, want = averages(val_data=None, val_fraction=0.0)
+    no_val, _ = inference.fit(flow, data, ema=0.8, **dict(kw, val_data=None, val_fraction=0.0))
+    for got, ref in zip(_leaves(no_val), want[-1]):  # without held-out rows: the last average
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    for bad in (1.0, -0.1, True, "0.9"):
+        with pytest.raises(ValueError, match=re.escape(f"ema must be a number in [0, 1) or None; got {bad!r}")):
+            inference.fit(flow, data, ema=bad, **FIT)
+
+
 def test_keyboard_interrupt_returns_best_so_far_and_resume_is_bitwise(tmp_path):
     data, val = _data(), _data(128, seed=1)
     flow = nf_ppl.maf(KEY, 2, **SMALL)
@@ -206,6 +241,9 @@ def test_keyboard_interrupt_returns_best_so_far_and_resume_is_bitwise(tmp_path):
     with pytest.raises(ValueError, match="different fit.*seed"):
         inference.fit(flow, data, val_data=val, checkpoint_path=ckpt, checkpoint_every=100, resume=True,
                       **dict(FIT, seed=5))
+    with pytest.raises(ValueError, match=r"was written by a different fit \(differs in ema\)"):
+        inference.fit(flow, data, val_data=val, checkpoint_path=ckpt, checkpoint_every=100, resume=True,
+                      ema=None, **FIT)
 
 
 def test_batch_larger_than_the_data_trains_full_batch():
