@@ -26,6 +26,10 @@ averaged over seeds, with the epochs trained and the wall time (compile included
   every epoch and no early stop; early-stopping rules (evaluate every N epochs, stop after P
   without improvement) are replayed on those histories, giving the test log-likelihood each rule
   would have returned and its epochs (``--save-histories F.npz`` keeps the histories).
+* ``draws``: each ``--flow`` built from ``--seeds`` initial draws (``build_flow(name, s, 2)``,
+  s = 0, 1, ...) and fitted with ``fit``'s defaults (and ``--fit-options``) to the demo's two
+  moons (``nf_ppl.demo.two_moons(0, rows)``, the first ``--rows`` rows for training, the 600 after
+  them for the test): how the default fit depends on the initial weights, and on the number of rows.
 * ``sweeps``: the sequential direction of a trained flow (``maf`` sampling, ``iaf`` log-density and
   its gradient, the defaults fit of seed 0): sweeps each layer takes to its fixed point (the mean
   over layers), and the time of 1024 draws / of one value-and-gradient step on 256 training rows,
@@ -45,10 +49,11 @@ averaged over seeds, with the epochs trained and the wall time (compile included
     python bench/bench_density.py [--quick] [--sections defaults,ablation,equal,curves,conditional] [--seeds 3]
                                   [--data moons,breast_cancer,digits]
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
+    python bench/bench_density.py --sections draws --flow maf --seeds 12 --rows 2400 [--fit-options '{"ema": null}']
     python bench/bench_density.py --sections neural --seeds 3
     python bench/bench_density.py --sections variant --flow bnaf --options '{"skip": 0.0}' --data bimodal,moons
 
-``--data`` also takes ``wine`` and ``bimodal`` (the 1-D mixture of the ``neural`` section).
+``--data`` also takes ``wine``, ``moons_small`` (two moons, 3000 rows) and ``bimodal`` (the 1-D mixture of the ``neural`` section).
 
 ``--quick``: one seed, 1500 two-moons points, 2 epochs, flowjax's affine MAF, the ablation's
 baseline row, the ``maf`` defaults row, every row of ``equal`` and the conditional maf / MVN / flowjax
@@ -92,6 +97,11 @@ def moons(seed, n=10000):
     return _split(make_moons(n, noise=0.05, random_state=seed)[0], seed)
 
 
+def moons_small(seed):
+    """Two moons with 3000 rows (2100 training rows, 9 steps an epoch at batch 256): the demo's size."""
+    return moons(seed, n=3000)
+
+
 def breast_cancer(seed, standardise=True):
     return _split(load_breast_cancer().data, seed, standardise)
 
@@ -123,7 +133,8 @@ def bimodal_log_density(x):
     return np.logaddexp.reduce(terms, axis=0)
 
 
-DATA = {"moons": ("two moons (d=2)", moons), "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
+DATA = {"moons": ("two moons (d=2)", moons), "moons_small": ("two moons, 3000 rows (d=2)", moons_small),
+        "breast_cancer": ("breast_cancer (d=30)", breast_cancer),
         "digits": ("digits, dequantised (d=64)", digits), "wine": ("wine (d=13, 178 rows)", wine),
         "bimodal": ("two separated Gaussians (d=1)", bimodal)}
 
@@ -673,7 +684,7 @@ STOP_RULES = ((1, 5, 0), (1, 10, 0), (1, 20, 0), (1, 30, 0), (1, 50, 0), (2, 20,
               (1, 30, 0.003), (1, 30, 0.01), (1, 50, 0.01))  # (eval every, patience) in epochs, min_delta in nats
 
 
-def _full_history(name, seed, train, val, test, epochs, options=None):
+def _full_history(name, seed, train, val, test, epochs, options=None, fit_options=None):
     """One fit evaluated every epoch, never stopped early: held-out and test log-likelihood per epoch."""
     flow = inference.build_flow(name, seed, train.shape[1], **(options or {}))
     test_ll = []
@@ -685,7 +696,7 @@ def _full_history(name, seed, train, val, test, epochs, options=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, hist = inference.fit(flow, train, val_data=val, progress=False, max_epochs=epochs, seed=seed,
-                                patience=None, callback=record, time_budget=None)
+                                patience=None, callback=record, time_budget=None, **(fit_options or {}))
     assert hist.epochs == list(range(1, epochs + 1)), "fit's default is one evaluation an epoch"
     return np.asarray(hist.val_log_likelihood), np.asarray(test_ll), time.perf_counter() - start
 
@@ -705,13 +716,13 @@ def _replay(val_ll, test_ll, every, patience, min_delta=0.0):
     return (test_ll[best_at - 1] if best_at else np.nan), len(val_ll)  # nan: the rule never evaluated
 
 
-def stopping_table(datasets, seeds, builders, epochs, save=None):
+def stopping_table(datasets, seeds, builders, epochs, save=None, fit_options=None):
     """Early-stopping rules replayed on full per-epoch histories (same fits, no early stop)."""
     rows, kept = [], {}
     for d in datasets:
         title, load = DATA[d]
         for name in builders:
-            runs = [_full_history(name, s, *load(s), epochs=epochs) for s in seeds]
+            runs = [_full_history(name, s, *load(s), epochs=epochs, fit_options=fit_options) for s in seeds]
             for s, (v, t, w) in zip(seeds, runs):
                 kept.update({f"{d}/{name}/{s}/val": v, f"{d}/{name}/{s}/test": t, f"{d}/{name}/{s}/wall": w})
             per_epoch = np.mean([t / len(v) for v, _, t in runs])
@@ -728,6 +739,31 @@ def stopping_table(datasets, seeds, builders, epochs, save=None):
         np.savez(save, **kept)
     print(f"### Early-stopping rules replayed on per-epoch histories (seeds {list(seeds)}, {epochs} epochs)\n")
     print(table(["data", "flow", "rule (epochs)", "test LL (mean)", "per seed", "epochs"], rows))
+    print()
+
+
+def draws_table(builders, seeds, rows, fit_options):
+    """The default fit from ``seeds`` initial draws on the demo's two moons (``rows`` training rows)."""
+    from nf_ppl.demo import two_moons
+    data = two_moons(0, rows + 600)
+    train, test = data[:rows], data[rows:]
+    out = []
+    for name in builders:
+        got = []
+        for s in seeds:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flow, hist = inference.fit(inference.build_flow(name, s, 2), train, seed=0, progress=False,
+                                           **fit_options)
+            got.append((float(np.mean(np.asarray(flow.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start))
+        lp = np.array([g[0] for g in got])
+        out.append([name, json.dumps(fit_options) if fit_options else "defaults", f"{lp.mean():.3f}", f"{lp.min():.3f}",
+                    " ".join(f"{v:.2f}" for v in lp), f"{np.mean([g[1] for g in got]):.0f}",
+                    f"{np.mean([g[2] for g in got]):.1f}"])
+        print(f"  {name}: {out[-1][2:]}", file=sys.stderr, flush=True)
+    print(f"### The default fit from {len(seeds)} initial draws: the demo's two moons, {rows} training rows\n")
+    print(table(["flow", "fit options", "test LL (mean)", "worst", "per draw", "epochs", "wall s"], out))
     print()
 
 
@@ -829,6 +865,8 @@ def main():
     p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' section")
     p.add_argument("--epochs", type=int, default=300, help="epochs of each fit in the 'stopping' section")
     p.add_argument("--equal-epochs", type=int, default=100, help="epochs of every fit in the 'equal' section")
+    p.add_argument("--fit-options", default="{}", help="'stopping' and 'draws' sections: options of fit (JSON)")
+    p.add_argument("--rows", type=int, default=2400, help="training rows of the 'draws' section")
     p.add_argument("--save-histories", default=None, help="'stopping' section: write the histories to this .npz")
     args = p.parse_args()
     seeds = range(1 if args.quick else args.seeds)
@@ -844,7 +882,8 @@ def main():
     if "raw" in sections:
         raw_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
     if "stopping" in sections:
-        stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories)
+        stopping_table(datasets, seeds, args.flow.split(","), args.epochs, args.save_histories,
+                       json.loads(args.fit_options))
     if "equal" in sections:
         equal_table(datasets, seeds, 2 if args.quick else args.equal_epochs)
     if "variant" in sections:
@@ -852,6 +891,8 @@ def main():
     if "curves" in sections:
         learning_curves(0, args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "density_learning_curves.png"))
+    if "draws" in sections:
+        draws_table(args.flow.split(","), seeds, args.rows, json.loads(args.fit_options))
     if "sweeps" in sections:
         sweeps_table(datasets)
     if "neural" in sections:
