@@ -443,17 +443,21 @@ def raw_table(datasets, seeds, quick, only=None):
     print()
 
 
+def _per_seed_cells(runs, digits=3):
+    """Table cells of ``(test LL, epochs, wall s)`` runs: mean, worst, each run, mean epochs, mean wall s."""
+    lp = np.array([r[0] for r in runs])
+    return [f"{lp.mean():.3f}", f"{lp.min():.3f}", " ".join(f"{v:.{digits}f}" for v in lp),
+            f"{np.mean([r[1] for r in runs]):.0f}", f"{np.mean([r[2] for r in runs]):.1f}"]
+
+
 def variant_table(datasets, seeds, name, options):
     """One builder with given options (``--flow``, ``--options`` JSON), the defaults protocol, per seed."""
     rows = []
     for d in datasets:
         title, load = DATA[d]
         runs = [ours_defaults(name, s, *load(s), options=options) for s in seeds]
-        lp = np.array([r[0] for r in runs])
-        rows.append([title, f"{name} {json.dumps(options)}", f"{lp.mean():.3f}", f"{lp.min():.3f}",
-                     " ".join(f"{v:.3f}" for v in lp), f"{np.mean([r[1] for r in runs]):.0f}",
-                     f"{np.mean([r[2] for r in runs]):.1f}"])
-        print(f"  {title} {name} {options}: {lp.mean():.3f}", file=sys.stderr, flush=True)
+        rows.append([title, f"{name} {json.dumps(options)}"] + _per_seed_cells(runs))
+        print(f"  {title} {name} {options}: {rows[-1][2]}", file=sys.stderr, flush=True)
     print(f"### Variant: {name} with {json.dumps(options)}, seeds {list(seeds)}\n")
     print(table(["data", "flow", "test LL (mean)", "worst seed", "per seed", "epochs", "wall s"], rows))
     print()
@@ -757,10 +761,7 @@ def draws_table(builders, seeds, rows, fit_options):
                 flow, hist = inference.fit(inference.build_flow(name, s, 2), train, seed=0, progress=False,
                                            **fit_options)
             got.append((float(np.mean(np.asarray(flow.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start))
-        lp = np.array([g[0] for g in got])
-        out.append([name, json.dumps(fit_options) if fit_options else "defaults", f"{lp.mean():.3f}", f"{lp.min():.3f}",
-                    " ".join(f"{v:.2f}" for v in lp), f"{np.mean([g[1] for g in got]):.0f}",
-                    f"{np.mean([g[2] for g in got]):.1f}"])
+        out.append([name, json.dumps(fit_options) if fit_options else "defaults"] + _per_seed_cells(got, digits=2))
         print(f"  {name}: {out[-1][2:]}", file=sys.stderr, flush=True)
     print(f"### The default fit from {len(seeds)} initial draws: the demo's two moons, {rows} training rows\n")
     print(table(["flow", "fit options", "test LL (mean)", "worst", "per draw", "epochs", "wall s"], out))
