@@ -436,7 +436,7 @@ class _Trainer:
 
     def current(self):
         """The parameters evaluated, kept as the best and returned: the moving average with ``ema``."""
-        return list(self.opt_state[1]) if self.ema is not None else self.leaves
+        return self.opt_state[1] if self.ema is not None else self.leaves
 
     def record(self, elapsed, min_delta):
         """Evaluate, keep the best parameters, update the early-stopping state; return the held-out loss."""

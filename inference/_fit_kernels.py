@@ -42,13 +42,6 @@ def shuffled_indices(order, step, batch_size, steps_per_epoch, n_train):
     return order[(step % steps_per_epoch * batch_size + jnp.arange(batch_size)) % n_train]
 
 
-def _moved_average(average, value, ema):
-    """One step of the moving average, for floating-point leaves (others are copied)."""
-    if not jnp.issubdtype(value.dtype, jnp.inexact):
-        return value
-    return (ema * average + (1 - ema) * value).astype(average.dtype)
-
-
 def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonfinite, batch_sharding, ema=None):
     """One jitted function running ``length`` training steps under ``lax.scan``.
 
@@ -98,10 +91,10 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         apply = finite & ~halted
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
         leaves = jax.tree_util.tree_map(keep, new_leaves, leaves)
-        state = jax.tree_util.tree_map(keep, new_opt, opt_state)
+        opt_state = jax.tree_util.tree_map(keep, new_opt, opt_state)
         if ema is not None:
-            moved = jax.tree_util.tree_map(partial(_moved_average, ema=ema), average, leaves)
-            state = (state, jax.tree_util.tree_map(keep, moved, average))
+            average = jax.tree_util.tree_map(lambda a, p: keep(ema * a + (1 - ema) * p, a), average, leaves)
+        state = opt_state if ema is None else (opt_state, average)
         bad = ~finite & ~halted
         if stop_on_nonfinite:
             halted = halted | ~finite
