@@ -141,14 +141,19 @@ DATA = {"moons": ("two moons (d=2)", moons), "moons_small": ("two moons, 3000 ro
 
 # -- nf-ppl ----------------------------------------------------------------------------------------
 
-def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None, fit_options=None):
+def ours_defaults(name, seed, train, val, test, max_epochs=None, options=None, fit_options=None, row_stats=False):
+    """``(test LL, epochs, wall s)`` of the defaults fit; ``row_stats=True`` adds the median and the worst
+    test row's log-likelihood."""
     flow = inference.build_flow(name, seed, train.shape[1], **(options or {}))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted, hist = inference.fit(flow, train, val_data=val, progress=False, max_epochs=max_epochs, seed=seed,
                                      **(fit_options or {}))
-    return float(np.mean(np.asarray(fitted.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start
+    wall = time.perf_counter() - start
+    lp = np.asarray(fitted.log_prob(test))
+    out = (float(np.mean(lp)), hist.epochs[-1], wall)
+    return out + (float(np.median(lp)), float(np.min(lp))) if row_stats else out
 
 
 @contextlib.contextmanager
@@ -220,7 +225,8 @@ def maf_from_flowjax(fj_flow):
     the copy reads the data with its two columns swapped (``x[:, ::-1]``).  flowjax's outputs are
     coordinate-major ``(loc_0, scale_0, loc_1, scale_1)``, ours parameter-major; both start the
     scale at ``softplus(raw + log(e - 1))``; our soft clamp of the log-scale is moved out of the
-    way (bound 10^4), so the two agree to rounding."""
+    way (bound 10^4) and our networks read their inputs unbounded (``conditioner_bound=None``), as
+    flowjax's do, so the two agree to rounding."""
     import paramax
     dim = fj_flow.shape[-1]
     if dim != 2:
@@ -229,7 +235,7 @@ def maf_from_flowjax(fj_flow):
     w0, b0 = mlp.layers[0].weight, mlp.layers[0].bias
     order = jnp.array([0, 2, 1, 3])  # coordinate-major -> parameter-major
     w1, b1 = mlp.layers[1].weight[:, order, :], mlp.layers[1].bias[:, order]
-    ours = nf_ppl.maf(jax.random.PRNGKey(0), dim, out_scale=1.0, log_scale_bound=1e4, **EQUAL_ARCH)
+    ours = nf_ppl.maf(jax.random.PRNGKey(0), dim, out_scale=1.0, log_scale_bound=1e4, conditioner_bound=None, **EQUAL_ARCH)
     treedef = jax.tree_util.tree_structure(ours)
     return jax.tree_util.tree_unflatten(treedef, [a[::-1] for a in (w0, w1, b0, b1)])
 
@@ -451,15 +457,18 @@ def _per_seed_cells(runs, digits=3):
 
 
 def variant_table(datasets, seeds, name, options):
-    """One builder with given options (``--flow``, ``--options`` JSON), the defaults protocol, per seed."""
+    """One builder with given options (``--flow``, ``--options`` JSON), the defaults protocol, per seed,
+    with the median test row and the worst test row over all seeds (a single outlying row moves the mean)."""
     rows = []
     for d in datasets:
         title, load = DATA[d]
-        runs = [ours_defaults(name, s, *load(s), options=options) for s in seeds]
-        rows.append([title, f"{name} {json.dumps(options)}"] + _per_seed_cells(runs))
+        runs = [ours_defaults(name, s, *load(s), options=options, row_stats=True) for s in seeds]
+        rows.append([title, f"{name} {json.dumps(options)}"] + _per_seed_cells(runs)
+                    + [f"{np.mean([r[3] for r in runs]):.3f}", f"{min(r[4] for r in runs):.1f}"])
         print(f"  {title} {name} {options}: {rows[-1][2]}", file=sys.stderr, flush=True)
     print(f"### Variant: {name} with {json.dumps(options)}, seeds {list(seeds)}\n")
-    print(table(["data", "flow", "test LL (mean)", "worst seed", "per seed", "epochs", "wall s"], rows))
+    print(table(["data", "flow", "test LL (mean)", "worst seed", "per seed", "epochs", "wall s", "median row",
+                 "worst row"], rows))
     print()
 
 
@@ -746,8 +755,9 @@ def stopping_table(datasets, seeds, builders, epochs, save=None, fit_options=Non
     print()
 
 
-def draws_table(builders, seeds, rows, fit_options):
-    """The default fit from ``seeds`` initial draws on the demo's two moons (``rows`` training rows)."""
+def draws_table(builders, seeds, rows, fit_options, options=None):
+    """The default fit from ``seeds`` initial draws on the demo's two moons (``rows`` training rows);
+    ``options``: builder options (``--options``)."""
     from nf_ppl.demo import two_moons
     data = two_moons(0, rows + 600)
     train, test = data[:rows], data[rows:]
@@ -758,10 +768,11 @@ def draws_table(builders, seeds, rows, fit_options):
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                flow, hist = inference.fit(inference.build_flow(name, s, 2), train, seed=0, progress=False,
-                                           **fit_options)
+                flow, hist = inference.fit(inference.build_flow(name, s, 2, **(options or {})), train, seed=0,
+                                           progress=False, **fit_options)
             got.append((float(np.mean(np.asarray(flow.log_prob(test)))), hist.epochs[-1], time.perf_counter() - start))
-        out.append([name, json.dumps(fit_options) if fit_options else "defaults"] + _per_seed_cells(got, digits=2))
+        label = name + (f" {json.dumps(options)}" if options else "")
+        out.append([label, json.dumps(fit_options) if fit_options else "defaults"] + _per_seed_cells(got, digits=2))
         print(f"  {name}: {out[-1][2:]}", file=sys.stderr, flush=True)
     print(f"### The default fit from {len(seeds)} initial draws: the demo's two moons, {rows} training rows\n")
     print(table(["flow", "fit options", "test LL (mean)", "worst", "per draw", "epochs", "wall s"], out))
@@ -863,7 +874,7 @@ def main():
     p.add_argument("--data", default="moons,breast_cancer,digits")
     p.add_argument("--flow", default="maf", help="builder of the 'variant' section")
     p.add_argument("--builders", default=None, help="'defaults' section: only these builders (comma-separated)")
-    p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' section")
+    p.add_argument("--options", default="{}", help="builder options (JSON) of the 'variant' and 'draws' sections")
     p.add_argument("--epochs", type=int, default=300, help="epochs of each fit in the 'stopping' section")
     p.add_argument("--equal-epochs", type=int, default=100, help="epochs of every fit in the 'equal' section")
     p.add_argument("--fit-options", default="{}", help="'stopping' and 'draws' sections: options of fit (JSON)")
@@ -893,7 +904,7 @@ def main():
         learning_curves(0, args.quick, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "density_learning_curves.png"))
     if "draws" in sections:
-        draws_table(args.flow.split(","), seeds, args.rows, json.loads(args.fit_options))
+        draws_table(args.flow.split(","), seeds, args.rows, json.loads(args.fit_options), json.loads(args.options))
     if "sweeps" in sections:
         sweeps_table(datasets)
     if "neural" in sections:

@@ -366,18 +366,26 @@ def save(flow, path, *, spec: dict | None = None, metadata: dict | None = None, 
 # ``{"permutation": "random"}``: "auto" drew its permutations above two dimensions from the builder's key
 # before it drew them from one fixed stream (2026-12-05).  iaf's layers were written from the base side
 # and reversed between layers until its density defaults (2026-12-05).  bnaf's layers had no linear skip
-# term, slope 0.5 and one layer (2026-12-05).
+# term, slope 0.5 and one layer (2026-12-05).  realnvp's, nsf's and spline_coupling's conditioners read their
+# inputs unbounded until ``conditioner_bound=3.0`` (2026-12-06).
+
+
+def _unbounded(*earlier):
+    """Earlier option sets of a builder whose conditioners read their inputs unbounded, newest first."""
+    return tuple({"conditioner_bound": None, **options} for options in earlier)
+
+
 LEGACY_DEFAULTS = {  # earlier builder defaults, newest first: a file saved under them still loads
     "bnaf": ({"num_layers": 1, "slope": 0.5, "skip": 0.0},),
     "iaf": ({"affine_from": "base", "permutation": "reverse"},),
     "maf": ({"permutation": "random"}, {"permutation": "reverse"}, {"num_layers": 5, "permutation": "reverse"}),
-    "realnvp": ({"permutation": "random"},
-                {"affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"},
-                {"affine_from": "base", "log_scale_bound": 3.0},
-                {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"},
-                {"affine_from": "base", "log_scale_bound": 5.0, "num_layers": 6, "permutation": "reverse"}),
-    "spline_coupling": ({"permutation": "random"}, {"permutation": "reverse"}),
-    "nsf": ({"permutation": "random"}, {"permutation": "reverse"}),
+    "realnvp": _unbounded({}, {"permutation": "random"},
+                          {"affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"},
+                          {"affine_from": "base", "log_scale_bound": 3.0},
+                          {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"},
+                          {"affine_from": "base", "log_scale_bound": 5.0, "num_layers": 6, "permutation": "reverse"}),
+    "spline_coupling": _unbounded({}, {"permutation": "random"}, {"permutation": "reverse"}),
+    "nsf": _unbounded({}, {"permutation": "random"}, {"permutation": "reverse"}),
 }
 
 

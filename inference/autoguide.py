@@ -113,7 +113,8 @@ def guide_form(name: str) -> dict:
     builders' maximum-likelihood defaults: maf/iaf layers start near the identity (``out_scale=0.01``,
     so the guide starts at its Gaussian); maf, iaf and nsf keep reversal between layers (the builders'
     own default is ``"auto"``); iaf's and realnvp's affine maps are written from the base side
-    (realnvp's exp scales bounded by e^3).  Used by ``AutoFlow`` and ``AmortizedFlowGuide``."""
+    (realnvp's exp scales bounded by e^3); no builder bounds its conditioners' inputs
+    (``conditioner_bound=None``).  Used by ``AutoFlow`` and ``AmortizedFlowGuide``."""
     opts = {}
     if name in ("maf", "iaf"):
         opts["out_scale"] = 0.01
@@ -123,6 +124,8 @@ def guide_form(name: str) -> dict:
         opts["affine_from"] = "base"
     if name == "realnvp":
         opts.update(affine_from="base", log_scale_bound=3.0)
+    if name in ("maf", "iaf", "realnvp", "nsf", "spline_coupling"):
+        opts["conditioner_bound"] = None
     return opts
 
 

@@ -64,16 +64,44 @@ def _default_dtype(dtype):
     return dtype or jnp.zeros(()).dtype
 
 
+def check_input_bound(bound, name: str = "input_bound"):
+    """``None`` or a positive finite float, or a ValueError naming ``name``."""
+    if bound is None:
+        return None
+    if isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(bound) or bound <= 0:
+        raise ValueError(f"{name} must be a positive number or None; got {bound!r}")
+    return float(bound)
+
+
+def bound_inputs(x, bound):
+    """``B tanh(x / B)`` for ``bound = B`` (``x`` itself for None): about ``x`` where ``|x|`` is well
+    below ``B``, never beyond ``+-B``."""
+    return x if bound is None else bound * jnp.tanh(x / bound)
+
+
+def _with_input_bound(net, bound):
+    """A copy of ``net`` (MLP or MADE) whose inputs are soft-clamped to ``+-bound``."""
+    new = object.__new__(type(net))
+    new.__dict__.update(net.__dict__, input_bound=check_input_bound(bound))
+    return new
+
+
 @register_pytree_node_class
 class MLP:
     """Dense network ``h -> act(W h + b)`` with a linear last layer.
 
-    ``MLP.init(key, in_dim, hidden_dims, out_dim)``; ``mlp(x)`` maps (..., in_dim) to (..., out_dim).
-    The last layer starts small (``out_scale``) so a conditioner starts near a constant map.
+    ``MLP.init(key, in_dim, hidden_dims, out_dim)``; ``mlp(x)`` maps (..., in_dim) to (..., out_dim),
+    ``mlp(x, context)`` reads ``concat(x, context)``.  The last layer starts small (``out_scale``) so a
+    conditioner starts near a constant map.  With ``input_bound = B`` (static; ``with_input_bound``)
+    the network reads ``B tanh(x / B)`` instead of ``x`` (the context is read as it is): its outputs
+    stay within what it gives on the box ``[-B, B]``, however far ``x`` lies outside the data it was
+    trained on.
     """
 
-    def __init__(self, weights, biases, activation: str = "elu"):
+    def __init__(self, weights, biases, activation: str = "elu", input_bound: float | None = None):
         self.weights, self.biases, self.activation = list(weights), list(biases), activation
+        self.input_bound = check_input_bound(input_bound)
 
     @classmethod
     def init(cls, key, in_dim: int, hidden_dims: Sequence[int], out_dim: int, *,
@@ -89,9 +117,15 @@ class MLP:
         ]
         return cls([w for w, _ in layers], [b for _, b in layers], activation)
 
-    def __call__(self, x):
+    def with_input_bound(self, bound: float | None) -> "MLP":
+        """The same network reading ``bound * tanh(x / bound)`` (``None``: ``x``)."""
+        return _with_input_bound(self, bound)
+
+    def __call__(self, x, context=None):
         act = _activation(self.activation)
-        h = x
+        h = bound_inputs(x, self.input_bound)
+        if context is not None:
+            h = jnp.concatenate([h, context], axis=-1)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w.T + b
             if i < len(self.weights) - 1:
@@ -100,12 +134,14 @@ class MLP:
 
     child_names = ("weights", "biases")  # pytree children, for messages
 
-    def tree_flatten(self):
-        return (self.weights, self.biases), self.activation
+    def tree_flatten(self):  # a bound joins the static data only when set, so unbounded structures are unchanged
+        aux = self.activation if self.input_bound is None else (self.activation, self.input_bound)
+        return (self.weights, self.biases), aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(children[0], children[1], aux)
+        activation, bound = (aux, None) if isinstance(aux, str) else aux
+        return cls(children[0], children[1], activation, bound)
 
 
 def made_degrees(dim: int, hidden_dims: Sequence[int], ordering, conditional: bool = False) -> tuple[tuple[int, ...], ...]:
@@ -156,13 +192,17 @@ class MADE:
 
     Build with ``MADE.init(key, dim, hidden_dims, num_params=2, ordering="natural", context_dim=0)``.
     Every hidden layer needs at least ``dim - 1`` units (``dim`` with a context), otherwise some
-    output could not see all of its predecessors (a ``ValueError`` says so).
+    output could not see all of its predecessors (a ``ValueError`` says so).  ``input_bound`` as in
+    :class:`MLP`: the network reads ``B tanh(x / B)`` (elementwise, so the masks still hold), the
+    context as it is.
     """
 
-    def __init__(self, weights, biases, context_weight, degrees, num_params: int, activation: str):
+    def __init__(self, weights, biases, context_weight, degrees, num_params: int, activation: str,
+                 input_bound: float | None = None):
         self.weights, self.biases = list(weights), list(biases)
         self.context_weight = context_weight
         self.degrees, self.num_params, self.activation = degrees, num_params, activation
+        self.input_bound = check_input_bound(input_bound)
 
     @classmethod
     def init(cls, key, dim: int, hidden_dims: Sequence[int] = (64, 64), num_params: int = 2, *,
@@ -217,9 +257,13 @@ class MADE:
         masks.append(out_deg[:, None] > degs[-1][None, :])
         return [m.astype(np.float32) for m in masks]
 
+    def with_input_bound(self, bound: float | None) -> "MADE":
+        """The same network reading ``bound * tanh(x / bound)`` (``None``: ``x``)."""
+        return _with_input_bound(self, bound)
+
     def __call__(self, x, context=None):
         act = _activation(self.activation)
-        h = x
+        h = bound_inputs(x, self.input_bound)
         n = len(self.weights)
         for i, (w, b, m) in enumerate(zip(self.weights, self.biases, self.masks())):
             h = h @ (w * m.astype(w.dtype)).T + b
@@ -231,8 +275,9 @@ class MADE:
 
     child_names = ("weights", "biases", "context_weight")  # pytree children, for messages
 
-    def tree_flatten(self):
-        return (self.weights, self.biases, self.context_weight), (self.degrees, self.num_params, self.activation)
+    def tree_flatten(self):  # a bound joins the static data only when set, so unbounded structures are unchanged
+        aux = (self.degrees, self.num_params, self.activation)
+        return (self.weights, self.biases, self.context_weight), aux + (() if self.input_bound is None else (self.input_bound,))
 
     @classmethod
     def tree_unflatten(cls, aux, children):

@@ -42,18 +42,21 @@ def test_build_save_load_round_trip(tmp_path, name, options):
 
 
 @pytest.mark.parametrize("name,old_default,options", [
-    ("realnvp", {"affine_from": "base", "log_scale_bound": 5.0, "permutation": "reverse"}, {"num_layers": 2}),
-    ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"}, {}),
-    ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0}, {"num_layers": 2}),
-    ("spline_coupling", {"permutation": "reverse"}, {"num_layers": 2}),
+    ("realnvp", {"conditioner_bound": None, "affine_from": "base", "log_scale_bound": 5.0, "permutation": "reverse"}, {"num_layers": 2}),
+    ("realnvp", {"conditioner_bound": None, "affine_from": "base", "log_scale_bound": 3.0, "num_layers": 6, "permutation": "reverse"}, {}),
+    ("realnvp", {"conditioner_bound": None, "affine_from": "base", "log_scale_bound": 3.0}, {"num_layers": 2}),
+    ("spline_coupling", {"conditioner_bound": None, "permutation": "reverse"}, {"num_layers": 2}),
     ("maf", {"num_layers": 5, "permutation": "reverse"}, {}),
     ("maf", {"permutation": "reverse"}, {"num_layers": 2}),
-    ("nsf", {"permutation": "reverse"}, {"num_layers": 2}),
+    ("nsf", {"conditioner_bound": None, "permutation": "reverse"}, {"num_layers": 2}),
     ("maf", {"permutation": "random"}, {"num_layers": 2}),
-    ("nsf", {"permutation": "random"}, {"num_layers": 2}),
-    ("spline_coupling", {"permutation": "random"}, {"num_layers": 2}),
-    ("realnvp", {"permutation": "random"}, {"num_layers": 2}),
-    ("realnvp", {"affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"}, {"num_layers": 2}),
+    ("nsf", {"conditioner_bound": None, "permutation": "random"}, {"num_layers": 2}),
+    ("spline_coupling", {"conditioner_bound": None, "permutation": "random"}, {"num_layers": 2}),
+    ("realnvp", {"conditioner_bound": None, "permutation": "random"}, {"num_layers": 2}),
+    ("realnvp", {"conditioner_bound": None, "affine_from": "base", "log_scale_bound": 3.0, "permutation": "random"}, {"num_layers": 2}),
+    ("nsf", {"conditioner_bound": None}, {"num_layers": 2}),
+    ("realnvp", {"conditioner_bound": None}, {"num_layers": 2}),
+    ("spline_coupling", {"conditioner_bound": None}, {"num_layers": 2}),
     ("iaf", {"affine_from": "base", "permutation": "reverse"}, {"num_layers": 2}),
     ("iaf", {"affine_from": "base", "permutation": "reverse"}, {"num_layers": 2, "scale": "exp"}),
     ("bnaf", {"num_layers": 1, "slope": 0.5, "skip": 0.0}, {}),
@@ -65,7 +68,9 @@ def test_file_written_before_a_builder_default_changed_still_loads(tmp_path, nam
     permutation "reverse" -> "auto" (nsf's too), then "auto" drew its permutations from a fixed
     stream instead of the key ("random" before), and iaf's layers were written from the data side
     and permuted at random (``affine_from`` "base" -> "data", permutation "reverse" -> "auto"), and bnaf's
-    layers gained a linear skip term (slope 0.5 -> 0.001, num_layers 1 -> 2): a file whose spec does not name the option was
+    layers gained a linear skip term (slope 0.5 -> 0.001, num_layers 1 -> 2), and the networks of realnvp, nsf
+    and spline_coupling read inputs bounded at 3 (``conditioner_bound`` None -> 3.0, with every earlier
+    set of defaults of theirs): a file whose spec does not name the option was
     written with the old default, and loads with it (seed 3: seed 0's stream is the fixed one)."""
     options = {**options, "hidden_dims": (5,)}
     old = _perturbed(inference.builders()[name](jax.random.PRNGKey(3), 3, **options, **old_default))

@@ -27,7 +27,7 @@ def check_affine_from(affine_from) -> str:
 
 def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, permutation, affine_from,
                     activation, scale, log_scale_bound, out_scale, weight_init, trainable_base, scan, dtype, base="normal",
-                    base_components=MIXTURE_COMPONENTS):
+                    base_components=MIXTURE_COMPONENTS, conditioner_bound=None):
     """``num_layers`` masked affine layers in ``mode``, the affine map written from ``affine_from``.
 
     The layer's one-pass map ``g`` runs data -> base in a MAF and base -> data in an IAF, so the
@@ -51,13 +51,15 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
             k, dim, Inverse(Affine(scale, log_scale_bound)), hidden_dims, mode=mode, context_dim=context_dim,
             activation=activation, out_scale=out_scale, weight_init=weight_init, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components,
+                  conditioner_bound)
 
 
 def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="auto", affine_from: str = "data", activation: str = "elu", scale: str | None = None,
         log_scale_bound: float = 5.0,
-        out_scale: float | None = None, weight_init: str = "normal", trainable_base: bool = False, base: str = "normal",
+        out_scale: float | None = None, weight_init: str = "normal", conditioner_bound: float | None = None,
+        trainable_base: bool = False, base: str = "normal",
         base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
     """Masked autoregressive flow: one-pass log-density, at most ``dim`` sequential sweeps to sample
     (stopped at their fixed point, :mod:`nf_ppl.fixed_point`).
@@ -88,20 +90,28 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
     244 against 154, breast_cancer 164 against 140, digits 85 against 72): on two moons 1.6 times
     the wall time, which took maf past flowjax's fitting time, so it is an option rather than the
     default.
+
+    ``conditioner_bound`` (:mod:`nf_ppl.flows.common`) is off by default (None), unlike ``realnvp``'s: a
+    MAF's middle layers read a representation that spreads well beyond the data's standardised
+    range (a trained two-moons MAF's layer inputs reach +-7 to +-12), which a bound of 3 squashes
+    flat.  With 3.0 the demo's two moons scored -1.267 nats over twelve initial draws instead of
+    -1.227 (worst -1.382 against -1.298; 5.0: -1.249, worst -1.438), although above two dimensions it
+    scored higher (breast_cancer 4.74 -> 5.54, wine -16.91 -> -16.58, digits -53.90 -> -53.59; 3 seeds;
+    bench/RESULTS.md).
     """
     return _autoregressive("maf", key, dim, num_layers=num_layers, hidden_dims=hidden_dims,
                            context_dim=context_dim, permutation=permutation, affine_from=affine_from,
                            activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, weight_init=weight_init,
                            trainable_base=trainable_base, scan=scan, dtype=dtype, base=base,
-                           base_components=base_components)
+                           base_components=base_components, conditioner_bound=conditioner_bound)
 
 
 def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="auto", affine_from: str = "data", activation: str = "elu", scale: str | None = None,
         log_scale_bound: float = 5.0, out_scale: float | None = None, weight_init: str = "normal",
-        trainable_base: bool = False, base: str = "normal", base_components: int = MIXTURE_COMPONENTS,
-        scan: bool = True, dtype=None) -> Flow:
+        conditioner_bound: float | None = None, trainable_base: bool = False, base: str = "normal",
+        base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
     """Inverse autoregressive flow: one-pass sampling (with the log-density of its own samples), at most
     ``dim`` sequential sweeps for the log-density of other points (stopped at their fixed point,
     :mod:`nf_ppl.fixed_point`).
@@ -135,13 +145,13 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
                            activation=activation, scale=scale,
                            log_scale_bound=log_scale_bound, out_scale=out_scale, weight_init=weight_init,
                            trainable_base=trainable_base, scan=scan, dtype=dtype, base=base,
-                           base_components=base_components)
+                           base_components=base_components, conditioner_bound=conditioner_bound)
 
 
 def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
             mask=None, permutation="auto", activation: str = "elu", affine_from: str = "data",
-            log_scale_bound: float | None = None, trainable_base: bool = False, base: str = "normal",
-            base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
+            log_scale_bound: float | None = None, conditioner_bound: float | None = 3.0, trainable_base: bool = False,
+            base: str = "normal", base_components: int = MIXTURE_COMPONENTS, scan: bool = True, dtype=None) -> Flow:
     """RealNVP: affine coupling layers, one pass in both directions.
 
     Each layer keeps the coordinates ``A`` (``mask`` True; default: the first half) and maps the
@@ -172,6 +182,15 @@ def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] =
     dimensions; before: six layers and reversal) measured better on every data set of the bench:
     dequantised digits -62.3 -> -58.4 nats (flowjax's affine MAF -59.5), breast_cancer -9.6 ->
     -5.7; with reversal the two halves of the coordinates never condition on each other.
+
+    ``conditioner_bound=3.0`` (default; :mod:`nf_ppl.flows.common`): each network reads
+    ``3 tanh(y_A / 3)``, so a row unlike the training rows gets shifts and scales within what the
+    network gives on that box.  Unbounded, they grew with the row layer after layer: on dequantised
+    digits one test row (no coordinate beyond the training range) went from 9.5 to 46 in the base
+    and scored -2359 nats, and over 8 seeds the test mean was -58.5 nats (median row -53.7); bounded,
+    -54.9 (median row -52.4, worst row -348), higher on every seed; breast_cancer -1.39 -> 1.15
+    (8 seeds, every one higher).  On two moons it costs about 0.01 nats (-1.220 -> -1.231 over twelve
+    initial draws of the demo's data; bench/RESULTS.md).
     """
     mask = half_mask(dim) if mask is None else mask
     check_affine_from(affine_from)
@@ -185,7 +204,8 @@ def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] =
         return Coupling.init(k, dim, Inverse(Affine("softplus", log_scale_bound)), mask, hidden_dims,
                              context_dim=context_dim, activation=activation, dtype=dtype)
 
-    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
+    return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components,
+                  conditioner_bound)
 
 
 for _name, _builder in (("maf", maf), ("iaf", iaf), ("realnvp", realnvp)):

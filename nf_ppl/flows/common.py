@@ -35,6 +35,15 @@ Common options:
         layers did better from there too, bench/RESULTS.md).
     weight_init: (maf, iaf) how the MADEs' weights are drawn: ``"normal"`` with sd ``1/sqrt(fan_in)``
         (default, as every other builder's networks) or ``"uniform"`` in ``+-1/sqrt(fan_in)``.
+    conditioner_bound: (maf, iaf, realnvp, nsf, spline_coupling) each layer's network reads
+        ``B tanh(v / B)`` instead of its input ``v`` (``B = conditioner_bound``; the context is read
+        as it is), so the shifts and scales it gives a point far outside the training data stay
+        within what it gives on the box ``[-B, B]``: they cannot grow with the point, layer after
+        layer, into a log-density of thousands of nats below the rest.  Default 3.0 for ``realnvp``,
+        ``nsf`` and ``spline_coupling`` (in standardised units the training data lie almost all
+        inside, and these layers' inputs stay near that range; see ``realnvp``), None (no bound) for
+        ``maf`` and ``iaf``, whose networks read representations that spread well beyond it (see
+        ``maf``), and for ``inference.AutoFlow``'s guides.
     trainable_base: also learn the base's location and log-scale.
     base: ``"normal"`` (default), ``"student_t"``: a Student-t base with learned degrees of freedom
         per coordinate (starting at 30), for heavy-tailed data or posteriors, or ``"mixture"``: a
@@ -47,6 +56,7 @@ Common options:
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -56,6 +66,7 @@ import jax.numpy as jnp
 from ..flow import Flow
 from ..layers.composition import Chain, Stack
 from ..layers.linear import Permutation
+from ..nn import MADE, MLP, check_input_bound
 
 
 def _check_common(dim: int, num_layers: int) -> None:
@@ -144,12 +155,28 @@ def initial_mixture(key, dim: int, num_components: int, dtype=None):
     return jnp.zeros(num_components, dtype), locs, log_scales
 
 
+def bound_conditioner(layer, bound):
+    """``layer`` with its conditioner network (a coupling's ``net``, an autoregressive layer's ``made``)
+    reading ``bound * tanh(v / bound)`` instead of ``v`` (:meth:`nf_ppl.nn.MLP.with_input_bound`);
+    ``layer`` itself for ``bound=None``."""
+    bound = check_input_bound(bound, "conditioner_bound")
+    if bound is None:
+        return layer
+    layer = copy.copy(layer)
+    for name in ("net", "made"):
+        net = getattr(layer, name, None)
+        if isinstance(net, (MLP, MADE)):
+            setattr(layer, name, net.with_input_bound(bound))
+    return layer
+
+
 def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype,
-           base: str = "normal", base_components: int = MIXTURE_COMPONENTS):
+           base: str = "normal", base_components: int = MIXTURE_COMPONENTS, conditioner_bound=None):
     _check_common(dim, num_layers)
     check_base(base)
+    check_input_bound(conditioner_bound, "conditioner_bound")
     k_perm, *keys = jax.random.split(key, num_layers + 1)
-    layers = [make_layer(k) for k in keys]
+    layers = [bound_conditioner(make_layer(k), conditioner_bound) for k in keys]
     perms = _permutations(k_perm, dim, num_layers, permutation)
     return assemble(layers, dim, permutations=perms, scan=scan, context_dim=context_dim,
                     trainable_base=trainable_base, base=base, dtype=dtype, base_components=base_components,

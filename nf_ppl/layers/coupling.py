@@ -101,9 +101,7 @@ class Coupling(TransformerLayer):
         return self._params_for(x[..., self.partition[0]])
 
     def _params_for(self, x_keep):
-        x_keep, ctx = self._with_context(x_keep)
-        inp = x_keep if ctx is None else jnp.concatenate([x_keep, ctx], axis=-1)
-        out = self.net(inp)
+        out = self.net(*self._with_context(x_keep))
         return out.reshape(out.shape[:-1] + (self.transformer.num_params, -1))
 
     def _merge(self, x_keep, z_change, keep, change):

@@ -59,7 +59,7 @@ class OrderingsMixin:
                 low = int(d.min()) if size else low
             degrees = (degrees[0],) + tuple(hidden)
         m = self.made
-        made = MADE(m.weights, m.biases, m.context_weight, degrees, m.num_params, m.activation)
+        made = MADE(m.weights, m.biases, m.context_weight, degrees, m.num_params, m.activation, m.input_bound)
         return self._replace(made=made)
 
     def order_agnostic_log_prob(self, value, key, orderings, *, context=None):
