@@ -80,12 +80,6 @@ def bound_inputs(x, bound):
     return x if bound is None else bound * jnp.tanh(x / bound)
 
 
-def _with_input_bound(net, bound):
-    """A copy of ``net`` (MLP or MADE) whose inputs are soft-clamped to ``+-bound``."""
-    new = object.__new__(type(net))
-    new.__dict__.update(net.__dict__, input_bound=check_input_bound(bound))
-    return new
-
 
 @register_pytree_node_class
 class MLP:
@@ -119,7 +113,7 @@ class MLP:
 
     def with_input_bound(self, bound: float | None) -> "MLP":
         """The same network reading ``bound * tanh(x / bound)`` (``None``: ``x``)."""
-        return _with_input_bound(self, bound)
+        return type(self)(self.weights, self.biases, self.activation, bound)
 
     def __call__(self, x, context=None):
         act = _activation(self.activation)
@@ -259,7 +253,8 @@ class MADE:
 
     def with_input_bound(self, bound: float | None) -> "MADE":
         """The same network reading ``bound * tanh(x / bound)`` (``None``: ``x``)."""
-        return _with_input_bound(self, bound)
+        return type(self)(self.weights, self.biases, self.context_weight, self.degrees, self.num_params,
+                          self.activation, bound)
 
     def __call__(self, x, context=None):
         act = _activation(self.activation)

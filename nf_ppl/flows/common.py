@@ -56,7 +56,6 @@ Common options:
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable, Sequence
 
@@ -160,14 +159,10 @@ def bound_conditioner(layer, bound):
     reading ``bound * tanh(v / bound)`` instead of ``v`` (:meth:`nf_ppl.nn.MLP.with_input_bound`);
     ``layer`` itself for ``bound=None``."""
     bound = check_input_bound(bound, "conditioner_bound")
-    if bound is None:
+    nets = {name: getattr(layer, name) for name in ("net", "made") if isinstance(getattr(layer, name, None), (MLP, MADE))}
+    if bound is None or not nets:
         return layer
-    layer = copy.copy(layer)
-    for name in ("net", "made"):
-        net = getattr(layer, name, None)
-        if isinstance(net, (MLP, MADE)):
-            setattr(layer, name, net.with_input_bound(bound))
-    return layer
+    return layer.replace(**{name: net.with_input_bound(bound) for name, net in nets.items()})
 
 
 def _build(make_layer: Callable, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype,
