@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import register_pytree_node_class
 
+from .host_random import host_rng, on_device
+
 ACTIVATIONS = {
     "elu": jax.nn.elu,
     "relu": jax.nn.relu,
@@ -49,8 +51,20 @@ def _dense_init(key, fan_in: int, fan_out: int, dtype, out_scale: float | None =
     maximum-likelihood fits.  The output layer (``out_scale`` given) has its weights scaled by
     ``out_scale`` and zero biases, so a layer starts close to a chosen map (the identity).
     """
-    k_w, k_b = jax.random.split(key)
     lim = float(1.0 / np.sqrt(max(fan_in, 1)))  # a Python float keeps the requested dtype
+    rng = host_rng(key)  # drawn on the host where the key is concrete (nf_ppl/host_random.py)
+    if rng is None:
+        return _dense_init_traced(key, fan_in, fan_out, dtype, out_scale, weight_init, lim)
+    w = rng.uniform(-lim, lim, (fan_out, fan_in)) if weight_init == "uniform" else lim * rng.standard_normal((fan_out, fan_in))
+    b = rng.uniform(-lim, lim, fan_out)
+    if out_scale is not None:
+        w, b = float(out_scale) * w, np.zeros(fan_out)
+    return on_device(w, dtype), on_device(b, dtype)
+
+
+def _dense_init_traced(key, fan_in, fan_out, dtype, out_scale, weight_init, lim):
+    """:func:`_dense_init` for a traced key: the same distributions, drawn by ``jax.random``."""
+    k_w, k_b = jax.random.split(key)
     if weight_init == "uniform":  # checked by MLP.init / MADE.init, the callers
         w = jax.random.uniform(k_w, (fan_out, fan_in), dtype, -lim, lim)
     else:

@@ -9,6 +9,7 @@ import numpy as np
 from numpyro.distributions import constraints
 
 from ..._checks import is_concrete
+from ...host_random import host_rng
 from ..base import Bijector
 
 
@@ -50,17 +51,6 @@ def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
     return int(value)
-
-
-def host_rng(key):
-    """A NumPy generator seeded by the bits of a concrete JAX key (None for a traced key).
-
-    Image layers draw their initial parameters on the host: a Glow has many differently shaped
-    weights, and compiling one ``jax.random.normal`` program per shape costs seconds on CPU.
-    """
-    if not is_concrete(key):
-        return None
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 def split_key(key, num: int):
