@@ -94,7 +94,6 @@ def bound_inputs(x, bound):
     return x if bound is None else bound * jnp.tanh(x / bound)
 
 
-
 @register_pytree_node_class
 class MLP:
     """Dense network ``h -> act(W h + b)`` with a linear last layer.

@@ -9,7 +9,7 @@ import numpy as np
 from numpyro.distributions import constraints
 
 from ..._checks import is_concrete
-from ...host_random import host_rng
+from ...host_random import host_rng, on_device
 from ..base import Bijector
 
 
@@ -70,11 +70,11 @@ def _normal(key, shape, dtype, scale: float = 1.0):
     dtype = _float_dtype(dtype)
     if rng is None:
         return scale * jax.random.normal(key, shape, dtype)
-    return jax.device_put((scale * rng.standard_normal(shape)).astype(dtype))
+    return on_device(scale * rng.standard_normal(shape), dtype)
 
 
 def _zeros(shape, dtype):
-    return jax.device_put(np.zeros(shape, _float_dtype(dtype)))
+    return on_device(np.zeros(shape), _float_dtype(dtype))
 
 
 def _stack(*arrays):
