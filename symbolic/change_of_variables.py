@@ -13,7 +13,10 @@ where the :math:`g_k` are the branches of the inverse that land in :math:`S`
 :math:`\pm\sqrt{y}` for :math:`x \mapsto x^2` on the real line).
 
 :func:`change_of_variables` derives all these pieces with SymPy and checks
-them numerically (branch validity, coverage of the image, normalisation).
+them numerically (branch validity, coverage of the image, normalisation).  Every sampled point
+``x`` of the support must be returned as ``g_k(f(x))`` by a branch that inverts there, and a branch
+is summed only where it inverts: a missing branch (``sin`` on the real line) or one counted where it
+does not apply gives no density and a reason, never a density with the wrong mass.
 
 The result class is split by concept: the inverse branches (:mod:`.cov_inverse`), maps with more
 inputs than outputs and piecewise maps (:mod:`.cov_pieces`), the checks, results and reports
@@ -106,6 +109,7 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
         self.has_density = True
         self.reason = ""
         self._branches: list[_Branch] = []
+        self.branches: list[tuple] = []  # the inverse branches, in the output symbols (none when no density)
         self.marginalised = ()
         self.numerical = None
         self.numerical_reason = ""

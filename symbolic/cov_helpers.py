@@ -193,13 +193,23 @@ def _stepwise(eqs, unknowns):
         (u,) = fa.free_symbols & set(unknowns)
         if fb.free_symbols & set(unknowns) != {u}:
             continue
-        amp_a, amp_b = sp.simplify(fa / sp.cos(u)), sp.simplify(fb / sp.sin(u))
-        if not amp_a.has(u) and sp.simplify(amp_a - amp_b) == 0:
-            rest = [e for e in eqs if e[0] is not fa and e[0] is not fb]
-            return _continue(rest, unknowns, u, [sp.atan2(yb, ya), sp.atan2(-yb, -ya)])
+        for angle in {c.args[0] for c in fa.atoms(sp.cos) if c.args[0].has(u)}:
+            amp_a, amp_b = sp.simplify(fa / sp.cos(angle)), sp.simplify(fb / sp.sin(angle))
+            solved = _linear_solution(angle, u)
+            if solved is not None and not amp_a.has(u) and sp.simplify(amp_a - amp_b) == 0:
+                rest = [e for e in eqs if e[0] is not fa and e[0] is not fb]
+                return _continue(rest, unknowns, u, [solved(sp.atan2(yb, ya)), solved(sp.atan2(-yb, -ya))])
     f, y = single[0]
     (u,) = f.free_symbols & set(unknowns)
     return _continue([e for e in eqs if e[0] is not f], unknowns, u, sp.solve(f - y, u))
+
+
+def _linear_solution(angle, u):
+    """For an angle ``a u + b`` (``a``, ``b`` free of ``u``; ``u`` itself included), the map ``t -> (t - b) / a``."""
+    a, b = sp.diff(angle, u), angle.subs(u, 0)
+    if a.has(u) or a == 0:
+        return None
+    return lambda t: sp.simplify((t - b) / a)
 
 
 def _continue(rest, unknowns, u, values):

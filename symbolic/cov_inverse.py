@@ -64,8 +64,13 @@ class _InverseDerivation:
             self._offer_numerical(str(err))
             return
         kept = [c for c, ok in zip(candidates, valid.T) if ok.any()]
-        self._branches = [_Branch(c, self._branch_condition(c, reduced, len(kept)))
-                          for c in kept]
+        branches = [_Branch(c, self._branch_condition(c, reduced, len(kept))) for c in kept]
+        wrong = self._misaccounted(branches, valid[:, valid.any(axis=0)])
+        if wrong:
+            self._fail(f"{wrong}; restrict the support (to one period of a periodic map, say), or pass the inverse "
+                       "of a map that is one-to-one on the support as inverse=...", InverseNotFoundWarning)
+            return
+        self._branches = branches
         self.branches = [tuple(self._external(e) for e in b.inverse) for b in self._branches]
         self._output_support = self._derive_output_support()
 
@@ -203,6 +208,36 @@ class _InverseDerivation:
             )
         return ok
 
+    def _misaccounted(self, branches, inverts) -> str:
+        """Why a density summed over ``branches`` would be wrong on the sampled points, or ``""``.
+
+        ``p_Y(y) = sum_k [y in region_k] p_X(g_k(y)) / |det J_f(g_k(y))|`` is the pushforward only if
+        (a) every preimage is some branch's value: each sample ``x_j`` must come back as ``g_k(f(x_j))``
+        for a branch that inverts there (SymPy returns the principal solutions of ``sin(x) = y``, not the
+        infinitely many others of ``x`` on the real line; a window of several periods folded into one);
+        (b) a branch is counted only where it inverts: its condition ``[y in region_k]`` must be false
+        at the samples where ``f(g_k(y)) != y`` (``acos`` of a cosine is one half of a circle).
+        ``inverts`` is ``_validate``'s (sample, branch) matrix for these branches.
+        """
+        xs, ys = self._xsamples, self._ysamples
+        args = self._ys + self.parameters
+        recovered = np.zeros(len(xs), dtype=bool)
+        for k, branch in enumerate(branches):
+            g = self._numeric(args, branch.inverse, complex_ok=True)(*ys.T, *self._pvals).T.real
+            recovered |= inverts[:, k] & np.all(np.abs(g - xs) <= 1e-6 * (1 + np.abs(xs)), axis=1)
+            if len(branches) > 1 and branch.condition is not sp.true:
+                counted = np.broadcast_to(sp.lambdify(args, branch.condition, "numpy")(*ys.T, *self._pvals), len(ys))
+                extra = np.asarray(counted, dtype=bool) & ~inverts[:, k]
+                if extra.any():
+                    j = int(np.argmax(extra))
+                    return (f"the inverse branch {self._external(sp.Tuple(*branch.inverse))} would be counted at y = "
+                            f"({_point(ys[j])}), where it does not invert the map")
+        if not recovered.all():
+            j = int(np.argmax(~recovered))
+            return (f"the inverse branches found miss preimages: x = ({_point(xs[j])}) in the support maps to y = "
+                    f"({_point(ys[j])}), and no branch found returns it ({len(branches)} found)")
+        return ""
+
     def _branch_condition(self, cand, reduced, n_branches):
         if n_branches == 1:
             return sp.true  # the branch condition is the output support itself
@@ -215,3 +250,7 @@ class _InverseDerivation:
         except NotImplementedError:
             return cond
         return sp.true if self._image.is_subset(where) else cond
+
+
+def _point(values) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)

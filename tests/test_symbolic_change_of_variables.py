@@ -111,6 +111,59 @@ def test_polar_coordinates():
     assert c.normalization()[0] == pytest.approx(1.0)
 
 
+def test_box_muller_gives_the_standard_bivariate_normal():
+    """An injective map whose angle is 2 pi u2: the cos/sin pair is solved through the angle's linear form, and the
+    density is the closed-form N(0, I) one (before: acos's two halves both counted everywhere, twice the density)."""
+    u1, u2, Y1, Y2 = sp.symbols("u1 u2 y1 y2")
+    radius = sp.sqrt(-2 * sp.log(u1))
+    c = change_of_variables([radius * sp.cos(2 * sp.pi * u2), radius * sp.sin(2 * sp.pi * u2)], [u1, u2], 1,
+                            {u1: (0, 1), u2: (0, 1)}, outputs=[Y1, Y2])
+    assert same(c.density, sp.exp(-(Y1**2 + Y2**2) / 2) / (2 * sp.pi))
+    for point in ((0.3, -1.2), (-0.7, 0.4), (1.1, 0.9)):  # the inverse returns the preimage in the unit square
+        back = [float(e.subs(dict(zip((Y1, Y2), point)))) for e in c.inverse]
+        assert 0 < back[0] < 1 and 0 < back[1] < 1
+        image = [float(e.subs({u1: back[0], u2: back[1]})) for e in (radius * sp.cos(2 * sp.pi * u2),
+                                                                        radius * sp.sin(2 * sp.pi * u2))]
+        assert image == pytest.approx(point, abs=1e-12)
+    assert c.normalization()[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("forward, support", [
+    (sp.sin(x), None),  # infinitely many preimages on the real line; SymPy returns two
+    (sp.tan(x), None),
+    (sp.cos(x), {x: (0, 4 * sp.pi)}),  # two periods: four preimages
+])
+def test_maps_with_preimages_no_branch_returns_are_refused(forward, support):
+    base = phi if support is None else 1 / (4 * sp.pi)
+    with pytest.warns(InverseNotFoundWarning, match=r"the inverse branches found miss preimages: x = \(.*\) in the "
+                      r"support maps to y = \(.*\), and no branch found returns it \(\d found\); restrict the "
+                      r"support \(to one period of a periodic map, say\), or pass the inverse of a map that is "
+                      r"one-to-one on the support as inverse=\.\.\.$"):
+        c = change_of_variables(forward, x, base, support)
+    assert not c.has_density and c.branches == []
+
+
+def test_polar_coordinates_over_two_turns_are_refused_and_one_turn_is_not():
+    """Every point of the disc has two preimages when the angle runs over (0, 4 pi): folding the angle into one
+    window of 4 pi gave a density of half the true one (1/pi) that still 'normalised' to 1."""
+    with pytest.warns(InverseNotFoundWarning, match="miss preimages"):
+        c = change_of_variables([r * sp.cos(t), r * sp.sin(t)], [r, t], r / (4 * sp.pi), {r: (0, 1), t: (0, 4 * sp.pi)})
+    assert not c.has_density
+    X, Y = sp.symbols("x y")
+    c = change_of_variables([r * sp.cos(t), r * sp.sin(t)], [r, t], r / sp.pi, {r: (0, 1), t: (0, 2 * sp.pi)},
+                            outputs=[X, Y])
+    assert same(c.density, 1 / sp.pi)  # the uniform disc
+
+
+def test_arcsine_law_of_the_sine_on_one_period():
+    """sin of a uniform angle on (-pi/2, pi/2) (one-to-one there): density 1 / (pi sqrt(1 - y^2))."""
+    y = sp.Symbol("y")
+    c = change_of_variables(sp.sin(x), x, 1 / sp.pi, {x: (-sp.pi / 2, sp.pi / 2)}, outputs=[y])
+    for v in (-0.95, -0.3, 0.2, 0.8):
+        assert float(c.density.subs(y, v)) == pytest.approx(1 / (math.pi * math.sqrt(1 - v * v)), rel=1e-12)
+    assert c.normalization()[0] == pytest.approx(1.0)
+
+
 def test_circle_has_no_density():
     with pytest.warns(UserWarning, match="not square"):
         c = change_of_variables([sp.cos(t), sp.sin(t)], [t], 1 / (2 * sp.pi), {t: (0, 2 * sp.pi)})
