@@ -210,8 +210,8 @@ def internal_symbols(inputs, intervals) -> tuple[sp.Symbol, ...]:
     return tuple(out)
 
 
-def check_free_symbols(expr_or_exprs, allowed, what: str) -> None:
-    """Raise ValueError if ``what`` depends on symbols outside ``allowed``."""
+def check_free_symbols(expr_or_exprs, allowed, what: str, role: str = "inputs") -> None:
+    """Raise ValueError if ``what`` depends on symbols outside ``allowed`` (the map's ``role``)."""
     exprs = expr_or_exprs if isinstance(expr_or_exprs, (list, tuple)) else [expr_or_exprs]
     free = set()
     for e in exprs:
@@ -220,7 +220,7 @@ def check_free_symbols(expr_or_exprs, allowed, what: str) -> None:
     if extra:
         names = ", ".join(sorted(str(s) for s in extra))
         raise ValueError(
-            f"{what} contains the symbols {names}, which are not inputs of the map "
+            f"{what} contains the symbols {names}, which are not {role} of the map "
             "(declare constants with parameters=... or substitute them first)"
         )
 

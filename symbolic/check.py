@@ -217,6 +217,9 @@ def check_transform(transform, forward, inputs=None, *, log_abs_det=None, values
     ``T^{-1}(T(x))`` (when the transform has an inverse), and ``passed`` when all are within
     tolerance and finite.
     """
+    if not callable(transform) or not hasattr(transform, "log_abs_det_jacobian"):
+        raise TypeError("transform must be a NumPyro transform (callable, with log_abs_det_jacobian); got "
+                        f"{type(transform).__name__}")
     forward, inputs, logdet = _unpack(forward, inputs, log_abs_det)
     d, m = len(inputs), len(forward)
     x = _random_points(transform, d, n_points, seed) if points is None else _check_points(points, d)

@@ -139,7 +139,11 @@ class _InverseDerivation:
         exprs = as_exprs(inverse, "inverse")
         if len(exprs) != len(self._xs):
             raise ValueError(f"inverse has {len(exprs)} components, the map has {len(self._xs)} inputs")
-        check_free_symbols(exprs, set(self.outputs) | set(self.parameters), "the inverse")
+        by_name = {str(y): y for y in self.outputs}  # Symbol("y") for the output Symbol("y", real=True)
+        allowed = set(self.outputs) | set(self.parameters)
+        exprs = [e.xreplace({s: by_name[str(s)] for s in e.free_symbols - allowed if str(s) in by_name})
+                 for e in exprs]
+        check_free_symbols(exprs, allowed, "the inverse", role=f"outputs ({', '.join(map(str, self.outputs))})")
         return tuple(self._internal_functions(e.subs(dict(zip(self.outputs, self._ys)))) for e in exprs)
 
     def _reduce_periodic(self, candidates):

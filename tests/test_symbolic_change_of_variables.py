@@ -222,6 +222,20 @@ def test_incomplete_sympy_inverse_and_user_inverse():
     assert c.normalization()[0] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_user_inverse_in_plain_symbols_of_the_outputs_names():
+    """The default output is Symbol("y", real=True); an inverse written with a plain Symbol("y") means it."""
+    y = sp.Symbol("y")
+    c = change_of_variables(x**3, x, phi, inverse=sp.sign(y) * sp.Abs(y) ** sp.Rational(1, 3))
+    for v in (-2.0, -0.3, 0.5, 1.7):
+        root = math.copysign(abs(v) ** (1 / 3), v)
+        expected = math.exp(-root**2 / 2) / math.sqrt(2 * math.pi) / (3 * root**2)
+        assert float(c.density.subs(c.outputs[0], v)) == pytest.approx(expected, rel=1e-12)
+    z = sp.Symbol("z")
+    with pytest.raises(ValueError, match=r"^the inverse contains the symbols z, which are not outputs \(y\) of the map "
+                       r"\(declare constants with parameters=\.\.\. or substitute them first\)$"):
+        change_of_variables(x**3, x, phi, inverse=z ** 3)
+
+
 def test_wrong_user_inverse_is_rejected():
     y = sp.Symbol("y")
     with pytest.raises(ValueError, match="given inverse is not valid"):

@@ -76,6 +76,9 @@ def test_bad_input():
         check_transform(T.ExpTransform(), x * sp.exp(s(x)), [x], log_abs_det=0)
     with pytest.raises(TypeError, match="inputs"):
         check_transform(T.ExpTransform(), sp.exp(x))
+    with pytest.raises(TypeError, match=r"^transform must be a NumPyro transform \(callable, with log_abs_det_jacobian\); "
+                       r"got ufunc$"):
+        check_transform(np.exp, sp.exp(x), [x])
 
 
 # -- check_transform for anyone's transform ---------------------------------------------------------------
