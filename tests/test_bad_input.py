@@ -99,3 +99,35 @@ def test_bad_dims_and_layer_counts():
         L.MaskedAffineAutoregressive(KEY, 2, (4,), mode="bnaf")
     with pytest.raises(ValueError, match=r"activation must be one of"):
         nf_ppl.MADE.init(KEY, 2, (4,), activation="sigmoidal")
+
+
+HIDDEN_SEQUENCE = r"^hidden_dims must be a sequence of positive ints, e.g. \(64, 64\) or \(16,\); got "
+HIDDEN_VALUES = r"^hidden_dims must be a sequence of positive ints, e.g. \(64, 64\), or \(\) for a linear conditioner; got "
+
+
+@pytest.mark.parametrize("name", sorted(nf_ppl.builders()))
+@pytest.mark.parametrize("options, error, message", [
+    (dict(hidden_dims="16"), TypeError, HIDDEN_SEQUENCE + r"'16'$"),  # was read as (1, 6)
+    (dict(hidden_dims=16), TypeError, HIDDEN_SEQUENCE + r"16$"),
+    (dict(hidden_dims=(8.5,)), ValueError, HIDDEN_VALUES + r"\(8\.5,\)$"),  # was truncated to 8
+    (dict(hidden_dims=(0,)), ValueError, HIDDEN_VALUES + r"\(0,\)$"),  # realnvp built a zero-width network
+    (dict(hidden_dims=(-4,)), ValueError, HIDDEN_VALUES + r"\(-4,\)$"),
+    (dict(context_dim=-1), ValueError, r"^context_dim must be an int >= 0 \(0: not conditional\); got -1$"),
+    (dict(context_dim=1.5), ValueError, r"^context_dim must be an int >= 0 \(0: not conditional\); got 1\.5$"),
+    (dict(dtype=jnp.int32), TypeError, r"^dtype must be a floating-point dtype \(float32, float64\); got .*int32.*$"),
+    (dict(num_layers=True), ValueError, r"^num_layers must be a positive int; got True$"),
+])
+def test_every_builder_names_a_bad_shared_argument_before_building(name, options, error, message):
+    with pytest.raises(error, match=message):
+        nf_ppl.builders()[name](KEY, 3, **options)
+
+
+@pytest.mark.parametrize("name", sorted(nf_ppl.builders()))
+def test_every_builder_takes_numpy_integers_as_the_ints_they_are(name):
+    build = nf_ppl.builders()[name]
+    a = build(KEY, np.int64(3), num_layers=np.int64(2), hidden_dims=np.array([8, 8]), context_dim=np.int32(0))
+    b = build(KEY, 3, num_layers=2, hidden_dims=(8, 8))
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    with pytest.raises(ValueError, match=r"^dim must be a positive int \(the event size\); got 2\.0$"):
+        build(KEY, 2.0)

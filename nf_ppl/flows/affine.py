@@ -12,7 +12,7 @@ from ..layers.autoregressive import MaskedAffineAutoregressive, MaskedAutoregres
 from ..layers.coupling import AffineCoupling, Coupling, half_mask
 from ..layers.transformers import Affine, Inverse
 from ..registry import register_builder
-from .common import _build, depth_scale, MIXTURE_COMPONENTS
+from .common import _build, checked_builder, depth_scale, MIXTURE_COMPONENTS
 
 
 AFFINE_FROM = ("data", "base")
@@ -55,6 +55,7 @@ def _autoregressive(mode, key, dim, *, num_layers, hidden_dims, context_dim, per
                   conditioner_bound)
 
 
+@checked_builder
 def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="auto", affine_from: str = "data", activation: str = "elu", scale: str | None = None,
         log_scale_bound: float = 5.0,
@@ -107,6 +108,7 @@ def maf(key, dim: int, *, num_layers: int = 8, hidden_dims: Sequence[int] = (64,
                            base_components=base_components, conditioner_bound=conditioner_bound)
 
 
+@checked_builder
 def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
         permutation="auto", affine_from: str = "data", activation: str = "elu", scale: str | None = None,
         log_scale_bound: float = 5.0, out_scale: float | None = None, weight_init: str = "normal",
@@ -148,6 +150,7 @@ def iaf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
                            base_components=base_components, conditioner_bound=conditioner_bound)
 
 
+@checked_builder
 def realnvp(key, dim: int, *, num_layers: int = 10, hidden_dims: Sequence[int] = (64, 64), context_dim: int = 0,
             mask=None, permutation="auto", activation: str = "elu", affine_from: str = "data",
             log_scale_bound: float | None = None, conditioner_bound: float | None = 3.0, trainable_base: bool = False,

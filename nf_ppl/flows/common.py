@@ -56,7 +56,11 @@ Common options:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import numbers
+from collections.abc import Iterable
 from typing import Callable, Sequence
 
 import jax
@@ -69,10 +73,54 @@ from ..nn import MADE, MLP, check_input_bound
 
 
 def _check_common(dim: int, num_layers: int) -> None:
-    if not isinstance(dim, int) or dim < 1:
+    if not _is_int(dim) or dim < 1:
         raise ValueError(f"dim must be a positive int (the event size); got {dim!r}")
-    if not isinstance(num_layers, int) or num_layers < 1:
+    if not _is_int(num_layers) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
+
+
+def _is_int(value) -> bool:
+    """An integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def checked_builder(builder: Callable) -> Callable:
+    """The package's builders check their shared arguments before building anything, by name:
+    ``dim`` and ``num_layers`` positive ints, ``hidden_dims`` a sequence of positive ints (a string
+    or a bare int is refused: ``"16"`` was read as ``(1, 6)``), ``context_dim`` an int >= 0, ``dtype`` a
+    floating-point dtype.  NumPy integers are taken as ints."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        values = bound.arguments
+        _check_common(values.get("dim"), values.get("num_layers", signature.parameters["num_layers"].default))
+        values["dim"] = int(values["dim"])
+        if "num_layers" in values:
+            values["num_layers"] = int(values["num_layers"])
+        if "hidden_dims" in values:
+            values["hidden_dims"] = check_hidden_dims(values["hidden_dims"])
+        if "context_dim" in values:
+            if not _is_int(values["context_dim"]) or values["context_dim"] < 0:
+                raise ValueError(f"context_dim must be an int >= 0 (0: not conditional); got {values['context_dim']!r}")
+            values["context_dim"] = int(values["context_dim"])
+        if values.get("dtype") is not None and not jnp.issubdtype(values["dtype"], jnp.floating):
+            raise TypeError(f"dtype must be a floating-point dtype (float32, float64); got {values['dtype']!r}")
+        return builder(*bound.args, **bound.kwargs)
+
+    return build
+
+
+def check_hidden_dims(hidden_dims) -> tuple[int, ...]:
+    """``hidden_dims`` as a tuple of positive ints (``()``: a linear conditioner), or a TypeError/ValueError naming it."""
+    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Iterable):
+        raise TypeError(f"hidden_dims must be a sequence of positive ints, e.g. (64, 64) or (16,); got {hidden_dims!r}")
+    dims = tuple(hidden_dims)
+    if not all(_is_int(h) and h >= 1 for h in dims):
+        raise ValueError(f"hidden_dims must be a sequence of positive ints, e.g. (64, 64), or () for a linear "
+                         f"conditioner; got {hidden_dims!r}")
+    return tuple(int(h) for h in dims)
 
 
 def _auto_permutation_key(num_layers: int):
@@ -87,8 +135,9 @@ def _permutations(key, dim: int, num_layers: int, permutation):
     if permutation == "auto":
         if dim <= 2:
             permutation = "reverse"
-        else:
-            key, permutation = _auto_permutation_key(num_layers), "random"
+        else:  # a fixed key: concrete values even when the builder runs under jit or vmap
+            with jax.ensure_compile_time_eval():
+                return _permutations(_auto_permutation_key(num_layers), dim, num_layers, "random")
     if permutation in ("reverse", "reversed"):  # "reversed" as in MADE's ordering=, which takes both too
         return [tuple(range(dim - 1, -1, -1))] * num_layers
     if permutation == "random":

@@ -20,9 +20,10 @@ from ..layers.base import forward_and_log_det, inverse_and_log_det
 from ..layers.composition import Chain, Stack
 from ..layers.neural import BlockNeuralAutoregressive, NeuralAutoregressive
 from ..registry import register_builder
-from .common import _build, depth_scale, MIXTURE_COMPONENTS
+from .common import _build, checked_builder, depth_scale, MIXTURE_COMPONENTS
 
 
+@checked_builder
 def bnaf(key, dim: int, *, num_layers: int = 2, hidden_dims: Sequence[int] = (8, 8), context_dim: int = 0,
          mode: str = "maf", permutation="reverse", slope: float = 0.001, skip: float | None = None,
          cross_scale: float | None = None,
@@ -58,6 +59,7 @@ def bnaf(key, dim: int, *, num_layers: int = 2, hidden_dims: Sequence[int] = (8,
     return _build(make, key, dim, num_layers, permutation, scan, context_dim, trainable_base, dtype, base, base_components)
 
 
+@checked_builder
 def naf(key, dim: int, *, num_layers: int = 3, hidden_dims: Sequence[int] = (64, 64), num_components: int = 8,
         context_dim: int = 0, mode: str = "maf", permutation="reverse", activation: str = "elu",
         atol=None, rtol=None, max_iter: int = 100, max_expand: int = 64, trainable_base: bool = False,

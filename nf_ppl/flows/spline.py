@@ -12,9 +12,10 @@ from ..flow import Flow
 from ..layers.coupling import half_mask
 from ..layers.spline import MaskedSplineAutoregressive, SplineCoupling, check_num_bins, check_tail_bound
 from ..registry import register_builder
-from .common import _build, MIXTURE_COMPONENTS
+from .common import _build, checked_builder, MIXTURE_COMPONENTS
 
 
+@checked_builder
 def nsf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64, 64), num_bins: int = 8,
         tail_bound: float = 3.0, context_dim: int = 0, mode: str = "maf", permutation="auto",
         activation: str = "elu", min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
@@ -45,6 +46,7 @@ def nsf(key, dim: int, *, num_layers: int = 5, hidden_dims: Sequence[int] = (64,
                   conditioner_bound)
 
 
+@checked_builder
 def spline_coupling(key, dim: int, *, num_layers: int = 6, hidden_dims: Sequence[int] = (64, 64),
                     num_bins: int = 8, tail_bound: float = 3.0, context_dim: int = 0, mask=None,
                     permutation="auto", activation: str = "elu", min_bin_width: float = 1e-3,

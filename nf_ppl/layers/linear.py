@@ -121,6 +121,10 @@ class Permutation(Bijector):
 
     @classmethod
     def random(cls, key, dim: int):
+        if isinstance(key, jax.core.Tracer):
+            raise ValueError("a random permutation needs a concrete key: the permutation is the flow's structure, "
+                             "not a traced value; build the flow outside jit/vmap, or use permutation='auto' "
+                             "(a fixed draw) or 'reverse'")
         return cls(tuple(int(i) for i in jax.random.permutation(key, dim)))
 
     @property
