@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import time
 import warnings
@@ -289,6 +290,12 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
     for name, v in (("max_epochs", max_epochs), ("max_steps", max_steps), ("eval_every", eval_every),
                     ("patience", None if patience == "auto" else patience), ("checkpoint_every", checkpoint_every)):
         _positive_int(name, v, allow_none=True)
+    if optimizer is None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+                              or not 0 < learning_rate < math.inf):
+        raise ValueError(f"learning_rate must be a positive finite number; got {learning_rate!r}")
+    if optimizer is None and (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+                              or not 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     if lr_cut is not None and not (isinstance(lr_cut, (int, float)) and 0 < lr_cut < 1):
         raise ValueError(f"lr_cut must be a number in (0, 1) or None; got {lr_cut!r}")
     if ema is not None and (isinstance(ema, bool) or not (isinstance(ema, (int, float)) and 0 <= ema < 1)):

@@ -263,6 +263,10 @@ class Flow(dist.TransformedDistribution):
     def variance(self):
         raise NotImplementedError("a flow's variance has no closed form; estimate it from samples")
 
+    def entropy(self):
+        raise NotImplementedError("a flow's entropy has no closed form; estimate it from samples as "
+                                  "-flow.log_prob(flow.sample(key, (n,))).mean() (sample_and_log_prob does it in one pass)")
+
     def __repr__(self) -> str:
         cond = f", context_dim={self.context_dim}" if self.context_dim else ""
         return f"Flow(event_shape={self.flow_event_shape}, batch_shape={self.batch_shape}{cond}, transform={self.transform!r})"

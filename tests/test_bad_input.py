@@ -131,3 +131,12 @@ def test_every_builder_takes_numpy_integers_as_the_ints_they_are(name):
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
     with pytest.raises(ValueError, match=r"^dim must be a positive int \(the event size\); got 2\.0$"):
         build(KEY, 2.0)
+
+
+def test_a_flows_moments_and_entropy_say_how_to_estimate_them():
+    flow = nf_ppl.maf(KEY, 2, num_layers=1, hidden_dims=(4,))
+    with pytest.raises(NotImplementedError, match=r"^a flow's entropy has no closed form; estimate it from samples as "
+                       r"-flow\.log_prob\(flow\.sample\(key, \(n,\)\)\)\.mean\(\) \(sample_and_log_prob does it in one pass\)$"):
+        flow.entropy()
+    with pytest.raises(NotImplementedError, match=r"^a flow's mean has no closed form; estimate it from samples$"):
+        flow.mean

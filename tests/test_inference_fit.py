@@ -289,6 +289,11 @@ def test_bad_input_messages():
         inference.fit(cflow, data, context=np.zeros((99, 1)), **FIT)
     with pytest.raises(ValueError, match="on_nonfinite must be one of"):
         inference.fit(flow, data, on_nonfinite="ignore", **FIT)
+    for lr in (-1.0, 0, float("inf"), float("nan"), "1e-3", True):  # -1 ran to 'no evaluation improved on the start'
+        with pytest.raises(ValueError, match=rf"^learning_rate must be a positive finite number; got {re.escape(repr(lr))}$"):
+            inference.fit(flow, data, **dict(FIT, learning_rate=lr))
+    with pytest.raises(ValueError, match=r"^weight_decay must be a finite number >= 0; got -0\.1$"):
+        inference.fit(flow, data, weight_decay=-0.1, **FIT)
 
 
 SHARD_SCRIPT = textwrap.dedent("""
