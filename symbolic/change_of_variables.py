@@ -65,6 +65,10 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
     ``inverse``, ``density``, ``output_support``, ``has_density``, ``reason``;
     and ``notes`` (the steps that ran out of time and what was done instead) and
     ``numeric_checks`` (``"run"``, or why they were skipped).
+
+    ``output_support`` is the image of the support: the outputs where some branch's value is real, in
+    the support, and maps back to them (``f(g(y)) = y``, added where it is not an identity).  The
+    density is the pushforward there; outside it, it is zero whatever its formula gives.
     """
 
     def __init__(self, forward, inputs, base_density=None, support=None, *, outputs=None,

@@ -78,7 +78,8 @@ def _param_values(parameters):
 
 
 def _tidy_condition(cond):
-    """Rewrite ``sqrt(e) <= c`` (``c >= 0``) as ``e <= c**2`` for readability."""
+    """Rewrite ``sqrt(e) <= c`` (``c >= 0``) as ``e <= c**2``, and ``arg(e) = 0`` (a real ``log(e)``) as
+    ``e > 0`` for a real ``e``, for readability."""
 
     def fix(rel):
         lhs, rhs = rel.lhs, rel.rhs
@@ -86,7 +87,13 @@ def _tidy_condition(cond):
             return rel.func(lhs.base, rhs**2)
         return rel
 
-    return cond.replace(lambda e: isinstance(e, (sp.Le, sp.Lt)), fix)
+    def positive(rel):
+        (e,) = rel.lhs.args
+        real = e.is_real or (all(v.is_real for v in e.free_symbols) and e.is_rational_function(*e.free_symbols))
+        return e > 0 if real else rel
+
+    cond = cond.replace(lambda e: isinstance(e, (sp.Le, sp.Lt)), fix)
+    return cond.replace(lambda e: isinstance(e, sp.Eq) and isinstance(e.lhs, sp.arg) and e.rhs == 0, positive)
 
 
 def _image_interval(f, x, interval) -> sp.Interval:

@@ -28,10 +28,29 @@ class _CheckedResults:
             return self._image
         conds = []
         for b in self._branches:
-            parts = [iv.as_relational(g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
+            parts = [_inside(iv, g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
                      if i not in self._reduced]
-            conds.append(sp.And(*parts))
+            conds.append(sp.And(*parts, *self._round_trip(b)))
         return _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
+
+    def _round_trip(self, branch) -> list:
+        """``f_i(g(y)) = y_i`` for the outputs where that is not true everywhere: a branch's value lands in
+        the support for outputs outside the image too (``x1 = sqrt(y1**2 - y2**2)`` of ``y1 = sqrt(x1**2 + x2**2)``
+        is real at ``y1 = -1``).  "Everywhere" is judged numerically on points of a wide box around the image,
+        so identities SymPy does not simplify (``cos(Mod(atan2(y, x), 2*pi))``) add nothing."""
+        if self._symbolic_only:
+            return []
+        subs = dict(zip(self._xs, branch.inverse))
+        wide = np.concatenate([self._ysamples, 3 * np.random.default_rng(0).standard_normal(self._ysamples.shape)
+                               * (1 + np.abs(self._ysamples).max(0))])
+        out = []
+        for f, y in zip(self._f, self._ys):
+            gap = f.subs(subs) - y
+            values = self._numeric(self._ys + self.parameters, [gap], complex_ok=True)(*wide.T, *self._pvals)[0]
+            if not np.all(np.abs(values) <= 1e-9 * (1 + np.abs(wide).max())):
+                gap = self._simplified(gap, "simplifying the round trip f(g(y)) - y")
+                out.append(sp.Eq(gap, 0) if gap.is_real else sp.And(sp.Eq(sp.re(gap), 0), sp.Eq(sp.im(gap), 0)))
+        return out
 
     def _check_base_density(self):
         """A density is non-negative on the support: checked at the sample points (when it can be evaluated)."""
@@ -146,3 +165,14 @@ class _CheckedResults:
         from .report import render_change_of_variables
 
         return render_change_of_variables(self, fmt)
+
+
+def _inside(interval, g):
+    """``g`` in ``interval`` as a condition that is false, not an error, where ``g`` is complex: the
+    comparisons read ``re(g)`` and ``im(g) = 0`` is added (SymPy drops both for a ``g`` known to be real)."""
+    if g.is_real:
+        return interval.as_relational(g)
+    real = sp.Eq(sp.im(g), 0)
+    if interval.inf == -sp.oo and interval.sup == sp.oo:
+        return real
+    return sp.And(real, interval.as_relational(sp.re(g)))

@@ -164,6 +164,30 @@ def test_arcsine_law_of_the_sine_on_one_period():
     assert c.normalization()[0] == pytest.approx(1.0)
 
 
+def test_output_support_of_several_outputs_is_the_image():
+    """The support was 'every y whose inverse lands in the support': (y1, y2) = (-1, 0.5) passed for
+    y1 = sqrt(x1**2 + x2**2) (so the density had mass 2 over the plane), and points off the image of
+    exp or a softmax raised TypeError (a comparison of log(-1)).  Now each output's round trip and the
+    reality of the inverse are part of it."""
+    x1, x2 = sp.symbols("x1 x2")
+    phi2 = sp.exp(-(x1**2 + x2**2) / 2) / (2 * sp.pi)
+    c = change_of_variables([sp.sqrt(x1**2 + x2**2), x2], [x1, x2], phi2)
+    y1, y2 = c.outputs
+    inside = {(1.0, 0.5): True, (2.0, -1.9): True, (-1.0, 0.5): False, (0.3, 0.5): False, (-2.0, -0.1): False}
+    for (a, b), expected in inside.items():
+        assert bool(c.output_support.subs({y1: a, y2: b})) is expected, (a, b)
+    for a, b in ((1.0, 0.5), (2.0, -1.9), (0.7, 0.1)):  # two preimages (+-x1): 2 phi2 r / sqrt(r^2 - y2^2)
+        expected = 2 * math.exp(-a * a / 2) / (2 * math.pi) * a / math.sqrt(a * a - b * b)
+        assert float(c.density.subs({y1: a, y2: b})) == pytest.approx(expected, rel=1e-12)
+    c = change_of_variables([sp.exp(x1), x2], [x1, x2], phi2)
+    assert c.output_support == (c.outputs[0] > 0)
+    e1, e2 = sp.exp(x1), sp.exp(x2)
+    c = change_of_variables([e1 / (1 + e1 + e2), e2 / (1 + e1 + e2)], [x1, x2], phi2)
+    y1, y2 = c.outputs
+    for (a, b), expected in {(0.2, 0.3): True, (0.5, 0.49): True, (0.6, 0.6): False, (-0.1, 0.5): False}.items():
+        assert bool(c.output_support.subs({y1: a, y2: b})) is expected, (a, b)
+
+
 def test_circle_has_no_density():
     with pytest.warns(UserWarning, match="not square"):
         c = change_of_variables([sp.cos(t), sp.sin(t)], [t], 1 / (2 * sp.pi), {t: (0, 2 * sp.pi)})
