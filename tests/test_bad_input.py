@@ -125,7 +125,7 @@ def test_every_builder_names_a_bad_shared_argument_before_building(name, options
 @pytest.mark.parametrize("name", sorted(nf_ppl.builders()))
 def test_every_builder_takes_numpy_integers_as_the_ints_they_are(name):
     build = nf_ppl.builders()[name]
-    a = build(KEY, np.int64(3), num_layers=np.int64(2), hidden_dims=np.array([8, 8]), context_dim=np.int32(0))
+    a = build(KEY, np.int64(3), num_layers=np.int64(2), hidden_dims=jnp.array([8, 8]), context_dim=np.int32(0))
     b = build(KEY, 3, num_layers=2, hidden_dims=(8, 8))
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))

@@ -59,12 +59,13 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
+import operator
 from collections.abc import Iterable
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..flow import Flow
 from ..layers.composition import Chain, Stack
@@ -80,8 +81,14 @@ def _check_common(dim: int, num_layers: int) -> None:
 
 
 def _is_int(value) -> bool:
-    """An integer (Python's or NumPy's), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer (Python's, NumPy's, a JAX integer scalar: anything with ``__index__``), not a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def checked_builder(builder: Callable) -> Callable:
@@ -96,15 +103,15 @@ def checked_builder(builder: Callable) -> Callable:
         bound = signature.bind(*args, **kwargs)
         values = bound.arguments
         _check_common(values.get("dim"), values.get("num_layers", signature.parameters["num_layers"].default))
-        values["dim"] = int(values["dim"])
+        values["dim"] = operator.index(values["dim"])
         if "num_layers" in values:
-            values["num_layers"] = int(values["num_layers"])
+            values["num_layers"] = operator.index(values["num_layers"])
         if "hidden_dims" in values:
             values["hidden_dims"] = check_hidden_dims(values["hidden_dims"])
         if "context_dim" in values:
             if not _is_int(values["context_dim"]) or values["context_dim"] < 0:
                 raise ValueError(f"context_dim must be an int >= 0 (0: not conditional); got {values['context_dim']!r}")
-            values["context_dim"] = int(values["context_dim"])
+            values["context_dim"] = operator.index(values["context_dim"])
         if values.get("dtype") is not None and not jnp.issubdtype(values["dtype"], jnp.floating):
             raise TypeError(f"dtype must be a floating-point dtype (float32, float64); got {values['dtype']!r}")
         return builder(*bound.args, **bound.kwargs)
@@ -120,7 +127,7 @@ def check_hidden_dims(hidden_dims) -> tuple[int, ...]:
     if not all(_is_int(h) and h >= 1 for h in dims):
         raise ValueError(f"hidden_dims must be a sequence of positive ints, e.g. (64, 64), or () for a linear "
                          f"conditioner; got {hidden_dims!r}")
-    return tuple(int(h) for h in dims)
+    return tuple(operator.index(h) for h in dims)
 
 
 def _auto_permutation_key(num_layers: int):
