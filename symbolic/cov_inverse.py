@@ -230,8 +230,8 @@ class _InverseDerivation:
             g = self._numeric(args, branch.inverse, complex_ok=True)(*ys.T, *self._pvals).T.real
             recovered |= inverts[:, k] & np.all(np.abs(g - xs) <= 1e-6 * (1 + np.abs(xs)), axis=1)
             if len(branches) > 1 and branch.condition is not sp.true:
-                counted = np.broadcast_to(sp.lambdify(args, branch.condition, "numpy")(*ys.T, *self._pvals), len(ys))
-                extra = np.asarray(counted, dtype=bool) & ~inverts[:, k]
+                counted = self._numeric(args, [branch.condition])(*ys.T, *self._pvals)[0] > 0.5  # user functions too
+                extra = counted & ~inverts[:, k]
                 if extra.any():
                     j = int(np.argmax(extra))
                     return (f"the inverse branch {self._external(sp.Tuple(*branch.inverse))} would be counted at y = "

@@ -128,6 +128,21 @@ def test_box_muller_gives_the_standard_bivariate_normal():
     assert c.normalization()[0] == pytest.approx(1.0)
 
 
+def test_a_branch_counted_where_it_does_not_invert_is_refused(monkeypatch):
+    """Without the angle's linear form the stepwise solver gives Box-Muller's u2 as acos(...)/(2 pi) and
+    1 - acos(...)/(2 pi), each right on one half-plane only: summing both everywhere doubled the density."""
+    import symbolic.cov_helpers as helpers
+
+    monkeypatch.setattr(helpers, "_linear_solution", lambda angle, u: None)  # the solver before the fix
+    u1, u2 = sp.symbols("u1 u2")
+    radius = sp.sqrt(-2 * sp.log(u1))
+    with pytest.warns(InverseNotFoundWarning, match=r"the inverse branch \(.*acos.*\) would be counted at y = \(.*\), "
+                      r"where it does not invert the map; restrict the support"):
+        c = change_of_variables([radius * sp.cos(2 * sp.pi * u2), radius * sp.sin(2 * sp.pi * u2)], [u1, u2], 1,
+                                {u1: (0, 1), u2: (0, 1)})
+    assert not c.has_density
+
+
 @pytest.mark.parametrize("forward, support", [
     (sp.sin(x), None),  # infinitely many preimages on the real line; SymPy returns two
     (sp.tan(x), None),
