@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+
+import pytest
 
 from nf_ppl.cli import main
 
@@ -16,3 +19,10 @@ def test_quick_demo_writes_report_and_plots(tmp_path, capsys):
     for png in ("two_moons.png", "funnel.png"):
         assert os.path.getsize(out / png) > 10_000
     assert f"report written to {out}" in capsys.readouterr().out
+    # --quick fits no AutoNormal: the heading names what ran, and the ArviZ summary reads the table's draws
+    assert "Neal's funnel (d = 10): IAF flow guide vs NUTS" in text and "AutoNormal" not in text
+    row = re.search(r"\| IAF flow guide \| ([-\d.]+) \| ([-\d.]+) \|", text)
+    stats = re.search(r"\nv +([-\d.]+) +([-\d.]+) ", text)
+    assert row and stats, text
+    assert float(stats.group(1)) == pytest.approx(float(row.group(2)), abs=0.006)  # mean, printed to 2 and 3 decimals
+    assert float(stats.group(2)) == pytest.approx(float(row.group(1)), abs=0.006)  # sd
