@@ -89,7 +89,7 @@ def _run(args, out) -> int:
         names = ["mu", "tau", "theta"]
         with pd.option_context(*[x for kv in pd_opts.items() for x in kv]):
             for label, idata in (("IAF guide", idata_vi), ("NUTS", idata_nuts)):
-                summ = az.summary(idata, var_names=names, kind="stats", round_to=2)
+                summ = az.summary(idata, var_names=names, kind="stats", round_to=2, hdi_prob=0.9)  # the plot's 90%
                 print(f"\n-- {label} ({form})\n{summ}")
                 key = f"{form}/{label}"
                 metrics["posterior_mean"][key] = {v: float(idata.posterior[v].mean()) for v in ("mu", "tau")}
@@ -98,7 +98,7 @@ def _run(args, out) -> int:
         idatas[f"NUTS, {form}"] = idata_nuts
 
     fig = _forest(plt, idatas, ["mu", "tau", "theta"], prob=0.9)
-    fig.suptitle("Eight schools: 90% intervals, IAF guides vs NUTS (centered and non-centered)", fontsize=10)
+    fig.suptitle(f"Eight schools: 90% intervals, IAF guides vs NUTS ({' and '.join(models)})", fontsize=10)  # what ran
     C.save_figure(fig, out, "eight_schools_forest.png")
 
     print("\nposterior means of mu / tau:")
@@ -131,7 +131,7 @@ def _forest(plt, idatas: dict, names: list, prob: float):
             ax.plot([med], [y], "o", color=f"C{j}", ms=3)
     ax.set_yticks(range(len(rows)), [text for *_, text in reversed(rows)])
     ax.set_xlabel(f"{int(prob * 100)}% central interval and median")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=len(idatas))  # below: covers no interval
     return fig
 
 

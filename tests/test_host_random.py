@@ -58,8 +58,8 @@ def test_a_new_weight_shape_compiles_nothing_on_the_host_path():
         listening[0] = False
 
 
-@pytest.mark.parametrize("name", sorted(nf_ppl.builders()))
-def test_every_builder_runs_under_jit_with_a_traced_key_and_keeps_its_structure(name):
+@pytest.mark.parametrize("name", ["maf", "realnvp", "nsf"])  # autoregressive, coupling, spline: one _permutations
+def test_builders_run_under_jit_with_a_traced_key_and_keep_their_structure(name):
     """Under ``jit`` the key is traced: the weights come from ``jax.random`` and the default permutations
     (``"auto"``, a fixed draw) are still concrete, so the flow has the structure built outside ``jit``
     (before: maf, iaf, realnvp, nsf and spline_coupling at dim >= 3 raised a bare ConcretizationTypeError)."""
