@@ -87,9 +87,9 @@ def _run(args, out) -> int:
         import pandas as pd
 
         names = ["mu", "tau", "theta"]
+        level = {"ci_prob" if int(az.__version__.split(".")[0]) >= 1 else "hdi_prob": 0.9}  # the plot's 90%
         with pd.option_context(*[x for kv in pd_opts.items() for x in kv]):
             for label, idata in (("IAF guide", idata_vi), ("NUTS", idata_nuts)):
-                level = {"ci_prob" if int(az.__version__.split(".")[0]) >= 1 else "hdi_prob": 0.9}  # the plot's 90%
                 summ = az.summary(idata, var_names=names, kind="stats", round_to=2, **level)
                 print(f"\n-- {label} ({form})\n{summ}")
                 key = f"{form}/{label}"

@@ -57,15 +57,16 @@ class _InverseDerivation:
                 candidates = self._real_forms(self._solve())
             candidates, reduced = self._reduce_periodic(candidates)
             self._reduced = reduced
-            valid = self._validate(candidates, f_num)
+            valid, values = self._validate(candidates, f_num)
         except _SolveFailure as err:
             if inverse is not None:
                 raise ValueError(f"the given inverse is not valid: {err}") from None
             self._offer_numerical(str(err))
             return
-        kept = [c for c, ok in zip(candidates, valid.T) if ok.any()]
+        found = valid.any(axis=0)
+        kept = [c for c, ok in zip(candidates, found) if ok]
         branches = [_Branch(c, self._branch_condition(c, reduced, len(kept))) for c in kept]
-        wrong = self._misaccounted(branches, valid[:, valid.any(axis=0)])
+        wrong = self._misaccounted(branches, valid[:, found], [v for v, ok in zip(values, found) if ok])
         if wrong:
             self._fail(f"{wrong}; restrict the support (to one period of a periodic map, say), or pass the inverse "
                        "of a map that is one-to-one on the support as inverse=...", InverseNotFoundWarning)
@@ -188,15 +189,18 @@ class _InverseDerivation:
         return expr
 
     def _validate(self, candidates, f_num):
-        """Boolean matrix (sample, branch): does branch k invert f at sample y_j inside S?"""
+        """Boolean matrix (sample, branch): does branch k invert f at sample y_j inside S?  And each branch's
+        real values at the samples (NaN where not finite)."""
         ys = self._ysamples
         ok = np.zeros((len(ys), len(candidates)), dtype=bool)
+        values = []
         lo = np.array([float(iv.inf) for iv in self._numeric_support()])
         hi = np.array([float(iv.sup) for iv in self._numeric_support()])
         for k, cand in enumerate(candidates):
             g = self._numeric(self._ys + self.parameters, cand, complex_ok=True)(*ys.T, *self._pvals).T
             real = np.all(np.abs(g.imag) <= 1e-7 * (1 + np.abs(g.real)), axis=1)
             x = np.where(np.isfinite(g.real), g.real, np.nan)
+            values.append(x)
             tol = 1e-7 * (1 + np.abs(x))
             inside = np.all((x >= lo - tol) & (x <= hi + tol), axis=1)
             back = f_num(*x.T, *self._pvals).T
@@ -205,14 +209,13 @@ class _InverseDerivation:
         uncovered = ~ok.any(axis=1)
         if uncovered.any():
             j = int(np.argmax(uncovered))
-            point = ", ".join(f"{v:.4g}" for v in ys[j])
             raise _SolveFailure(
                 "SymPy could not solve y = f(x) on the whole support: no solution "
-                f"{'candidate' if candidates else ''} inverts the map at y = ({point})"
+                f"{'candidate' if candidates else ''} inverts the map at y = ({_point(ys[j])})"
             )
-        return ok
+        return ok, values
 
-    def _misaccounted(self, branches, inverts) -> str:
+    def _misaccounted(self, branches, inverts, values) -> str:
         """Why a density summed over ``branches`` would be wrong on the sampled points, or ``""``.
 
         ``p_Y(y) = sum_k [y in region_k] p_X(g_k(y)) / |det J_f(g_k(y))|`` is the pushforward only if
@@ -221,13 +224,13 @@ class _InverseDerivation:
         infinitely many others of ``x`` on the real line; a window of several periods folded into one);
         (b) a branch is counted only where it inverts: its condition ``[y in region_k]`` must be false
         at the samples where ``f(g_k(y)) != y`` (``acos`` of a cosine is one half of a circle).
-        ``inverts`` is ``_validate``'s (sample, branch) matrix for these branches.
+        ``inverts`` and ``values`` are ``_validate``'s (sample, branch) matrix and each branch's values at
+        the samples, for these branches.
         """
         xs, ys = self._xsamples, self._ysamples
         args = self._ys + self.parameters
         recovered = np.zeros(len(xs), dtype=bool)
-        for k, branch in enumerate(branches):
-            g = self._numeric(args, branch.inverse, complex_ok=True)(*ys.T, *self._pvals).T.real
+        for k, (branch, g) in enumerate(zip(branches, values)):
             recovered |= inverts[:, k] & np.all(np.abs(g - xs) <= 1e-6 * (1 + np.abs(xs)), axis=1)
             if len(branches) > 1 and branch.condition is not sp.true:
                 counted = self._numeric(args, [branch.condition])(*ys.T, *self._pvals)[0] > 0.5  # user functions too
