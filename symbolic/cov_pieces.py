@@ -56,6 +56,8 @@ class _MarginalAndPiecewise:
             return
         region = joint.output_support
         integrand = joint.density
+        if self._marginal_by_limits(region, integrand, aux, choice):
+            return
         if not (region == sp.true or (isinstance(region, sp.Set) and region == sp.Interval(-sp.oo, sp.oo))):
             cond = region.as_relational(self.outputs[0]) if isinstance(region, sp.Set) else region
             integrand = sp.Piecewise((integrand, cond), (0, True))
@@ -66,6 +68,40 @@ class _MarginalAndPiecewise:
             self.notes.append("SymPy left the marginal density as an integral; it is exact, evaluate it numerically")
         self._density = self._simplified(density, "simplifying the density") if not density.has(sp.Integral) \
             else density
+
+    def _marginal_by_limits(self, region, integrand, aux, choice) -> bool:
+        r"""One output and one variable integrated out: ``p_Y(y) = \int_{lo(y)}^{hi(y)} p_{Y,Z} dz`` piece
+        by piece, with the limits solved from the joint's region (:mod:`symbolic.cov_limits`).  The
+        output support becomes the union of the pieces where the ``z`` set is not empty.  False (and
+        nothing changed) where the limits are not found or an integral stays unevaluated."""
+        from .cov_limits import marginal_limits
+
+        y_range = self._output_support
+        if len(aux) != 1 or not isinstance(y_range, sp.Interval) or isinstance(integrand, sp.Piecewise) \
+                or not isinstance(region, sp.logic.boolalg.Boolean):
+            return False
+        z, y, z_range = aux[0], self.outputs[0], self.support[choice[0]]
+        pieces = self._timed("the marginal's integration limits",
+                             lambda: marginal_limits(region, z, z_range, y, y_range), lambda: None)
+        if not pieces:
+            return False
+        integrand = integrand.replace(lambda e: isinstance(e, sp.Abs), lambda e: sp.Abs(sp.factor(e.args[0])))
+        parts = []
+        for a, b, lo, hi in pieces:
+            on_piece = {y: _signed_dummy(y, a, b), z: _signed_dummy(z, z_range.inf, z_range.sup)}
+            back = {d: s for s, d in on_piece.items()}
+            value = self._timed("sympy.integrate (the marginal density)", lambda: sp.integrate(
+                integrand.xreplace(on_piece), (on_piece[z], lo.xreplace(on_piece), hi.xreplace(on_piece)),
+                conds="none"), lambda: None)
+            if value is None or value.has(sp.Integral) or value.has(sp.nan):
+                return False
+            value = self._simplified(value, "simplifying the density").xreplace(back)
+            parts.append((value, sp.Interval(a, b).as_relational(y)))
+        self._density = parts[0][0] if len(parts) == 1 else sp.Piecewise(*parts, (0, True))
+        self._output_support = sp.Union(*[sp.Interval(a, b) for a, b, *_ in pieces])
+        limits = "; ".join(f"{a} < {y} < {b}: {z} from {lo} to {hi}" for a, b, lo, hi in pieces)
+        self.notes.append(f"integrated {z} out between limits solved from the joint's support ({limits})")
+        return True
 
     def _marginal_support(self):
         """The image of the support box (one output: interval arithmetic; several: all of R^m)."""
@@ -145,3 +181,12 @@ class _MarginalAndPiecewise:
             density = sp.Piecewise(*pieces, (0, True)) if injective else \
                 sp.Add(*[sp.Piecewise(piece, (0, True)) for piece in pieces])
             self._density = self._internal_functions(density.xreplace(to_internal))
+
+
+def _signed_dummy(symbol, low, high):
+    """A stand-in for ``symbol`` on ``(low, high)`` carrying the sign SymPy can use (positive, negative, or real)."""
+    if low.is_extended_nonnegative:
+        return sp.Dummy(symbol.name, positive=True)
+    if high.is_extended_nonpositive:
+        return sp.Dummy(symbol.name, negative=True)
+    return sp.Dummy(symbol.name, real=True)

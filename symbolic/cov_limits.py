@@ -1,0 +1,178 @@
+r"""Integration limits of a marginal: the region of a joint density, solved for the variable
+integrated out.
+
+A map with one output ``y`` of two inputs is completed to a bijection ``(y, z)`` and ``z`` is
+integrated out.  The joint density lives on a region ``R = {(y, z): c_1(y, z), ..., c_k(y, z)}``
+(the image of the input box), so
+
+    p_Y(y) = \int_{lo(y)}^{hi(y)} p_{Y,Z}(y, z) dz,    {z: (y, z) in R} = (lo(y), hi(y)).
+
+SymPy's ``integrate`` seldom finds ``lo`` and ``hi`` from a ``Piecewise`` condition such as
+``y/z <= 1`` (it leaves the integral unevaluated).  Here they are found explicitly:
+
+1. every condition that involves ``z`` is solved for ``z`` at its boundary, ``c_j = 0``, giving
+   candidate bounds ``r(y)`` (roots of a condition, and the ends of ``z``'s own interval);
+2. the ``y`` range is cut where the candidates can change order: where two of them meet and where a
+   condition's coefficient of ``z`` vanishes or has a pole;
+3. on each piece the order is fixed, so the true ``z`` set read at the piece's midpoint (a
+   contiguous run between sorted candidates, else give up) names the symbolic ``lo`` and ``hi``;
+4. each piece is checked at two more points: probes inside ``(lo, hi)`` satisfy every condition,
+   probes just outside fail one.
+
+Anything outside this (more than one variable integrated out, free parameters in the conditions, a
+boundary SymPy cannot solve, a check that fails) returns ``None`` and the caller keeps the
+``Piecewise`` integral.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+
+_MAX_PIECES = 12
+
+
+def marginal_limits(condition, z, z_range: sp.Interval, y, y_range: sp.Interval):
+    """``[(a, b, lo, hi), ...]``: for ``y`` in ``(a, b)`` the ``z`` with ``condition`` true are
+    ``(lo(y), hi(y))``; pieces where that set is empty are left out.  ``None`` where not found."""
+    atoms = _conjuncts(condition)
+    if atoms is None or any(not a.free_symbols <= {y, z} for a in atoms):
+        return None
+    y_only = [a for a in atoms if z not in a.free_symbols]
+    on_z = [a for a in atoms if z in a.free_symbols and not _trivial(a)]
+    roots = []
+    for a in on_z:
+        found = _roots(a, z)
+        if found is None:
+            return None
+        roots.extend(found)
+    ends = [e for e in (z_range.inf, z_range.sup) if e.is_finite]
+    candidates = list(dict.fromkeys(roots + ends))
+    cuts = [p - q for p, q in itertools.combinations(candidates, 2)]
+    cuts += [sp.diff(a.lhs - a.rhs, z) for a in on_z] + [a.lhs - a.rhs for a in y_only]
+    points = _cut_points(cuts + roots, y, y_range)
+    if points is None or len(points) > _MAX_PIECES:
+        return None
+    edges = [y_range.inf, *points, y_range.sup]
+    pieces = []
+    for a, b in zip(edges, edges[1:]):
+        inside = [_interior_point(a, b, t) for t in (sp.Rational(1, 2), sp.Rational(1, 4), sp.Rational(3, 4))]
+        if not all(_holds(c, {y: inside[0]}) for c in y_only):
+            continue
+        found = _limits_at(on_z, z, z_range, candidates, y, inside[0])
+        if found is None:
+            return None
+        if found == "empty":
+            continue
+        lo, hi = found
+        if not all(_checks(on_z, z, z_range, lo, hi, y, v) for v in inside):
+            return None
+        pieces.append((a, b, lo, hi))
+    return pieces
+
+
+def _conjuncts(condition):
+    if condition is sp.true:
+        return []
+    if isinstance(condition, sp.And):
+        args = list(condition.args)
+    else:
+        args = [condition]
+    return args if all(isinstance(a, sp.core.relational.Relational) for a in args) else None
+
+
+def _trivial(atom):
+    """``z * c > -oo`` and the like: true wherever the expression is finite."""
+    return (atom.rhs in (sp.oo, -sp.oo)) or (atom.lhs in (sp.oo, -sp.oo))
+
+
+def _roots(atom, z):
+    expr = sp.together(atom.lhs - atom.rhs)
+    try:
+        found = sp.solve(sp.numer(expr), z)
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    if any(not isinstance(r, sp.Expr) or r.has(sp.I) for r in found):
+        return None
+    return found
+
+
+def _cut_points(exprs, y, y_range):
+    points = set()
+    interior = sp.Interval.open(y_range.inf, y_range.sup)
+    for e in exprs:
+        e = sp.together(e)
+        for part in (sp.numer(e), sp.denom(e)):
+            if not part.has(y):
+                continue
+            try:
+                sols = sp.solveset(part, y, domain=interior)
+            except (NotImplementedError, TypeError, ValueError):
+                return None
+            if sols is sp.S.EmptySet:
+                continue
+            if not isinstance(sols, sp.FiniteSet) or not all(s.is_real for s in sols):
+                return None
+            points |= set(sols)
+    return sorted(points, key=float)
+
+
+def _interior_point(a, b, t):
+    if a.is_finite and b.is_finite:
+        return a + t * (b - a)
+    if a.is_finite:
+        return a + t / (1 - t)
+    if b.is_finite:
+        return b - (1 - t) / t
+    return sp.log(t / (1 - t))
+
+
+def _holds(atom, at):
+    value = atom.subs(at)
+    return bool(value) if value in (sp.true, sp.false) else None
+
+
+def _limits_at(on_z, z, z_range, candidates, y, y0):
+    """The symbolic ``(lo, hi)`` whose values at ``y0`` bound the run of ``z`` where every condition holds."""
+    values = {}
+    for c in candidates:
+        v = c.subs(y, y0)
+        if not (v.is_real and v.is_finite):
+            continue
+        v = float(v)
+        if float(z_range.inf) <= v <= float(z_range.sup):
+            values.setdefault(v, c)
+    grid = sorted(set(values) | {float(z_range.inf), float(z_range.sup)})
+    ends = {float(z_range.inf): z_range.inf, float(z_range.sup): z_range.sup, **values}
+    run = []
+    for left, right in zip(grid, grid[1:]):
+        probe = _interior_point(sp.Float(left) if left > -float("inf") else -sp.oo,
+                                sp.Float(right) if right < float("inf") else sp.oo, sp.Rational(1, 2))
+        truth = [_holds(a, {y: y0, z: probe}) for a in on_z]
+        if None in truth:
+            return None
+        run.append(all(truth))
+    if not any(run):
+        return "empty"
+    first, last = run.index(True), len(run) - 1 - run[::-1].index(True)
+    if not all(run[first:last + 1]):
+        return None  # two separate runs: not one interval
+    return ends[grid[first]], ends[grid[last + 1]]
+
+
+def _checks(on_z, z, z_range, lo, hi, y, y0):
+    lo0, hi0 = lo.subs(y, y0), hi.subs(y, y0)
+    if not (lo0 < hi0) is sp.true:
+        return False
+    width = hi0 - lo0 if (lo0.is_finite and hi0.is_finite) else sp.Integer(1)
+    mid = _interior_point(lo0, hi0, sp.Rational(1, 2))
+    if not all(_holds(a, {y: y0, z: mid}) is True for a in on_z):
+        return False
+    for edge, step, end in ((lo0, -1, z_range.inf), (hi0, 1, z_range.sup)):
+        if not edge.is_finite or edge == end:
+            continue
+        outside = edge + step * width / 1000
+        if all(_holds(a, {y: y0, z: outside}) is True for a in on_z):
+            return False
+    return True
