@@ -76,22 +76,27 @@ def _run(args, out) -> int:
                                                           "theta": theta})
 
         with C.timer() as t:
-            mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws_n, num_chains=1, progress_bar=False)
+            mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws_n, num_chains=2,
+                        chain_method="sequential", progress_bar=False)  # two chains: r_hat is defined
             mcmc.run(jax.random.PRNGKey(args.seed + 10 + m_index), sigma, y=y,
                      extra_fields=("diverging",))
         div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
         metrics["divergences"][form] = div
         idata_nuts = az.from_numpyro(mcmc)
-        print(f"NUTS: {warmup} warm-up + {draws_n} draws in {t():.1f} s, {div} divergences")
+        print(f"NUTS: 2 chains of {warmup} warm-up + {draws_n} draws in {t():.1f} s, {div} divergences")
 
         import pandas as pd
 
         names = ["mu", "tau", "theta"]
-        level = {"ci_prob" if int(az.__version__.split(".")[0]) >= 1 else "hdi_prob": 0.9}  # the plot's 90%
+        # the plot's 90% highest-density intervals (ArviZ 1.x names the level ci_prob and defaults to
+        # equal-tailed intervals; 0.x calls it hdi_prob)
+        level = {"ci_prob": 0.9, "ci_kind": "hdi"} if int(az.__version__.split(".")[0]) >= 1 else {"hdi_prob": 0.9}
         with pd.option_context(*[x for kv in pd_opts.items() for x in kv]):
-            for label, idata in (("IAF guide", idata_vi), ("NUTS", idata_nuts)):
-                summ = az.summary(idata, var_names=names, kind="stats", round_to=2, **level)
-                print(f"\n-- {label} ({form})\n{summ}")
+            for label, idata, kind in (("IAF guide", idata_vi, "stats"), ("NUTS", idata_nuts, "all")):
+                summ = az.summary(idata, var_names=names, kind=kind, round_to=2, **level)
+                what = "independent draws: no r_hat or ESS to read" if kind == "stats" else \
+                    "two chains: r_hat is near 1.00 where they agree; ESS counts effective draws"
+                print(f"\n-- {label} ({form}; {what})\n{summ}")
                 key = f"{form}/{label}"
                 metrics["posterior_mean"][key] = {v: float(idata.posterior[v].mean()) for v in ("mu", "tau")}
                 metrics["posterior_sd"][key] = {v: float(idata.posterior[v].std()) for v in ("mu", "tau")}
@@ -99,7 +104,7 @@ def _run(args, out) -> int:
         idatas[f"NUTS, {form}"] = idata_nuts
 
     fig = _forest(plt, idatas, ["mu", "tau", "theta"], prob=0.9)
-    fig.suptitle(f"Eight schools: 90% intervals, IAF guides vs NUTS ({' and '.join(models)})", fontsize=10)  # what ran
+    fig.suptitle(f"Eight schools: 90% HDIs, IAF guides vs NUTS ({' and '.join(models)})", fontsize=10)  # what ran
     C.save_figure(fig, out, "eight_schools_forest.png")
 
     print("\nposterior means of mu / tau:")
@@ -111,7 +116,8 @@ def _run(args, out) -> int:
 
 
 def _forest(plt, idatas: dict, names: list, prob: float):
-    """Central ``prob`` intervals and medians of every scalar of ``names``, one colour per fit.
+    """Highest-density ``prob`` intervals (as in the printed summaries) and medians of every scalar
+    of ``names``, one colour per fit.
 
     Drawn with matplotlib from the draws, so it looks the same under ArviZ 0.x and 1.x (whose
     ``plot_forest`` signatures differ).
@@ -121,19 +127,27 @@ def _forest(plt, idatas: dict, names: list, prob: float):
         size = int(np.prod(next(iter(idatas.values())).posterior[name].shape[2:], dtype=int))
         rows += [(name, i, f"{name}[{i}]" if size > 1 else name) for i in range(size)]
     fig, ax = plt.subplots(figsize=(8, 9))
-    lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
     for j, (label, idata) in enumerate(idatas.items()):
         offset = (j - (len(idatas) - 1) / 2) * 0.8 / len(idatas)
         for r, (name, i, _) in enumerate(rows):
             draws = np.asarray(idata.posterior[name]).reshape(-1, max(1, int(np.prod(idata.posterior[name].shape[2:]))))
-            lo, med, hi = np.quantile(draws[:, i], [lo_q, 0.5, hi_q])
+            (lo, hi), med = _hdi(draws[:, i], prob), np.median(draws[:, i])
             y = len(rows) - 1 - r + offset
             ax.plot([lo, hi], [y, y], color=f"C{j}", lw=1.5, label=label if r == 0 else None)
             ax.plot([med], [y], "o", color=f"C{j}", ms=3)
     ax.set_yticks(range(len(rows)), [text for *_, text in reversed(rows)])
-    ax.set_xlabel(f"{int(prob * 100)}% central interval and median")
+    ax.set_xlabel(f"{int(prob * 100)}% highest-density interval and median")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=len(idatas))  # below: covers no interval
     return fig
+
+
+def _hdi(draws, prob: float):
+    """The shortest interval holding ``prob`` of the draws (ArviZ's HDI of one unimodal scalar)."""
+    x = np.sort(np.asarray(draws))
+    k = max(1, int(np.floor(prob * len(x))))
+    widths = x[k:] - x[:-k]
+    i = int(np.argmin(widths))
+    return x[i], x[i + k]
 
 
 if __name__ == "__main__":

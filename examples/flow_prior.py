@@ -124,8 +124,9 @@ def _run(args, out) -> int:
 
     # plot
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    lo, hi = z_a.min(0), z_a.max(0)
-    pad = 0.25 * (hi - lo)
+    after_b = np.stack([np.concatenate([mu_joint, mu_seq]), np.log(np.concatenate([sigma_joint, sigma_seq]))], -1)
+    lo, hi = np.minimum(z_a.min(0), after_b.min(0)), np.maximum(z_a.max(0), after_b.max(0))  # one range for all panels
+    pad = 0.1 * (hi - lo)
     xlim, ylim = (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
     gx, gy, pts = C.grid_2d(xlim, ylim, 100)
     lp = np.asarray(flow.log_prob(pts.astype(dtype))).reshape(gx.shape)
@@ -144,14 +145,18 @@ def _run(args, out) -> int:
                label="sequential (flow prior + B)")
     ax.set_xlabel("mu")
     ax.set_ylabel("log sigma")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
     ax.set_title("posterior after A and B: sequential vs joint", fontsize=9)
     ax.legend(fontsize=7, loc="upper right", markerscale=4)
     ax = axes[2]
-    bins = np.linspace(min(mu_a.min(), mu_joint.min()), max(mu_a.max(), mu_joint.max()), 50)
+    bins = np.linspace(*xlim, 50)
     for (label, (m, _)), color in zip(table.items(), ("k", "C0", "C1")):
         ax.hist(m, bins=bins, density=True, histtype="step", lw=1.5, color=color, label=label)
     ax.axvline(true_mu, color="r", ls=":", lw=1, label="true mu")
+    ax.set_xlim(*xlim)
     ax.set_xlabel("mu")
+    ax.set_ylabel("density")
     ax.set_title("marginal posterior of mu", fontsize=9)
     ax.legend(fontsize=7)
     fig.suptitle("Sequential updating with a flow prior (MAF fitted to the posterior draws after A)", fontsize=11)

@@ -136,6 +136,7 @@ def _run(args, out) -> int:
             ax.annotate(f"{int(cnt)}", (px, py), textcoords="offset points", xytext=(6, -10 - 8 * j),
                         fontsize=7, color=f"C{j}")
         axh.hist(p, bins=np.linspace(0, 1, 21), alpha=0.5, color=f"C{j}", label=label)
+    ax.set_ylim(-0.15, 1.08)  # room for the count labels under the points at 0
     ax.set_ylabel("observed frequency of y = 1 (benign)")
     ax.set_title("Reliability diagram, held-out rows (5 bins; marker size and labels: rows per bin)", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
