@@ -27,7 +27,7 @@ import numpy as np
 import nf_ppl
 from nf_ppl._checks import check_finite, check_finite_params
 
-from ._fit_kernels import cached, make_chunk, make_eval
+from ._fit_kernels import cached, chunk_orders, make_chunk, make_eval
 from ._optim import make_optimizer  # noqa: F401  (inference.make_optimizer)
 from ._checkpoint import read_checkpoint, write_checkpoint
 from ._io import check_folder, remember_standardized, spec_of
@@ -335,6 +335,7 @@ class _Trainer:
 
     def __init__(self, flow, plan, batch_size, sampling, optimizer, adam, on_nonfinite, devices, seed, split, ema):
         self.flow, self.plan, self.on_nonfinite, self.devices, self.ema = flow, plan, on_nonfinite, devices, ema
+        self.sampling, self.batch_size = sampling, batch_size
         train_y, train_c, val_y, val_c = split
         leaves, self.treedef = jax.tree_util.tree_flatten(flow)
         self.dtype = dtype = float_dtype(leaves)
@@ -403,9 +404,12 @@ class _Trainer:
     def train_span(self):
         """Run up to ``eval_every`` steps; return ``"nonfinite"`` when on_nonfinite='stop' fired, else None."""
         start, length = self.step, min(self.plan.eval_every, self.plan.total_steps - self.step)
+        n_train = self.train[0].shape[0]
+        orders = chunk_orders(self.base_key, start, length, self.plan.steps_per_epoch, n_train,
+                              self.sampling == "shuffle" and self.batch_size < n_train)
         leaves, opt_state, mean_loss, bad, _ = self.chunk(length, self.leaves, self.opt_state, *self.train,
                                                           self.base_key, jnp.asarray(start, jnp.int32),
-                                                          jnp.asarray(self.lr_scale(), self.dtype))
+                                                          jnp.asarray(self.lr_scale(), self.dtype), orders)
         self.leaves, self.opt_state, self.train_loss = leaves, opt_state, float(mean_loss)
         bad_steps = (start + np.flatnonzero(np.asarray(bad))).tolist()
         stop_now = bool(bad_steps) and self.on_nonfinite == "stop"
