@@ -159,14 +159,28 @@ def _declared_real(function) -> bool:
 
 
 def _monotone_image(f, x, interval):
-    """Image of an interval under an injective continuous (hence monotone) map: its end limits."""
+    """Image of an interval under an injective map, continuous (hence monotone) between its poles:
+    the union of the end limits' intervals of the pieces (``1/x`` on ``(-1, 1)``: ``(-oo, -1]`` and
+    ``[1, oo)``)."""
+    from sympy.calculus.singularities import singularities
+
     try:
-        ends = [sp.limit(f, x, interval.inf, "+"), sp.limit(f, x, interval.sup, "-")]
-    except (NotImplementedError, ValueError):
-        return None
-    if any(not e.is_extended_real for e in ends):
-        return None
-    return sp.Interval(sp.Min(*ends), sp.Max(*ends))
+        poles = singularities(f, x, sp.Interval.open(interval.inf, interval.sup))
+    except (NotImplementedError, ValueError, TypeError):
+        poles = sp.S.EmptySet
+    if not isinstance(poles, sp.FiniteSet) or not all(p.is_real for p in poles):
+        poles = sp.FiniteSet()
+    edges = [interval.inf, *sorted(poles, key=float), interval.sup]
+    images = []
+    for a, b in zip(edges, edges[1:]):
+        try:
+            ends = [sp.limit(f, x, a, "+"), sp.limit(f, x, b, "-")]
+        except (NotImplementedError, ValueError):
+            return None
+        if any(not e.is_extended_real for e in ends):
+            return None
+        images.append(sp.Interval(sp.Min(*ends), sp.Max(*ends)))
+    return sp.Union(*images)
 
 
 def _sympy_solve(forward, xs, ys):
@@ -230,11 +244,28 @@ def _continue(rest, unknowns, u, values):
     return out
 
 
+def _meijerg(a, b, z):
+    import mpmath
+
+    return complex(mpmath.meijerg([list(a[0]), list(a[1])], [list(b[0]), list(b[1])], complex(z)))
+
+
+# lambdify's modules for numeric checks: NumPy and SciPy, plus SymPy's answers NumPy lacks (Meijer G,
+# e.g. the product of two normals) by mpmath, point by point
+NUMERIC_MODULES = [{"meijerg": _meijerg}, "scipy", "numpy"]
+
+
 def _integrate_box(expr, xs, intervals, parameters, pvals, owner):
     """Integrate over a box: SymPy first (under ``owner``'s time limit), SciPy quadrature when SymPy gives up."""
     subs = dict(zip(parameters, pvals))
     expr = expr.subs(subs)
+    if len(xs) == 1 and isinstance(intervals[0], sp.Union):  # one output on several intervals: their sum
+        parts = [_integrate_box(expr, xs, [iv], (), (), owner) for iv in intervals[0].args]
+        how = {h for _, h in parts}
+        return sum(v for v, _ in parts), how.pop() if len(how) == 1 else "; ".join(sorted(how))
     limits = [(x, iv.inf.subs(subs), iv.sup.subs(subs)) for x, iv in zip(xs, intervals)]
+    if expr.has(sp.Integral):
+        return float("nan"), "unavailable: the density is an unevaluated integral (evaluate it numerically)"
     if not expr.has(sp.Piecewise, sp.Mod, AppliedUndef):
         try:
             value = owner._timed("sympy.integrate", lambda: sp.integrate(expr, *limits), lambda: None,
@@ -244,22 +275,40 @@ def _integrate_box(expr, xs, intervals, parameters, pvals, owner):
             if value is not None and not value.has(sp.Integral) and value.is_number:
                 value = complex(sp.N(value))
                 if abs(value.imag) < 1e-12 and math.isfinite(value.real):
-                    return float(value.real), "symbolic"
+                    return _checked_by_quadrature(float(value.real), expr, xs, limits, owner)
         except (NotImplementedError, TypeError, ValueError):
             pass
     value, failure = _quadrature(expr, xs, limits, owner.functions)
     return value, "numerical quadrature" + (f" failed ({failure})" if failure else "")
 
 
+def _checked_by_quadrature(value, expr, xs, limits, owner):
+    """A symbolic integral of one variable against quadrature: SymPy can return a wrong number
+    (0 for ``2/|sqrt(1 - 4y)|`` over ``(0, 1/4)``, whose integral is 1).  Where quadrature succeeds
+    and differs, its value is returned and the difference said."""
+    if len(xs) != 1:
+        return value, "symbolic"
+    try:
+        numeric, failure = _quadrature(expr, xs, limits, owner.functions)
+    except (NameError, TypeError, ValueError, AttributeError):  # NumPy cannot evaluate it (DiracDelta): trust SymPy
+        return value, "symbolic"
+    if failure or abs(numeric - value) <= 1e-6 * max(1.0, abs(numeric)):
+        return value, "symbolic"
+    return numeric, f"numerical quadrature (SymPy's integral gave {value:.6g})"
+
+
 def _quadrature(expr, xs, limits, functions=None):
     from scipy import integrate
 
-    fn = sp.lambdify(list(xs), expr, modules=([dict(functions)] if functions else []) + ["scipy", "numpy"])
+    fn = sp.lambdify(list(xs), expr, modules=([dict(functions)] if functions else []) + NUMERIC_MODULES)
     bounds = [(float(lo), float(hi)) for _, lo, hi in limits]
 
-    def integrand(*args):
+    def integrand(*args):  # a point where the expression has no finite value (a pole) counts as 0
         with np.errstate(all="ignore"):
-            val = float(np.real(fn(*args)))
+            try:
+                val = float(np.real(complex(fn(*args))))
+            except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+                return 0.0
         return val if math.isfinite(val) else 0.0
 
     if len(bounds) == 1 and bounds[0][0] < 0 < bounds[0][1]:

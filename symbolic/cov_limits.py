@@ -12,8 +12,8 @@ SymPy's ``integrate`` seldom finds ``lo`` and ``hi`` from a ``Piecewise`` condit
 
 1. every condition that involves ``z`` is solved for ``z`` at its boundary, ``c_j = 0``, giving
    candidate bounds ``r(y)`` (roots of a condition, and the ends of ``z``'s own interval);
-2. the ``y`` range is cut where the candidates can change order: where two of them meet and where a
-   condition's coefficient of ``z`` vanishes or has a pole;
+2. the ``y`` range is cut where the candidates can change order (where two of them meet, where a
+   condition's coefficient of ``z`` vanishes or has a pole) and at ``y = 0``;
 3. on each piece the order is fixed, so the true ``z`` set read at the piece's midpoint (a
    contiguous run between sorted candidates, else give up) names the symbolic ``lo`` and ``hi``;
 4. each piece is checked at two more points: probes inside ``(lo, hi)`` satisfy every condition,
@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import sympy as sp
 
 _MAX_PIECES = 12
+_PROBES = (sp.Rational(29, 61), sp.Rational(13, 53), sp.Rational(37, 47))  # off-centre: not on a symmetry point
 
 
 def marginal_limits(condition, z, z_range: sp.Interval, y, y_range: sp.Interval):
-    """``[(a, b, lo, hi), ...]``: for ``y`` in ``(a, b)`` the ``z`` with ``condition`` true are
-    ``(lo(y), hi(y))``; pieces where that set is empty are left out.  ``None`` where not found."""
+    """``[(a, b, runs), ...]``: for ``y`` in ``(a, b)`` the ``z`` with ``condition`` true are the union
+    of the intervals ``runs = [(lo(y), hi(y)), ...]`` (``|z| > y`` is two); pieces where that set is
+    empty are left out.  ``None`` where not found."""
     atoms = _conjuncts(condition)
     if atoms is None or any(not a.free_symbols <= {y, z} for a in atoms):
         return None
@@ -51,13 +54,13 @@ def marginal_limits(condition, z, z_range: sp.Interval, y, y_range: sp.Interval)
     candidates = list(dict.fromkeys(roots + ends))
     cuts = [p - q for p, q in itertools.combinations(candidates, 2)]
     cuts += [sp.diff(a.lhs - a.rhs, z) for a in on_z] + [a.lhs - a.rhs for a in y_only]
-    points = _cut_points(cuts + roots, y, y_range)
+    points = _cut_points(cuts + roots + [y], y, y_range)  # y = 0 too: each piece gets a sign SymPy can use
     if points is None or len(points) > _MAX_PIECES:
         return None
     edges = [y_range.inf, *points, y_range.sup]
     pieces = []
     for a, b in zip(edges, edges[1:]):
-        inside = [_interior_point(a, b, t) for t in (sp.Rational(1, 2), sp.Rational(1, 4), sp.Rational(3, 4))]
+        inside = [_interior_point(a, b, t) for t in _PROBES]
         if not all(_holds(c, {y: inside[0]}) for c in y_only):
             continue
         found = _limits_at(on_z, z, z_range, candidates, y, inside[0])
@@ -65,10 +68,9 @@ def marginal_limits(condition, z, z_range: sp.Interval, y, y_range: sp.Interval)
             return None
         if found == "empty":
             continue
-        lo, hi = found
-        if not all(_checks(on_z, z, z_range, lo, hi, y, v) for v in inside):
+        if not all(_checks(on_z, z, z_range, lo, hi, y, v) for lo, hi in found for v in inside):
             return None
-        pieces.append((a, b, lo, hi))
+        pieces.append((a, b, found))
     return pieces
 
 
@@ -125,16 +127,20 @@ def _interior_point(a, b, t):
         return a + t / (1 - t)
     if b.is_finite:
         return b - (1 - t) / t
-    return sp.log(t / (1 - t))
+    return sp.Float(float(sp.log(t / (1 - t))))
 
 
 def _holds(atom, at):
-    value = atom.subs(at)
+    """The truth of ``atom`` at a point; None where it has no value there (a pole, a complex value)."""
+    try:
+        value = atom.subs(at)
+    except (TypeError, ValueError):
+        return None
     return bool(value) if value in (sp.true, sp.false) else None
 
 
 def _limits_at(on_z, z, z_range, candidates, y, y0):
-    """The symbolic ``(lo, hi)`` whose values at ``y0`` bound the run of ``z`` where every condition holds."""
+    """The symbolic ``[(lo, hi), ...]`` whose values at ``y0`` bound the runs of ``z`` where every condition holds."""
     values = {}
     for c in candidates:
         v = c.subs(y, y0)
@@ -148,17 +154,24 @@ def _limits_at(on_z, z, z_range, candidates, y, y0):
     run = []
     for left, right in zip(grid, grid[1:]):
         probe = _interior_point(sp.Float(left) if left > -float("inf") else -sp.oo,
-                                sp.Float(right) if right < float("inf") else sp.oo, sp.Rational(1, 2))
+                                sp.Float(right) if right < float("inf") else sp.oo, _PROBES[0])
         truth = [_holds(a, {y: y0, z: probe}) for a in on_z]
         if None in truth:
             return None
         run.append(all(truth))
     if not any(run):
         return "empty"
-    first, last = run.index(True), len(run) - 1 - run[::-1].index(True)
-    if not all(run[first:last + 1]):
-        return None  # two separate runs: not one interval
-    return ends[grid[first]], ends[grid[last + 1]]
+    runs, i = [], 0
+    while i < len(run):
+        if run[i]:
+            j = i
+            while j + 1 < len(run) and run[j + 1]:
+                j += 1
+            runs.append((ends[grid[i]], ends[grid[j + 1]]))
+            i = j + 1
+        else:
+            i += 1
+    return runs
 
 
 def _checks(on_z, z, z_range, lo, hi, y, y0):
@@ -166,7 +179,7 @@ def _checks(on_z, z, z_range, lo, hi, y, y0):
     if not (lo0 < hi0) is sp.true:
         return False
     width = hi0 - lo0 if (lo0.is_finite and hi0.is_finite) else sp.Integer(1)
-    mid = _interior_point(lo0, hi0, sp.Rational(1, 2))
+    mid = _interior_point(lo0, hi0, _PROBES[0])
     if not all(_holds(a, {y: y0, z: mid}) is True for a in on_z):
         return False
     for edge, step, end in ((lo0, -1, z_range.inf), (hi0, 1, z_range.sup)):
@@ -176,3 +189,33 @@ def _checks(on_z, z, z_range, lo, hi, y, y0):
         if all(_holds(a, {y: y0, z: outside}) is True for a in on_z):
             return False
     return True
+
+
+def agrees_with_quadrature(value, integrand, z, runs, y, a, b) -> bool:
+    """``value(y)`` against numerical quadrature of ``integrand`` over the ``runs`` at two
+    points of ``(a, b)`` (relative 1e-6): SymPy's ``integrate`` can answer with a branch of a special
+    function that is wrong on part of the range (complex for ``y < 0``, say)."""
+    from scipy import integrate
+
+    from .cov_helpers import NUMERIC_MODULES
+
+    for t in _PROBES[1:]:
+        y0 = _interior_point(a, b, t)
+        try:
+            with np.errstate(all="ignore"):  # as the numeric checks will evaluate it
+                got = complex(sp.lambdify(y, value, modules=NUMERIC_MODULES)(float(y0)))
+            f = sp.lambdify(z, integrand.subs(y, y0), modules=NUMERIC_MODULES)
+            parts = [integrate.quad(lambda v: float(np.real(f(v))), p, q, limit=200)
+                     for lo, hi in runs for p, q in _split_at_zero(float(lo.subs(y, y0)), float(hi.subs(y, y0)))]
+            ref, error = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return False
+        if not (np.isfinite(got.real) and abs(got.imag) <= 1e-9 * max(1.0, abs(got.real))):
+            return False
+        if abs(got.real - ref) > max(1e-6 * max(1.0, abs(ref)), 10 * error):
+            return False
+    return True
+
+
+def _split_at_zero(lo: float, hi: float):
+    return [(lo, 0.0), (0.0, hi)] if lo < 0 < hi else [(lo, hi)]

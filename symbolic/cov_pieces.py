@@ -64,7 +64,8 @@ class _MarginalAndPiecewise:
         limits = [(a, self.support[i].inf, self.support[i].sup) for a, i in zip(aux, choice)]
         density = self._timed("sympy.integrate (the marginal density)", lambda: sp.integrate(integrand, *limits),
                               lambda: sp.Integral(integrand, *limits), "left as an integral")
-        if density.has(sp.Integral):
+        if density.has(sp.Integral) or not density.free_symbols <= set(self.outputs) | set(self.parameters):
+            density = sp.Integral(integrand, *limits)  # a partial answer can leave a variable outside its integral
             self.notes.append("SymPy left the marginal density as an integral; it is exact, evaluate it numerically")
         self._density = self._simplified(density, "simplifying the density") if not density.has(sp.Integral) \
             else density
@@ -74,10 +75,10 @@ class _MarginalAndPiecewise:
         by piece, with the limits solved from the joint's region (:mod:`symbolic.cov_limits`).  The
         output support becomes the union of the pieces where the ``z`` set is not empty.  False (and
         nothing changed) where the limits are not found or an integral stays unevaluated."""
-        from .cov_limits import marginal_limits
+        from .cov_limits import agrees_with_quadrature, marginal_limits
 
         y_range = self._output_support
-        if len(aux) != 1 or not isinstance(y_range, sp.Interval) or isinstance(integrand, sp.Piecewise) \
+        if len(aux) != 1 or not isinstance(y_range, sp.Interval) \
                 or not isinstance(region, sp.logic.boolalg.Boolean):
             return False
         z, y, z_range = aux[0], self.outputs[0], self.support[choice[0]]
@@ -87,19 +88,28 @@ class _MarginalAndPiecewise:
             return False
         integrand = integrand.replace(lambda e: isinstance(e, sp.Abs), lambda e: sp.Abs(sp.factor(e.args[0])))
         parts = []
-        for a, b, lo, hi in pieces:
+        for a, b, runs in pieces:
             on_piece = {y: _signed_dummy(y, a, b), z: _signed_dummy(z, z_range.inf, z_range.sup)}
             back = {d: s for s, d in on_piece.items()}
-            value = self._timed("sympy.integrate (the marginal density)", lambda: sp.integrate(
+            if b.is_extended_nonpositive:  # y = -t with t > 0: logs and powers of t stay real
+                t = sp.Dummy(y.name, positive=True)
+                on_piece[y], back = -t, {t: -y, on_piece[z]: z}
+            value = self._timed("sympy.integrate (the marginal density)", lambda: sp.Add(*[sp.integrate(
                 integrand.xreplace(on_piece), (on_piece[z], lo.xreplace(on_piece), hi.xreplace(on_piece)),
-                conds="none"), lambda: None)
+                conds="none") for lo, hi in runs]), lambda: None)
             if value is None or value.has(sp.Integral) or value.has(sp.nan):
                 return False
             value = self._simplified(value, "simplifying the density").xreplace(back)
+            if not self._timed("checking the marginal by quadrature", lambda: agrees_with_quadrature(
+                    value, integrand, z, runs, y, a, b), lambda: False):
+                self.notes.append(f"SymPy's integral on {a} < {y} < {b} disagrees with quadrature; kept as an integral")
+                return False
             parts.append((value, sp.Interval(a, b).as_relational(y)))
-        self._density = parts[0][0] if len(parts) == 1 else sp.Piecewise(*parts, (0, True))
+        same = all(sp.simplify(value - parts[0][0]) == 0 for value, _ in parts[1:])
+        self._density = parts[0][0] if same else sp.Piecewise(*parts, (0, True))  # one formula on the whole support
         self._output_support = sp.Union(*[sp.Interval(a, b) for a, b, *_ in pieces])
-        limits = "; ".join(f"{a} < {y} < {b}: {z} from {lo} to {hi}" for a, b, lo, hi in pieces)
+        limits = "; ".join(f"{a} < {y} < {b}: {z} in " + " and ".join(f"({lo}, {hi})" for lo, hi in runs)
+                           for a, b, runs in pieces)
         self.notes.append(f"integrated {z} out between limits solved from the joint's support ({limits})")
         return True
 
@@ -107,10 +117,7 @@ class _MarginalAndPiecewise:
         """The image of the support box (one output: interval arithmetic; several: all of R^m)."""
         if len(self.forward) != 1:
             return sp.true
-        bounds = {x: sp.AccumBounds(iv.inf, iv.sup) for x, iv in zip(self.inputs, self.support)
-                  if not (iv.inf == -sp.oo and iv.sup == sp.oo)}
-        if not bounds:
-            return sp.Interval(-sp.oo, sp.oo)
+        bounds = {x: sp.AccumBounds(iv.inf, iv.sup) for x, iv in zip(self.inputs, self.support)}  # x1**2 + x2**2 >= 0
         try:
             image = self.forward[0].subs(bounds)
         except (TypeError, ValueError):

@@ -31,7 +31,8 @@ class _CheckedResults:
             parts = [_inside(iv, g) for i, (iv, g) in enumerate(zip(self.support, b.inverse))
                      if i not in self._reduced]
             conds.append(sp.And(*parts, *self._round_trip(b)))
-        return _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
+        support = _tidy_condition(self._simplified(sp.Or(*conds), "simplifying the output support"))
+        return _as_set_of_one_output(support, self._ys) if len(self._ys) == 1 else support
 
     def _round_trip(self, branch) -> list:
         """``f_i(g(y)) = y_i`` for the outputs where that is not true everywhere: a branch's value lands in
@@ -165,6 +166,21 @@ class _CheckedResults:
         from .report import render_change_of_variables
 
         return render_change_of_variables(self, fmt)
+
+
+def _as_set_of_one_output(condition, ys):
+    """A condition on one output as an interval or a union of intervals, as ``output_support``
+    promises for one output (``True`` is the real line); the condition itself where SymPy cannot."""
+    if condition == sp.true:
+        return sp.Interval(-sp.oo, sp.oo)
+    try:
+        found = condition.as_set() if condition.free_symbols == set(ys) else None
+    except (NotImplementedError, TypeError, ValueError):
+        found = None
+    if isinstance(found, sp.Interval) or (isinstance(found, sp.Union)
+                                          and all(isinstance(a, sp.Interval) for a in found.args)):
+        return found
+    return condition
 
 
 def _inside(interval, g):
