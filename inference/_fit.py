@@ -31,7 +31,7 @@ from ._fit_kernels import cached, chunk_orders, make_chunk, make_eval
 from ._optim import make_optimizer  # noqa: F401  (inference.make_optimizer)
 from ._checkpoint import read_checkpoint, write_checkpoint
 from ._io import check_folder, remember_standardized, spec_of
-from ._standardize import check_standardize, float_dtype, standardized
+from ._standardize import check_standardize, float_dtype, standardized, update_scales
 from .fit_history import FitHistory
 
 __all__ = ["FitHistory", "fit", "make_optimizer", "DEFAULT_MAX_EPOCHS", "DEFAULT_MIN_DELTA", "DEFAULT_MIN_STEPS", "DEFAULT_PATIENCE",
@@ -356,6 +356,8 @@ class _Trainer:
             self.val = (put(val_y.astype(dtype)), None if val_c is None else put(val_c.astype(dtype)))
             self.evaluate = cached(("eval", self.treedef, val_y.shape[0]), lambda: make_eval(self.treedef, val_y.shape[0]))
         self.leaves = [put(l) for l in leaves]
+        scales = update_scales(flow)
+        self.update_scale = None if scales is None else [put(s) for s in scales]
         self.opt_state = devices.tree(opt.init(self.leaves))
         if ema is not None:  # the moving average of the parameters rides with the optimiser state (and checkpoints)
             self.opt_state = (self.opt_state, list(self.leaves))
@@ -409,7 +411,8 @@ class _Trainer:
                               self.sampling == "shuffle" and self.batch_size < n_train)
         leaves, opt_state, mean_loss, bad, _ = self.chunk(length, self.leaves, self.opt_state, *self.train,
                                                           self.base_key, jnp.asarray(start, jnp.int32),
-                                                          jnp.asarray(self.lr_scale(), self.dtype), orders)
+                                                          jnp.asarray(self.lr_scale(), self.dtype), orders,
+                                                          self.update_scale)
         self.leaves, self.opt_state, self.train_loss = leaves, opt_state, float(mean_loss)
         bad_steps = (start + np.flatnonzero(np.asarray(bad))).tolist()
         stop_now = bool(bad_steps) and self.on_nonfinite == "stop"

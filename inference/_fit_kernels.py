@@ -67,7 +67,8 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
     """One jitted function running ``length`` training steps under ``lax.scan``.
 
     Every update is multiplied by ``lr_scale`` (the learning rate's factor after plateau cuts; with
-    Adam, scaling the update is scaling the learning rate).
+    Adam, scaling the update is scaling the learning rate), and leaf by leaf by ``update_scale``
+    when given (:func:`inference._standardize.update_scales`).
 
     With ``ema`` (a decay in ``[0, 1)``) the state passed as ``opt_state`` is ``(optimiser state,
     average)``: after every applied step ``average <- ema * average + (1 - ema) * parameters``
@@ -92,7 +93,7 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         c = None if train_c is None else jnp.take(train_c, idx, axis=0)
         return y, c
 
-    def one_step(train_y, train_c, base_key, lr_scale, orders, first_epoch, carry, step):
+    def one_step(train_y, train_c, base_key, lr_scale, orders, first_epoch, update_scale, carry, step):
         leaves, state, halted = carry
         opt_state, average = state if ema is not None else (state, None)
         y, c = minibatch(train_y, train_c, base_key, orders, first_epoch, step)
@@ -107,6 +108,8 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0), grads)
         updates, new_opt = opt.update(safe_grads, opt_state, leaves)
         updates = jax.tree_util.tree_map(lambda u: u * lr_scale.astype(u.dtype), updates)  # plateau cuts
+        if update_scale is not None:  # the data-end affine layer's location steps in the data's sds
+            updates = [u * s.astype(u.dtype) for u, s in zip(updates, update_scale)]
         new_leaves = optax.apply_updates(leaves, updates)
         apply = finite & ~halted
         keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
@@ -121,10 +124,10 @@ def make_chunk(treedef, opt, batch_size, steps_per_epoch, sampling, stop_on_nonf
         return (leaves, state, halted), (loss, bad)
 
     @partial(jax.jit, static_argnums=(0,))
-    def chunk(length, leaves, opt_state, train_y, train_c, base_key, start, lr_scale, orders):
+    def chunk(length, leaves, opt_state, train_y, train_c, base_key, start, lr_scale, orders, update_scale=None):
         steps = start + jnp.arange(length)
         carry = (leaves, opt_state, jnp.asarray(False))
-        body = partial(one_step, train_y, train_c, base_key, lr_scale, orders, start // steps_per_epoch)
+        body = partial(one_step, train_y, train_c, base_key, lr_scale, orders, start // steps_per_epoch, update_scale)
         (leaves, opt_state, halted), (losses, bad) = jax.lax.scan(body, carry, steps)
         ok = ~bad & jnp.isfinite(losses)
         mean_loss = jnp.sum(jnp.where(ok, losses, 0)) / jnp.maximum(jnp.sum(ok), 1)

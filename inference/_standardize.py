@@ -11,7 +11,8 @@ So ``fit`` puts an elementwise affine layer at the flow's data end,
 ``x = mean + sd * y``, started at the training rows' column means and standard deviations: the
 flow it trains sees standardised rows, and the flow it returns is a density in the data's own
 units (log-likelihoods in the history are too).  The layer's location and log-scale are ordinary
-trainable parameters.
+trainable parameters, and its location steps in standardised units (:func:`update_scales`): Adam
+moves a parameter by about the learning rate a step, which for data of sd 1e-6 is a million sds.
 """
 
 from __future__ import annotations
@@ -81,3 +82,20 @@ def with_data_affine(flow, loc=0.0, log_scale=0.0):
     dtype = float_dtype(jax.tree_util.tree_leaves(flow))
     loc, log_scale = (jnp.broadcast_to(jnp.asarray(v, dtype), flow.flow_event_shape) for v in (loc, log_scale))
     return flow.replace(transform=Chain([flow.transform, ElementwiseAffine(loc, log_scale)]))
+
+
+def update_scales(flow):
+    """Per-leaf factors for ``fit``'s optimiser updates, or None when all are 1: the location of the
+    flow's data-end affine layer steps in units of that layer's scale (the data's sd), so a fit does
+    not depend on the data's units.  Adam steps a parameter by about the learning rate whatever its
+    gradient's size: a location in data units of sd 1e-6 jumped a million sds a step (the fit of
+    such data stopped at its start, 2.3 nats a row below a Gaussian), one of sd 1e3 crept."""
+    affine = _trailing_affine(flow)
+    if affine is None:
+        return None
+    ones = jax.tree_util.tree_map(jnp.ones_like, flow)
+    transform = ones.transform
+    layers = list(transform.layers) if isinstance(transform, Chain) else [transform]
+    layers[-1] = ElementwiseAffine(jnp.exp(affine.log_scale).astype(affine.loc.dtype), layers[-1].log_scale)
+    ones = ones.replace(transform=Chain(layers) if isinstance(transform, Chain) else layers[0])
+    return jax.tree_util.tree_leaves(ones)
