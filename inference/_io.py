@@ -127,6 +127,9 @@ def remember_standardized(flow, standardized_flow):
 def build_flow(name: str, seed: int, dim: int, **options):
     """``builders()[name](PRNGKey(seed), dim, **options)``; the spec is recorded so ``save`` can find it."""
     fn = get_builder(name)
+    for arg, value in (("seed", seed), ("dim", dim)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"build_flow: {arg} must be an int; got {value!r}")
     spec = _make_spec(name, seed, dim, options)
     flow = fn(jax.random.PRNGKey(int(seed)), int(dim), **options)
     _SPECS[jax.tree_util.tree_structure(flow)] = spec

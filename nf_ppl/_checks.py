@@ -20,6 +20,27 @@ def is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def check_key(key, name: str = "key") -> None:
+    """A JAX PRNG key: a raw ``uint32`` pair (``jax.random.PRNGKey(seed)``) or a typed key
+    (``jax.random.key(seed)``); checked by dtype and shape, so traced keys pass."""
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype is not None and np.dtype(dtype) == np.uint32 and tuple(shape) == (2,):
+        return
+    got = type(key).__name__ if dtype is None else f"an array of dtype {dtype} and shape {tuple(shape)}"
+    raise TypeError(f"{name} must be one JAX PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)); got {got}")
+
+
+def check_sample_shape(sample_shape, name: str = "sample_shape") -> tuple[int, ...]:
+    """``sample_shape`` as a tuple of non-negative ints; an int ``n`` is ``(n,)``."""
+    shape = (sample_shape,) if is_int(sample_shape) else sample_shape
+    if not isinstance(shape, (tuple, list)) or not all(is_int(s) and int(s) >= 0 for s in shape):
+        raise TypeError(f"{name} must be a tuple of non-negative ints (e.g. (1000,)) or an int; got {sample_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
 def check_event_size(x, size: int, name: str = "x", what: str = "event size") -> None:
     """Raise ValueError unless the last axis of ``x`` has length ``size``."""
     shape = np.shape(x)

@@ -20,7 +20,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ._checks import check_context, check_finite
+from ._checks import check_context, check_finite, check_key, check_sample_shape
 from .layers.base import forward_and_log_det, inverse_and_log_det
 
 
@@ -235,15 +235,19 @@ class Flow(dist.TransformedDistribution):
         """Draws and the intermediates ``[(base_draws, log_det)]`` that make ``log_prob`` cheap."""
         if context is not None:
             return self.condition(context).sample_with_intermediates(key, sample_shape)
+        check_key(key)
         if self.context_dim:
             self.bound_transform()
-        sample_shape = tuple(int(s) for s in sample_shape)
+        sample_shape = check_sample_shape(sample_shape)
         y, inter = _sample_with_intermediates(self, key, sample_shape)
         if _eager_with_nan(y):  # op by op, a numerical forward pass that did not converge says so
             y, inter = _pushed(self, inter[0][0])
         return y, inter
 
     def sample(self, key, sample_shape=(), *, context=None):
+        """Draws of shape ``sample_shape + batch_shape + event_shape``.  ``key`` is one JAX PRNG key
+        (``jax.random.PRNGKey(seed)`` or ``jax.random.key(seed)``; anything else is a TypeError
+        naming it); ``sample_shape`` a tuple of ints, or an int ``n`` for ``(n,)``."""
         return self.sample_with_intermediates(key, sample_shape, context=context)[0]
 
     def rsample(self, key, sample_shape=()):

@@ -140,3 +140,42 @@ def test_a_flows_moments_and_entropy_say_how_to_estimate_them():
         flow.entropy()
     with pytest.raises(NotImplementedError, match=r"^a flow's mean has no closed form; estimate it from samples$"):
         flow.mean
+
+
+def test_sample_names_a_bad_key_or_sample_shape_and_takes_an_int_count():
+    """A seed, a NumPy generator or a batch of keys as ``key`` was a bare AssertionError or a JAX trace."""
+    flow = nf_ppl.maf(KEY, 3, num_layers=2, hidden_dims=(4,))
+    expected = r"key must be one JAX PRNG key \(jax.random.PRNGKey\(seed\) or jax.random.key\(seed\)\); got "
+    for key, got in ((0, "int"), (np.random.default_rng(0), "Generator"),
+                     (jax.random.split(KEY, 3), r"an array of dtype uint32 and shape \(3, 2\)")):
+        with pytest.raises(TypeError, match=expected + got + "$"):
+            flow.sample(key, (2,))
+    with pytest.raises(TypeError, match=r"sample_shape must be a tuple of non-negative ints \(e.g. \(1000,\)\) "
+                                        r"or an int; got \(2.5,\)$"):
+        flow.sample(KEY, (2.5,))
+    assert flow.sample(KEY, 4).shape == (4, 3) and flow.sample(jax.random.key(1), (2,)).shape == (2, 3)
+    draws = jax.jit(lambda k: flow.sample(k, (2,)))(KEY)  # a traced key passes the check
+    assert np.array_equal(np.asarray(draws), np.asarray(flow.sample(KEY, (2,))))
+
+
+def test_fit_names_bad_data_and_warns_when_rows_are_too_few_to_judge():
+    import inference
+
+    flow = inference.build_flow("maf", 0, 3, num_layers=2, hidden_dims=(8,))
+    quick = dict(max_epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"^data must be real numbers; got dtype complex128$"):
+        inference.fit(flow, np.ones((50, 3), complex), **quick)
+    with pytest.raises(ValueError, match=r"^data must be an array of shape \(n, 3\) with rows of equal length; "
+                                         r"NumPy could not make one \("):
+        inference.fit(flow, [[1.0, 2.0, 3.0], [1.0, 2.0]], **quick)
+    with pytest.raises(ValueError, match=r"^fit needs at least 2 training rows; got 1 \(after holding out 0 "
+                                         r"for validation\)$"):
+        inference.fit(flow, np.ones((1, 3)), **quick)
+    rows = np.random.default_rng(0).normal(size=(40, 3))
+    with pytest.warns(UserWarning, match=r"^fit: only 4 of the 40 rows are held out: too few to judge the fit"):
+        inference.fit(flow, rows, **quick)
+    with pytest.warns(UserWarning, match=r"^fit: 3 training rows for a 3-dimensional density: a flow can put its "
+                                         r"mass on the rows themselves; a Gaussian is the safer model here$"):
+        inference.fit(flow, rows[:3], val_data=rows[3:], **quick)
+    with pytest.raises(TypeError, match=r"^build_flow: dim must be an int; got 3.0$"):
+        inference.build_flow("maf", 0, 3.0)
