@@ -102,7 +102,7 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
         self._p = None if self.base_density is None else \
             self._internal_functions(self.base_density.subs(self._to_internal))
         self._rng = np.random.default_rng(12345)
-        self._pvals = _param_values(self.parameters)
+        self._pvals = self._values_inside_the_support(_param_values(self.parameters))
         self._xsamples = sample_box(self._numeric_support(), _N_SAMPLES, self._rng)
 
         # DiracDelta terms (from sign, Heaviside) live on null sets: drop them
@@ -200,6 +200,24 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
         if clash:
             raise ValueError(f"output symbols {sorted(clash)} clash with the input symbols")
         return outs
+
+    def _values_inside_the_support(self, values):
+        """Test values for the parameters that leave every support interval non-empty: the default
+        values, else the first reordering of them that does (``Interval(a, b)`` needs ``a < b``)."""
+        from itertools import islice, permutations
+
+        def fine(vals):
+            subs = dict(zip(self.parameters, vals))
+            try:
+                return all(bool(iv.inf.subs(subs) < iv.sup.subs(subs)) for iv in self.support)
+            except TypeError:
+                return True  # not decidable numerically: the checks below will say
+        for vals in islice(permutations(values), 720):
+            if fine(vals):
+                return list(vals)
+        raise ValueError(f"the support {list(self.support)} is empty at every test value of the parameters "
+                         f"{list(self.parameters)}: give them assumptions (positive=True, ...) or a support that "
+                         "is an interval for every value")
 
     def _numeric_support(self):
         subs = dict(zip(self.parameters, self._pvals))

@@ -232,8 +232,9 @@ class _InverseDerivation:
         recovered = np.zeros(len(xs), dtype=bool)
         for k, (branch, g) in enumerate(zip(branches, values)):
             recovered |= inverts[:, k] & np.all(np.abs(g - xs) <= 1e-6 * (1 + np.abs(xs)), axis=1)
-            if len(branches) > 1 and branch.condition is not sp.true:
-                counted = self._numeric(args, [branch.condition])(*ys.T, *self._pvals)[0] > 0.5  # user functions too
+            if len(branches) > 1:  # a branch whose condition is True is counted everywhere
+                counted = np.ones(len(ys), dtype=bool) if branch.condition is sp.true else \
+                    self._numeric(args, [branch.condition])(*ys.T, *self._pvals)[0] > 0.5  # user functions too
                 extra = counted & ~inverts[:, k]
                 if extra.any():
                     j = int(np.argmax(extra))

@@ -527,6 +527,29 @@ def test_the_probability_integral_transform_is_uniform():
         assert float(sp.N(c.density.subs(_yr, v))) == pytest.approx(1.0)
 
 
+def test_branches_counted_everywhere_must_invert_everywhere():
+    """Cartesian to polar of two normals: SymPy's two branches (+-|r cos t|, |r| sin t) have no support
+    condition, and summing both gave twice the density (mass 2).  Refused with the point; with
+    ``inverse=`` the density is r exp(-r^2/2) / (2 pi)."""
+    forward = [sp.sqrt(_x1 ** 2 + _x2 ** 2), sp.atan2(_x2, _x1)]
+    with pytest.warns(InverseNotFoundWarning):
+        c = change_of_variables(forward, [_x1, _x2], _phi2, outputs=[_y1, _y2])
+    assert not c.has_density and "where it does not invert the map" in c.reason
+    c = change_of_variables(forward, [_x1, _x2], _phi2, outputs=[_y1, _y2],
+                            inverse=[_y1 * sp.cos(_y2), _y1 * sp.sin(_y2)])
+    assert same(c.density.subs(_y1, 1.3), (1.3 * sp.exp(-1.3 ** 2 / 2) / (2 * sp.pi)))
+
+
+def test_parameters_of_the_support_get_test_values_that_keep_it_an_interval():
+    """Uniform(a, b) pushed to (x - a)/(b - a): with parameters=[a, b] the test values made a > b and an
+    empty support (a bare NotImplementedError from deep in SymPy); either order now gives U(0, 1)."""
+    a, b = sp.symbols("a b", real=True)
+    for order in ([a, b], [b, a]):
+        c = change_of_variables((_xr - a) / (b - a), _xr, 1 / (b - a), {_xr: sp.Interval(a, b)},
+                                parameters=order, outputs=[_yr])
+        assert c.output_support == sp.Interval(0, 1) and c.normalization()[0] == pytest.approx(1.0)
+
+
 def test_base_density_must_be_a_density_and_a_missing_support_is_named():
     with pytest.raises(ValueError, match=r"base_density is negative at \(-?\d.*\) in the support"):
         change_of_variables(2 * _xr, _xr, _xr, {_xr: (-1, 1)})
