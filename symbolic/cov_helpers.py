@@ -252,7 +252,7 @@ def _meijerg(a, b, z):
 
 # lambdify's modules for numeric checks: NumPy and SciPy, plus SymPy's answers NumPy lacks (Meijer G,
 # e.g. the product of two normals) by mpmath, point by point
-NUMERIC_MODULES = [{"meijerg": _meijerg}, "scipy", "numpy"]
+NUMERIC_MODULES = [{"meijerg": _meijerg, "polar_lift": lambda z: z}, "scipy", "numpy"]
 
 
 def _integrate_box(expr, xs, intervals, parameters, pvals, owner):

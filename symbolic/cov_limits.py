@@ -42,7 +42,7 @@ def marginal_limits(condition, z, z_range: sp.Interval, y, y_range: sp.Interval)
     atoms = _conjuncts(condition)
     if atoms is None or any(not a.free_symbols <= {y, z} for a in atoms):
         return None
-    y_only = [a for a in atoms if z not in a.free_symbols]
+    y_only = [a for a in atoms if z not in a.free_symbols and not _everywhere(a, y, y_range)]
     on_z = [a for a in atoms if z in a.free_symbols and not _trivial(a)]
     roots = []
     for a in on_z:
@@ -82,6 +82,15 @@ def _conjuncts(condition):
     else:
         args = [condition]
     return args if all(isinstance(a, sp.core.relational.Relational) for a in args) else None
+
+
+def _everywhere(atom, y, y_range) -> bool:
+    """A condition on ``y`` alone that holds on all of ``y_range`` (``y = |y|`` for ``y >= 0``)."""
+    interior = sp.Interval.open(y_range.inf, y_range.sup)
+    try:
+        return sp.solveset(atom, y, interior) == interior
+    except (NotImplementedError, TypeError, ValueError):
+        return False
 
 
 def _trivial(atom):
@@ -208,8 +217,8 @@ def agrees_with_quadrature(value, integrand, z, runs, y, a, b) -> bool:
             parts = [integrate.quad(lambda v: float(np.real(f(v))), p, q, limit=200)
                      for lo, hi in runs for p, q in _split_at_zero(float(lo.subs(y, y0)), float(hi.subs(y, y0)))]
             ref, error = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
-            return False
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError, AttributeError):
+            return False  # not evaluable by NumPy (polar_lift, say): not checked, so not kept
         if not (np.isfinite(got.real) and abs(got.imag) <= 1e-9 * max(1.0, abs(got.real))):
             return False
         if abs(got.real - ref) > max(1e-6 * max(1.0, abs(ref)), 10 * error):

@@ -75,7 +75,7 @@ class _MarginalAndPiecewise:
         by piece, with the limits solved from the joint's region (:mod:`symbolic.cov_limits`).  The
         output support becomes the union of the pieces where the ``z`` set is not empty.  False (and
         nothing changed) where the limits are not found or an integral stays unevaluated."""
-        from .cov_limits import agrees_with_quadrature, marginal_limits
+        from .cov_limits import _trivial, agrees_with_quadrature, marginal_limits
 
         y_range = self._output_support
         if len(aux) != 1 or not isinstance(y_range, sp.Interval) \
@@ -87,6 +87,8 @@ class _MarginalAndPiecewise:
         if not pieces:
             return False
         integrand = integrand.replace(lambda e: isinstance(e, sp.Abs), lambda e: sp.Abs(sp.factor(e.args[0])))
+        integrand = integrand.replace(  # "e > -oo": true wherever e is finite, as inside the limits
+            lambda e: isinstance(e, sp.core.relational.Relational) and _trivial(e), lambda e: sp.true)
         parts = []
         for a, b, runs in pieces:
             on_piece = {y: _signed_dummy(y, a, b), z: _signed_dummy(z, z_range.inf, z_range.sup)}
@@ -95,7 +97,7 @@ class _MarginalAndPiecewise:
                 t = sp.Dummy(y.name, positive=True)
                 on_piece[y], back = -t, {t: -y, on_piece[z]: z}
             value = self._timed("sympy.integrate (the marginal density)", lambda: sp.Add(*[sp.integrate(
-                integrand.xreplace(on_piece), (on_piece[z], lo.xreplace(on_piece), hi.xreplace(on_piece)),
+                _roots_real(integrand.xreplace(on_piece)), (on_piece[z], lo.xreplace(on_piece), hi.xreplace(on_piece)),
                 conds="none") for lo, hi in runs]), lambda: None)
             if value is None or value.has(sp.Integral) or value.has(sp.nan):
                 return False
@@ -197,3 +199,14 @@ def _signed_dummy(symbol, low, high):
     if high.is_extended_nonpositive:
         return sp.Dummy(symbol.name, negative=True)
     return sp.Dummy(symbol.name, real=True)
+
+
+def _roots_real(expr):
+    """``|a|`` as ``a`` where ``a`` is non-negative once its square roots are real: inside a marginal's
+    limits the branch values are real (``|sqrt(y - z^2)|`` is ``sqrt(y - z^2)`` for ``|z| < sqrt(y)``),
+    which SymPy's ``integrate`` cannot see; the quadrature check of the result guards the step."""
+    def drop(abs_term):
+        arg = abs_term.args[0]
+        roots = {p: sp.Dummy(positive=True) for p in arg.atoms(sp.Pow) if p.exp == sp.S.Half}
+        return arg if roots and arg.xreplace(roots).is_nonnegative else abs_term
+    return expr.replace(lambda e: isinstance(e, sp.Abs), drop)

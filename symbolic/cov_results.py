@@ -183,11 +183,25 @@ def _as_set_of_one_output(condition, ys):
     return condition
 
 
+def _real_where_roots_are(g):
+    """``And(e_k >= 0)`` over the square roots ``sqrt(e_k)`` in ``g`` when ``g`` is real wherever they
+    are (every ``e_k`` real, and ``g`` real with them standing for real numbers); else None."""
+    roots = [p for p in g.atoms(sp.Pow) if p.exp == sp.S.Half]
+    if not roots or not all(r.base.is_real for r in roots):
+        return None
+    if not g.xreplace({r: sp.Dummy(real=True) for r in roots}).is_real:
+        return None
+    return sp.And(*[r.base >= 0 for r in roots])
+
+
 def _inside(interval, g):
     """``g`` in ``interval`` as a condition that is false, not an error, where ``g`` is complex: the
     comparisons read ``re(g)`` and ``im(g) = 0`` is added (SymPy drops both for a ``g`` known to be real)."""
     if g.is_real:
         return interval.as_relational(g)
+    roots = _real_where_roots_are(g)
+    if roots is not None:  # g = c sqrt(e) + d with c, d, e real: real exactly where e >= 0
+        return roots if interval == sp.Interval(-sp.oo, sp.oo) else sp.And(roots, interval.as_relational(g))
     real = sp.Eq(sp.im(g), 0)
     if interval.inf == -sp.oo and interval.sup == sp.oo:
         return real

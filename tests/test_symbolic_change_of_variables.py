@@ -492,6 +492,18 @@ def test_marginals_with_a_sign_change_and_a_z_set_of_two_intervals():
         assert c.normalization()[0] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_chi_square_and_rayleigh_of_two_normals_in_closed_form():
+    """x1^2 + x2^2 of two standard normals is Exp(1/2), sqrt(x1^2 + x2^2) is Rayleigh: the branches'
+    square roots are real inside the limits (their support was (-oo, oo) and the density an integral)."""
+    chi2 = change_of_variables(_x1 ** 2 + _x2 ** 2, [_x1, _x2], _phi2, outputs=[_y1])
+    rayleigh = change_of_variables(sp.sqrt(_x1 ** 2 + _x2 ** 2), [_x1, _x2], _phi2, outputs=[_y1])
+    for c, ref in ((chi2, sp.exp(-_y1 / 2) / 2), (rayleigh, _y1 * sp.exp(-_y1 ** 2 / 2))):
+        assert not c.density.has(sp.Integral) and c.output_support == sp.Interval(0, sp.oo)
+        for v in (0.3, 1.0, 2.7):
+            assert float(c.density.subs(_y1, v)) == pytest.approx(float(ref.subs(_y1, v)), rel=1e-9)
+        assert c.normalization()[0] == pytest.approx(1.0)
+
+
 def test_supports_past_a_pole_and_of_two_branches_are_sets_of_the_output():
     """1/x jumps over its pole: on (-1, 1) the image is two rays; log|x| has two branches and its
     support is the real line (an interval, not True)."""
