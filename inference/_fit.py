@@ -434,9 +434,11 @@ class _Trainer:
     def train_span(self):
         """Run up to ``eval_every`` steps; return ``"nonfinite"`` when on_nonfinite='stop' fired, else None."""
         start, length = self.step, min(self.plan.eval_every, self.plan.total_steps - self.step)
-        n_train = self.train[0].shape[0]
-        orders = chunk_orders(self.base_key, start, length, self.plan.steps_per_epoch, n_train,
-                              self.sampling == "shuffle" and self.batch_size < n_train)
+        n_train, spe = self.train[0].shape[0], self.plan.steps_per_epoch
+        shuffled = self.sampling == "shuffle" and self.batch_size < n_train
+        if shuffled:  # a span holds its epochs' row orders: at most about 2**24 indices (an earlier evaluation)
+            length = min(length, max(1, 2 ** 24 // n_train - 2) * spe)
+        orders = chunk_orders(self.base_key, start, length, spe, n_train, shuffled)
         leaves, opt_state, mean_loss, bad, _ = self.chunk(length, self.leaves, self.opt_state, *self.train,
                                                           self.base_key, jnp.asarray(start, jnp.int32),
                                                           jnp.asarray(self.lr_scale(), self.dtype), orders,
