@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nf_ppl
-from nf_ppl._checks import check_finite_params
+from nf_ppl._checks import check_finite_params, is_int
 
 from ._standardize import with_data_affine
 
@@ -128,7 +128,7 @@ def build_flow(name: str, seed: int, dim: int, **options):
     """``builders()[name](PRNGKey(seed), dim, **options)``; the spec is recorded so ``save`` can find it."""
     fn = get_builder(name)
     for arg, value in (("seed", seed), ("dim", dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise TypeError(f"build_flow: {arg} must be an int; got {value!r}")
     spec = _make_spec(name, seed, dim, options)
     flow = fn(jax.random.PRNGKey(int(seed)), int(dim), **options)

@@ -158,6 +158,11 @@ def _declared_real(function) -> bool:
         return bool(function(*sp.symbols(f"_a0:{min(function.nargs)}")).is_real)
 
 
+def _square_roots(expr) -> list:
+    """The ``sqrt(e)`` terms of ``expr`` (as SymPy writes them, ``Pow(e, 1/2)``)."""
+    return [p for p in expr.atoms(sp.Pow) if p.exp == sp.S.Half]
+
+
 def _monotone_image(f, x, interval):
     """Image of an interval under an injective map, continuous (hence monotone) between its poles:
     the union of the end limits' intervals of the pieces (``1/x`` on ``(-1, 1)``: ``(-oo, -1]`` and

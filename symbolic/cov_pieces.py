@@ -8,7 +8,7 @@ import warnings
 
 import sympy as sp
 
-from .cov_helpers import InverseNotFoundWarning, _Branch
+from .cov_helpers import InverseNotFoundWarning, _Branch, _square_roots
 
 
 class _MarginalAndPiecewise:
@@ -207,6 +207,6 @@ def _roots_real(expr):
     which SymPy's ``integrate`` cannot see; the quadrature check of the result guards the step."""
     def drop(abs_term):
         arg = abs_term.args[0]
-        roots = {p: sp.Dummy(positive=True) for p in arg.atoms(sp.Pow) if p.exp == sp.S.Half}
+        roots = {p: sp.Dummy(positive=True) for p in _square_roots(arg)}
         return arg if roots and arg.xreplace(roots).is_nonnegative else abs_term
     return expr.replace(lambda e: isinstance(e, sp.Abs), drop)

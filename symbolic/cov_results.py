@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import sympy as sp
 
-from .cov_helpers import _integrate_box, _monotone_image, _tidy_condition
+from .cov_helpers import _integrate_box, _monotone_image, _square_roots, _tidy_condition
 
 
 class _CheckedResults:
@@ -186,7 +186,7 @@ def _as_set_of_one_output(condition, ys):
 def _real_where_roots_are(g):
     """``And(e_k >= 0)`` over the square roots ``sqrt(e_k)`` in ``g`` when ``g`` is real wherever they
     are (every ``e_k`` real, and ``g`` real with them standing for real numbers); else None."""
-    roots = [p for p in g.atoms(sp.Pow) if p.exp == sp.S.Half]
+    roots = _square_roots(g)
     if not roots or not all(r.base.is_real for r in roots):
         return None
     if not g.xreplace({r: sp.Dummy(real=True) for r in roots}).is_real:
