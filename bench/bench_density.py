@@ -51,6 +51,7 @@ averaged over seeds, with the epochs trained and the wall time (compile included
     python bench/bench_density.py --sections stopping --flow maf,nsf --data digits --epochs 300
     python bench/bench_density.py --sections draws --flow maf --seeds 12 --rows 2400 [--fit-options '{"ema": null}']
     python bench/bench_density.py --sections neural --seeds 3
+    python bench/bench_density.py --sections units     # one Gaussian at scales 1e-6..1e6 (units_table)
     python bench/bench_density.py --sections variant --flow bnaf --options '{"skip": 0.0}' --data bimodal,moons
 
 ``--data`` also takes ``wine``, ``moons_small`` (two moons, 3000 rows) and ``bimodal`` (the 1-D mixture of the ``neural`` section).
@@ -420,6 +421,30 @@ RAW_DATA = {  # the defaults table's splits, not standardised (each in its own u
     "digits": ("digits, dequantised, raw (d=64)", lambda seed: digits(seed, standardise=False)),
     "wine": ("wine, raw (d=13, 178 rows)", lambda seed: wine(seed, standardise=False)),
 }
+
+
+def units_table(quick, scales=(1e-6, 1e-3, 1.0, 1e3, 1e6)):
+    """One correlated 2-d Gaussian (3200 training and 800 test rows) multiplied by each scale, fitted by
+    maf and realnvp with ``fit``'s defaults (60 epochs at most); held-out nats a row in the units of
+    scale 1 (``+ 2 log s``), next to the Gaussian fitted to the same training rows: a fit that does not
+    depend on the data's units gives the same row at every scale."""
+    from scipy import stats
+
+    rows = np.random.default_rng(42).normal(size=(4000, 2)) @ np.array([[1.0, 0.6], [0.0, 0.8]])
+    train, test = rows[:3200], rows[3200:]
+    out = []
+    for s in scales[:2] if quick else scales:
+        gauss = stats.multivariate_normal(s * train.mean(0), np.cov((s * train).T)).logpdf(s * test).mean()
+        row = [f"{s:g}", f"{gauss + 2 * np.log(s):.3f}"]
+        for name in ("maf", "realnvp"):
+            flow, _ = inference.fit(inference.build_flow(name, 0, 2), s * train, progress=False,
+                                    max_epochs=2 if quick else 60)
+            row.append(f"{float(np.mean(np.asarray(flow.log_prob(s * test)))) + 2 * np.log(s):.3f}")
+        out.append(row)
+        print(f"  scale {s:g}: {row[1:]}", file=sys.stderr, flush=True)
+    print("### The data's units: one Gaussian at several scales (nats a row in the units of scale 1)\n")
+    print(table(["scale", "Gaussian fitted to the training rows", "nf-ppl maf", "nf-ppl realnvp"], out))
+    print()
 
 
 def raw_table(datasets, seeds, quick, only=None):
@@ -891,6 +916,8 @@ def main():
         ablation_table(datasets, seeds, args.quick)
     if "defaults" in sections:
         defaults_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
+    if "units" in sections:
+        units_table(args.quick)
     if "raw" in sections:
         raw_table(datasets, seeds, args.quick, args.builders and args.builders.split(","))
     if "stopping" in sections:
