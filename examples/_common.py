@@ -27,6 +27,12 @@ matplotlib.use("Agg")  # never open windows; every plot goes to a PNG file
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# NumPyro is imported whole before any example imports ArviZ.  ArviZ 1.x loads NumPyro through
+# lazy_loader; if ``from numpyro.infer import ...`` is then the first NumPyro import, the package
+# ``numpyro.infer`` ends up without its submodule attributes and ``arviz.from_numpyro`` fails with
+# "module 'numpyro.infer' has no attribute 'initialization'" (seen with arviz-base 1.3, numpyro 0.22).
+import numpyro  # noqa: E402,F401
+
 __all__ = [
     "parse_args", "prepare_output", "save_figure", "save_metrics", "timer", "note", "quick_compile",
     "float_dtype", "train_test_split",

@@ -103,3 +103,30 @@ def test_example_quick(name, tmp_path, capsys):
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "metrics.json") as fh:
         check(json.load(fh))
+
+
+# The examples import ArviZ before ``from numpyro.infer import MCMC, NUTS``.  Under ArviZ 1.x that
+# order left ``numpyro.infer`` without its submodule attributes, so ``arviz.from_numpyro`` failed
+# when an example ran as a script (in-process tests never saw it: pytest had imported NumPyro).
+_ARVIZ_FIRST = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import _common
+import arviz as az
+import jax
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+mcmc = MCMC(NUTS(_common.eight_schools_noncentered), num_warmup=5, num_samples=5, progress_bar=False)
+mcmc.run(jax.random.PRNGKey(0), np.asarray(_common.EIGHT_SCHOOLS_SIGMA), y=np.asarray(_common.EIGHT_SCHOOLS_Y))
+data = az.from_numpyro(mcmc)
+print("draws", int(data.posterior["mu"].shape[1]))
+"""
+
+
+def test_an_example_run_as_a_script_converts_nuts_draws_with_arviz():
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", _ARVIZ_FIRST, EXAMPLES_DIR], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-2:] == ["draws", "5"]
