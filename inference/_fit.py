@@ -92,6 +92,43 @@ def _check_row_counts(flow, train_y, val_y, given: bool):
                       "val_data=) or check the flow against a Gaussian on fresh rows", UserWarning, stacklevel=3)
 
 
+MAX_DEPENDENCE_CHECK = 512  # columns up to which fit looks for linearly dependent columns (an eigen-solve)
+DEPENDENT_EIGENVALUE = 1e-8  # a correlation matrix's smallest eigenvalue below this: a column is a linear mix of others
+
+
+def _check_degenerate_columns(train_y):
+    """Warn when the training rows lie on a lower-dimensional set: a constant column, or columns that are
+    linear combinations of each other (a duplicated or rescaled column).  Such rows have no density: a
+    flow squeezes the thin direction, and the held-out log-likelihood climbs with it (the rows held out lie
+    on the same set) until training turns unstable.  A MAF on 2000 rows of two normals and a constant
+    column reached -3.94 nats held out, against 4.14 with a third normal column: a number about the squeeze."""
+    rows = np.asarray(train_y, dtype=np.float64).reshape(train_y.shape[0], -1)
+    mean, sd = rows.mean(axis=0), rows.std(axis=0)
+    constant = np.flatnonzero(sd <= 1e-12 * np.abs(mean))
+    fix = "drop it, or add noise of the data's resolution (nf_ppl.uniform_dequantize for integers)"
+    if constant.size:
+        shown = ", ".join(f"{i} (= {mean[i]:.6g})" for i in constant[:5]) + (" ..." if constant.size > 5 else "")
+        warnings.warn(f"fit: {constant.size} column(s) of the training rows are constant: {shown}; such data "
+                      f"have no density (a flow squeezes them into a spike, and its log-likelihood measures the "
+                      f"squeeze, not the fit): {fix}", UserWarning, stacklevel=3)
+    varied = np.flatnonzero(sd > 1e-12 * np.abs(mean))
+    if not 2 <= varied.size <= MAX_DEPENDENCE_CHECK or rows.shape[0] <= varied.size:
+        return
+    z = (rows[:, varied] - mean[varied]) / sd[varied]
+    corr = z.T @ z / rows.shape[0]
+    values, vectors = np.linalg.eigh(corr)
+    if values[0] >= DEPENDENT_EIGENVALUE:
+        return
+    involved = varied[np.argsort(-np.abs(vectors[:, 0]))[:int(np.sum(np.abs(vectors[:, 0]) > 0.1))]]
+    pairs = np.argwhere(np.triu(np.abs(corr) > 1 - DEPENDENT_EIGENVALUE, k=1))
+    what = (f"columns {varied[pairs[0][0]]} and {varied[pairs[0][1]]} are equal up to scale and shift"
+            if len(pairs) else f"a linear combination of columns {sorted(involved.tolist())[:8]} is constant")
+    warnings.warn(f"fit: the training rows lie on a lower-dimensional plane: {what}; such data have no density "
+                  f"(a flow squeezes the plane's normal into a spike, and its log-likelihood measures the squeeze, "
+                  f"not the fit): drop the dependent column(s), or add noise of the data's resolution",
+                  UserWarning, stacklevel=3)
+
+
 def _check_context(flow, context, n, name="context"):
     if not flow.context_dim:
         if context is not None:
@@ -340,6 +377,7 @@ def fit(flow, data, *, context=None, max_epochs: int | None = None, max_steps: i
     train_y, train_c, val_y, val_c = _split(flow, data, context, val_data, val_context, val_fraction,
                                             np.random.default_rng(seed))
     _check_row_counts(flow, train_y, val_y, val_data is not None)
+    _check_degenerate_columns(train_y)
     flow = remember_standardized(flow, standardized(flow, train_y, standardize))
     n_train = train_y.shape[0]
     if batch_size >= n_train:  # full-batch training: every step sees every training row once

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +181,28 @@ def test_fit_names_bad_data_and_warns_when_rows_are_too_few_to_judge():
         inference.fit(flow, rows[:3], val_data=rows[3:], **quick)
     with pytest.raises(TypeError, match=r"^build_flow: dim must be an int; got 3.0$"):
         inference.build_flow("maf", 0, 3.0)
+
+
+def test_fit_warns_when_the_rows_lie_on_a_lower_dimensional_set():
+    import inference
+
+    flow = inference.build_flow("maf", 0, 3, num_layers=2, hidden_dims=(8,))
+    quick = dict(max_epochs=1, batch_size=64, progress=False)
+    rows = np.random.default_rng(0).normal(size=(200, 3))
+    fix = r"drop it, or add noise of the data's resolution \(nf_ppl\.uniform_dequantize for integers\)$"
+    with pytest.warns(UserWarning, match=r"^fit: 1 column\(s\) of the training rows are constant: 1 \(= 2\.5\); such "
+                                         r"data have no density \(a flow squeezes them into a spike, and its "
+                                         r"log-likelihood measures the squeeze, not the fit\): " + fix):
+        inference.fit(flow, np.column_stack([rows[:, 0], np.full(200, 2.5), rows[:, 2]]), **quick)
+    plane = (r"; such data have no density \(a flow squeezes the plane's normal into a spike, and its log-likelihood "
+             r"measures the squeeze, not the fit\): drop the dependent column\(s\), or add noise of the data's resolution$")
+    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane: columns 0 and 2 "
+                                         r"are equal up to scale and shift" + plane):
+        inference.fit(flow, np.column_stack([rows[:, :2], 3.0 - 0.3 * rows[:, 0]]), **quick)
+    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane: a linear "
+                                         r"combination of columns \[0, 1, 2\] is constant" + plane):
+        inference.fit(flow, np.column_stack([rows[:, :2], rows[:, 0] + 2 * rows[:, 1]]).astype(np.float32), **quick)
+    near = np.column_stack([rows[:, :2], rows[:, 0] + 0.05 * rows[:, 2]])  # correlation 0.999: a density exists
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inference.fit(flow, near, **quick)
