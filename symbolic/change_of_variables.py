@@ -138,6 +138,8 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
                 self._derive_density()
         if self.has_density and self._p is not None and check_normalization:
             self._check_base_normalization()
+            if self.parameters:
+                self._check_other_parameter_values()
 
     # ----------------------------------------------------------------- construction
 
@@ -339,7 +341,13 @@ def change_of_variables(forward, inputs, base_density=None, support=None, **kwar
     outputs:
         Output symbols (default ``y`` or ``y1, ..., yd``).
     parameters:
-        Extra constant symbols allowed in the map, density and support.
+        Extra constant symbols allowed in the map, density and support.  The numerical steps
+        (which inverse branches exist, the output support) run at test values of them; a sign
+        taken from those values is an assumption.  With one input and one output the density is
+        integrated at the other signs of the parameters SymPy leaves free (where the base is still a
+        density), and a result that holds only at the test values' signs warns and says so in
+        ``notes`` (``x**2`` of ``Uniform(a, b)``: right for ``0 < a < b``, not for ``a < 0 < b``).
+        Declaring the signs (``sp.Symbol("a", positive=True)``) removes the assumption.
     inverse:
         A user-given inverse (expressions of the outputs), used instead of
         ``sympy.solve``; it is checked numerically.

@@ -87,6 +87,69 @@ class _CheckedResults:
                 stacklevel=4,
             )
 
+    def _check_other_parameter_values(self):
+        """The branches and the output support are decided at test values of the parameters; a sign
+        the derivation took from them is an assumption (``x**2`` of ``Uniform(a, b)`` at ``a = 0.81``
+        keeps one branch, wrong for ``a < 0``).  For one input and one output, the density is
+        integrated (quadrature) at each other sign pattern of the parameters that SymPy leaves free
+        and where the base is still a density; where it does not integrate to 1 the result warns,
+        naming both sets of values, and says so in ``notes``."""
+        if self._symbolic_only or len(self._xs) != 1 or len(self._ys) != 1 or self._density.has(sp.Integral):
+            return
+        free = [i for i, p in enumerate(self.parameters) if p.is_positive is None and p.is_negative is None]
+        if not free or len(free) > 4:
+            return
+        from itertools import product
+
+        for signs in product((1, -1), repeat=len(free)):
+            if all(s == 1 for s in signs):
+                continue
+            vals = list(self._pvals)
+            for i, s in zip(free, signs):
+                vals[i] = s * vals[i]
+            mass = self._mass_at(vals)
+            if mass is not None and abs(mass - 1.0) > 1e-4:
+                here = ", ".join(f"{p} = {v:g}" for p, v in zip(self.parameters, self._pvals))
+                there = ", ".join(f"{p} = {v:g}" for p, v in zip(self.parameters, vals))
+                note = (f"the density holds for parameters like {here} (its branches and support were decided "
+                        f"there); at {there} it integrates to {mass:.6g}, not 1: declare the parameters' signs "
+                        f"(Symbol('{self.parameters[free[0]]}', positive=True), ...) or substitute numbers")
+                self.notes.append(note)
+                warnings.warn(note, UserWarning, stacklevel=4)
+                return
+
+    def _mass_at(self, vals):
+        """The integral of the density at parameter values ``vals``, or None where the base is not a density
+        there (an empty support, negative values, a mass other than 1) or quadrature fails."""
+        from .cov_helpers import _quadrature
+
+        subs = dict(zip(self.parameters, vals))
+        try:
+            lo, hi = (float(v.subs(subs)) for v in (self.support[0].inf, self.support[0].sup))
+            if not lo < hi:
+                return None
+            base, failure = _quadrature(self._p.subs(subs), self._xs, [(self._xs[0], lo, hi)], self.functions)
+            if failure or abs(base - 1.0) > 1e-6:
+                return None
+            grid = np.linspace(max(lo, -50.0), min(hi, 50.0), 41)[1:-1]
+            values = self._numeric(self._xs + self.parameters, [self._p])(grid, *vals)[0]
+            if np.any(np.asarray(values) < -1e-12):
+                return None
+            support = self._output_support.subs(subs)
+            parts = support.args if isinstance(support, sp.Union) else (support,)
+            total = 0.0
+            for iv in parts:
+                if not isinstance(iv, sp.Interval):
+                    return None
+                mass, failure = _quadrature(self._density.subs(subs), self._ys, [(self._ys[0], iv.inf, iv.sup)],
+                                            self.functions)
+                if failure:
+                    return None
+                total += mass
+            return total
+        except Exception:  # noqa: BLE001 - a check that cannot run (zoo in a lambdified Piecewise) says nothing
+            return None
+
     @property
     def inverse(self) -> tuple:
         """The inverse map (a tuple of expressions in ``outputs``); needs injectivity."""

@@ -624,3 +624,29 @@ def test_sympy_stats_random_variables_as_base_and_results_as_sympy_stats():
     assert stats.E(c.to_stats("Z")) == sp.Rational(2, 3)
     with pytest.raises(ValueError, match="gives 1 sympy.stats random variables for 2 inputs"):
         change_of_variables([_x1, _x2], [_x1, _x2], stats.Normal("X", 0, 1))
+
+
+def test_a_sign_taken_from_the_parameters_test_values_is_checked_at_the_other_signs():
+    """``x**2`` of ``Uniform(a, b)``: at the test values (0 < a < b) one branch and the support (a^2, b^2);
+    for a < 0 < b that density is wrong (it misses the fold over (0, a^2)), so the result warns."""
+    import warnings
+
+    a, b = sp.symbols("a b", real=True)
+    with pytest.warns(UserWarning, match=r"^the density holds for parameters like a = 0\.81, b = 1\.37 \(its branches "
+                                         r"and support were decided there\); at a = -0\.81, b = 1\.37 it integrates "
+                                         r"to 0\.256881, not 1: declare the parameters' signs \(Symbol\('a', "
+                                         r"positive=True\), \.\.\.\) or substitute numbers$"):
+        free = change_of_variables([x**2], [x], stats.Uniform("U", a, b), parameters=[a, b])
+    assert len(free.notes) == 1 and free.notes[0].startswith("the density holds for parameters like")
+    # the one-branch density 1 / (2 sqrt(y) (b - a)) over (a^2, b^2) at a < 0: mass (b - |a|) / (b - a)
+    assert math.isclose((1.37 - 0.81) / (1.37 + 0.81), 0.256881, rel_tol=1e-5)
+    ap, bp = sp.symbols("a b", positive=True)
+    y = sp.Symbol("y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        signed = change_of_variables([x**2], [x], stats.Uniform("U", ap, bp), parameters=[ap, bp])
+        linear = change_of_variables([a * x + b], [x], stats.Uniform("U", 0, 1), parameters=[a, b])  # any signs
+    density = sp.lambdify(y, signed.density.subs({ap: 0.5, bp: 2.0}).subs(signed.outputs[0], y))
+    assert math.isclose(density(1.0), 1 / (2 * 1.0 * 1.5), rel_tol=1e-12)  # 1 / (2 sqrt(y) (b - a)) on (a^2, b^2)
+    assert math.isclose(integrate.quad(density, 0.25, 4.0)[0], 1.0, rel_tol=1e-7)
+    assert linear.notes == []
