@@ -299,7 +299,47 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
         density = self._simplified(sp.Add(*terms), "simplifying the density")
         if density.has(sp.DiracDelta) and len(self._ys) == 1:  # delta(y/2 - 35/2)/2 -> delta(y - 35)
             density = density.expand(diracdelta=True, wrt=self._ys[0])
-        self._density = density
+        self._density = self._on_the_output_support(density)
+
+    def _on_the_output_support(self, density):
+        """``Abs``, ``re``, ``im`` and ``sign`` of expressions of the output alone whose value is known on the
+        output support, replaced by it: ``(1 - y)/|y - 1|`` is 1 on ``[0, 1)`` and ``re(erfinv(2y - 1))`` is
+        ``erfinv(2y - 1)`` there (SymPy cannot tell; a normal's probability integral transform printed as
+        ``exp(re(u)**2 - im(u)**2 - u**2)``).  The sign or realness is read at 401 points inside the support
+        and the simplified density is kept only where it equals the original at 200 other points."""
+        iv = getattr(self, "_output_support", None)
+        if len(self._ys) != 1 or self._symbolic_only or not self.simplify or not isinstance(iv, sp.Interval) \
+                or not (iv.inf.is_number and iv.sup.is_number):
+            return density
+        y = self._ys[0]
+        grid, other = _inside(iv, 401, shift=0.0), _inside(iv, 200, shift=0.37)
+        known = {}
+        for node in density.atoms(sp.Abs, sp.re, sp.im, sp.sign):
+            inner = node.args[0]
+            if inner.free_symbols != {y}:
+                continue
+            try:
+                values = self._numeric([y], [inner], complex_ok=True)(grid)[0]
+            except Exception:  # noqa: BLE001 - NumPy cannot evaluate it: leave it as it is
+                continue
+            real = np.all(np.isfinite(values)) and np.all(np.abs(values.imag) <= 1e-12 * (1 + np.abs(values.real)))
+            if not real:
+                continue
+            if isinstance(node, (sp.re, sp.im)):
+                known[node] = inner if isinstance(node, sp.re) else sp.S.Zero
+            elif np.all(values.real > 0):
+                known[node] = inner if isinstance(node, sp.Abs) else sp.S.One
+            elif np.all(values.real < 0):
+                known[node] = -inner if isinstance(node, sp.Abs) else -sp.S.One
+        if not known:
+            return density
+        tidy = self._simplified(density.xreplace(known), "simplifying the density on its support")
+        try:
+            before, after = (self._numeric([y], [d], complex_ok=True)(other)[0] for d in (density, tidy))
+        except Exception:  # noqa: BLE001
+            return density
+        same = np.allclose(after, before, rtol=1e-9, atol=1e-12, equal_nan=True)
+        return tidy if same else density
 
     @property
     def derivation(self) -> list:
@@ -319,6 +359,19 @@ class ChangeOfVariables(_InverseDerivation, _MarginalAndPiecewise, _CheckedResul
     def __repr__(self) -> str:
         return (f"ChangeOfVariables(forward={self.forward}, inputs={self.inputs}, "
                 f"has_density={self.has_density})")
+
+
+def _inside(interval, n, shift):
+    """``n`` points strictly inside ``interval`` (its ends may be infinite), spread over all of it."""
+    t = (np.arange(n) + 0.5 + shift) / (n + 1)
+    lo, hi = interval.inf, interval.sup
+    if lo.is_finite and hi.is_finite:
+        return float(lo) + (float(hi) - float(lo)) * t
+    if lo.is_finite:
+        return float(lo) + t / (1 - t)
+    if hi.is_finite:
+        return float(hi) - t / (1 - t)
+    return np.tan(np.pi * (t - 0.5))
 
 
 def change_of_variables(forward, inputs, base_density=None, support=None, **kwargs) -> ChangeOfVariables:
