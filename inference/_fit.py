@@ -96,6 +96,16 @@ MAX_DEPENDENCE_CHECK = 512  # columns up to which fit looks for linearly depende
 DEPENDENT_EIGENVALUE = 1e-8  # a correlation matrix's smallest eigenvalue below this: a column is a linear mix of others
 
 
+def _without_outlying_rows(rows, limit=20.0):
+    """``rows`` without those beyond ``limit`` robust sds (interquartile range / 1.349, or the sd where that
+    is 0) from a column's median: correlations of the others.  A plane the rows lie on holds for them too."""
+    q1, med, q3 = np.percentile(rows, [25, 50, 75], axis=0)
+    scale = (q3 - q1) / 1.349
+    scale = np.where(scale > 0, scale, rows.std(axis=0))
+    keep = np.all(np.abs(rows - med) <= limit * np.maximum(scale, np.finfo(float).tiny), axis=1)
+    return rows[keep]
+
+
 def _check_degenerate_columns(train_y):
     """Warn when the training rows lie on a lower-dimensional set: a constant column, or columns that are
     linear combinations of each other (a duplicated or rescaled column).  Such rows have no density: a
@@ -112,9 +122,15 @@ def _check_degenerate_columns(train_y):
                       f"have no density (a flow squeezes them into a spike, and its log-likelihood measures the "
                       f"squeeze, not the fit): {fix}", UserWarning, stacklevel=3)
     varied = np.flatnonzero(sd > 1e-12 * np.abs(mean))
-    if not 2 <= varied.size <= MAX_DEPENDENCE_CHECK or rows.shape[0] <= varied.size:
+    if not 2 <= varied.size <= MAX_DEPENDENCE_CHECK:
         return
-    z = (rows[:, varied] - mean[varied]) / sd[varied]
+    rows = _without_outlying_rows(rows[:, varied])  # one row of 1e20 makes every column "equal" to the others
+    mean, sd = rows.mean(axis=0), rows.std(axis=0)
+    still = sd > 1e-12 * np.abs(mean)  # a column varied only by the rows left out is not a plane's
+    varied, rows, mean, sd = varied[still], rows[:, still], mean[still], sd[still]
+    if varied.size < 2 or rows.shape[0] <= varied.size:
+        return
+    z = (rows - mean) / sd
     corr = z.T @ z / rows.shape[0]
     values, vectors = np.linalg.eigh(corr)
     if values[0] >= DEPENDENT_EIGENVALUE:
@@ -123,9 +139,10 @@ def _check_degenerate_columns(train_y):
     pairs = np.argwhere(np.triu(np.abs(corr) > 1 - DEPENDENT_EIGENVALUE, k=1))
     what = (f"columns {varied[pairs[0][0]]} and {varied[pairs[0][1]]} are equal up to scale and shift"
             if len(pairs) else f"a linear combination of columns {sorted(involved.tolist())[:8]} is constant")
-    warnings.warn(f"fit: the training rows lie on a lower-dimensional plane: {what}; such data have no density "
-                  f"(a flow squeezes the plane's normal into a spike, and its log-likelihood measures the squeeze, "
-                  f"not the fit): drop the dependent column(s), or add noise of the data's resolution",
+    warnings.warn(f"fit: the training rows lie on a lower-dimensional plane (to 1e-4 of their spread): {what}; "
+                  f"such data have no density (a flow squeezes the plane's normal into a spike, and its "
+                  f"log-likelihood measures the squeeze, not the fit): drop the dependent column(s), or add noise "
+                  f"of the data's resolution",
                   UserWarning, stacklevel=3)
 
 

@@ -195,14 +195,21 @@ def test_fit_warns_when_the_rows_lie_on_a_lower_dimensional_set():
                                          r"log-likelihood measures the squeeze, not the fit\): " + fix):
         inference.fit(flow, np.column_stack([rows[:, 0], np.full(200, 2.5), rows[:, 2]]), **quick)
     plane = (r"; such data have no density \(a flow squeezes the plane's normal into a spike, and its log-likelihood "
-             r"measures the squeeze, not the fit\): drop the dependent column\(s\), or add noise of the data's resolution$")
-    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane: columns 0 and 2 "
-                                         r"are equal up to scale and shift" + plane):
+             r"measures the squeeze, not the fit\): drop the dependent column\(s\), or add noise of the data's "
+             r"resolution$")
+    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane \(to 1e-4 of their "
+                                         r"spread\): columns 0 and 2 are equal up to scale and shift" + plane):
         inference.fit(flow, np.column_stack([rows[:, :2], 3.0 - 0.3 * rows[:, 0]]), **quick)
-    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane: a linear "
-                                         r"combination of columns \[0, 1, 2\] is constant" + plane):
+    with pytest.warns(UserWarning, match=r"^fit: the training rows lie on a lower-dimensional plane \(to 1e-4 of their "
+                                         r"spread\): a linear combination of columns \[0, 1, 2\] is constant" + plane):
         inference.fit(flow, np.column_stack([rows[:, :2], rows[:, 0] + 2 * rows[:, 1]]).astype(np.float32), **quick)
     near = np.column_stack([rows[:, :2], rows[:, 0] + 0.05 * rows[:, 2]])  # correlation 0.999: a density exists
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         inference.fit(flow, near, **quick)
+    outlier = rows.copy()
+    outlier[7] = 1e20  # every column's sd is this row's: correlations near 1, but the other rows are not on a plane
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inference.fit(flow, outlier, **quick)  # (its float32 loss overflows: a RuntimeWarning says so)
+    assert not [w for w in caught if "lower-dimensional" in str(w.message)]
