@@ -51,14 +51,42 @@ def log_importance_weights(model, guide, params, *args, num_samples: int = 1000,
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
 
+    joint = _joint_log_density(model, guide, args, kwargs)
+
     def one(key):
         guide_lp, guide_trace = log_density(handlers.seed(guide, key), args, kwargs, params)
-        model_lp, _ = log_density(handlers.replay(handlers.seed(model, key), guide_trace), args, kwargs, params)
-        return model_lp - guide_lp
+        return joint(key, guide_trace, params) - guide_lp
 
     keys = jax.random.split(jax.random.PRNGKey(seed), num_samples)
     block = min(num_samples, IMPORTANCE_BLOCK)
     return np.asarray(jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=block))(keys), dtype=np.float64)
+
+
+def _joint_log_density(model, guide, args, kwargs):
+    """``(key, guide_trace, params) -> log p(x, z)`` at the guide's draw ``z``.  A guide that sums out
+    discrete sites marked for enumeration (``AutoFlow(...).enumerated_sites``) is weighed against the
+    model with those sites summed out too (funsor, as NumPyro's NUTS does): replaying the model would
+    draw them from their prior and add ``log p(c)`` for one draw ``c``, a weight that is neither the
+    ELBO's nor unbiased (an 8-point mixture's ELBO read 8 nats low)."""
+    if not getattr(guide, "enumerated_sites", ()):
+        def replayed(key, guide_trace, params):
+            return log_density(handlers.replay(handlers.seed(model, key), guide_trace), args, kwargs, params)[0]
+
+        return replayed
+    from numpyro.contrib.funsor import config_enumerate, enum
+    from numpyro.contrib.funsor import log_density as summed_log_density
+    from numpyro.infer.util import _guess_max_plate_nesting
+
+    with handlers.block():
+        first = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+    summed = enum(config_enumerate(model), -_guess_max_plate_nesting(first) - 1)
+
+    def enumerated(key, guide_trace, params):
+        values = {name: site["value"] for name, site in guide_trace.items()
+                  if site["type"] == "sample" and name in first and not first[name]["is_observed"]}
+        return summed_log_density(summed, args, kwargs, {**params, **values})[0]
+
+    return enumerated
 
 
 def iw_bound(log_w) -> float:
