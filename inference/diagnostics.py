@@ -36,6 +36,7 @@ __all__ = ["log_importance_weights", "iw_bound", "log_marginal_likelihood", "psi
 KHAT_THRESHOLD = 0.7  # the cap of khat_threshold(S); with fewer than 2154 draws the threshold is lower
 
 
+MIN_KHAT_DRAWS = 25  # fewer finite weights give no k-hat (inference.psis: a tail of at least 5)
 IMPORTANCE_BLOCK = 100  # draws evaluated together (vmap) per step of a lax.map over blocks
 
 
@@ -111,22 +112,26 @@ def log_marginal_likelihood(model, guide, params, *args, num_samples: int = 1000
     return iw_bound(log_w), psis_khat(log_w)
 
 
-def _reading(khat: float, threshold: float, num_samples: int, elbo: float, iw: float) -> str:
+def _reading(khat: float, threshold: float, num_samples: int, elbo: float, iw: float, num_draws=None) -> str:
     """The diagnostics in words: whether the importance weights can be trusted, and what may be missing."""
+    if not math.isfinite(khat) and (num_samples if num_draws is None else num_draws) < MIN_KHAT_DRAWS:
+        return (f"unknown: {num_samples} importance weights are too few for a k-hat (PSIS fits the "
+                f"largest fifth and needs at least {MIN_KHAT_DRAWS}); pass num_samples=2000 (the default)")
     if not math.isfinite(khat):
         return (f"unreliable: too few finite importance weights for a k-hat ({num_samples} draws); "
                 "check the model's log-density where the guide puts mass")
+    shown = f"{khat:.3f}" if min(abs(khat - 0.5), abs(khat - threshold)) < 0.005 else f"{khat:.2f}"  # not "0.50 < 0.5"
     if khat >= threshold:
-        words = (f"unreliable (k-hat {khat:.2f} >= {threshold:.2f}, the threshold for {num_samples} draws): "
+        words = (f"unreliable (k-hat {shown} >= {threshold:.2f}, the threshold for {num_samples} draws): "
                  "the importance weights are heavy-tailed, so the guide misses mass the posterior has; "
                  "train longer, use a heavier-tailed base (base='student_t') or more flow layers, train with "
                  "the mass-covering objective (AutoFlow(model, 'maf', stl=False) with loss=inference.MassCovering()), "
                  "or refine with NeuTra NUTS")
     elif khat >= 0.5:
-        words = (f"acceptable (k-hat {khat:.2f} < {threshold:.2f}, the threshold for {num_samples} draws), "
+        words = (f"acceptable (k-hat {shown} < {threshold:.2f}, the threshold for {num_samples} draws), "
                  "but the importance estimates converge slowly; the guide's tails are somewhat light")
     else:
-        words = f"good (k-hat {khat:.2f} < 0.5; threshold {threshold:.2f} for {num_samples} draws)"
+        words = f"good (k-hat {shown} < 0.5; threshold {threshold:.2f} for {num_samples} draws)"
     gap = iw - elbo
     if math.isfinite(gap) and gap > 1.0:
         words += (f"; the importance-weighted bound is {gap:.1f} nats above the ELBO, so the guide is "
@@ -147,11 +152,11 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
     finite = np.isfinite(log_w)
     num_finite = int(finite.sum())
-    khat = psis_khat(log_w[finite]) if num_finite > 10 else math.inf
+    khat = psis_khat(log_w[finite]) if num_finite >= MIN_KHAT_DRAWS else math.inf
     threshold = khat_threshold(max(num_finite, 2))
     ess = importance_ess(log_w[finite]) if finite.any() else 0.0
     elbo, iw = float(np.mean(log_w)), iw_bound(log_w)
-    reading = _reading(khat, threshold, num_finite, elbo, iw)
+    reading = _reading(khat, threshold, num_finite, elbo, iw, num_draws=num_samples)
     start = getattr(guide, "warm_start_info", None)
     if start is not None and start.get("num_modes", 1) > 1:
         masses = ", ".join(f"{w:.2f}" for w in start["mode_weights"])

@@ -48,8 +48,14 @@ def gpd_fit(exceedances: np.ndarray) -> tuple[float, float]:
     n = x.size
     m = 30 + int(math.sqrt(n))
     first_quartile = x[int(n / 4 + 0.5) - 1]
-    if not first_quartile > x[0]:
-        return math.nan, math.nan  # a quarter of the tail ties the minimum: no Pareto shape to fit
+    if not first_quartile > 0:
+        # a quarter of the tail ties the cutoff: weights rounded to a few values (a near-exact guide's log
+        # weights in float32 span 1e-4).  The quartile only scales the prior grid of b (ties above zero are
+        # fine, as in ArviZ), so take the first value above zero
+        positive = x[x > 0]
+        if positive.size == 0:
+            return math.nan, math.nan  # every exceedance zero: no Pareto shape to fit
+        first_quartile = positive[0]
     b = 1 - np.sqrt(m / (np.arange(1, m + 1) - 0.5))
     b = b / (3 * first_quartile) + 1 / x[-1]
     k = np.mean(np.log1p(-b[:, None] * x), axis=1)
@@ -73,7 +79,10 @@ def psis(log_w) -> tuple[np.ndarray, float]:
     """Pareto-smoothed, normalised log weights (``logsumexp == 0``) and k-hat.
 
     Non-finite entries are refused: drop (and count) them first.  Fewer than 5 tail draws
-    (``S < 25``) give ``k = inf``, with the raw weights normalised.
+    (``S < 25``) give ``k = inf``, with the raw weights normalised.  The tail is the largest fifth (or
+    ``3 sqrt(S)``) of the weights above the cutoff; values tied with the cutoff are left out, as ArviZ
+    does (weights rounded to a few values, a near-exact guide's in float32); a tail that ties the cutoff
+    but for fewer than 5 values within 1e-3 nats of it is flat, ``k = 0``.
     """
     log_w = np.asarray(log_w, np.float64).ravel()
     if log_w.size == 0 or not np.all(np.isfinite(log_w)):
@@ -83,14 +92,19 @@ def psis(log_w) -> tuple[np.ndarray, float]:
     if tail_len < 5:
         return out - logsumexp(out), math.inf
     order = np.argsort(out)
-    tail_idx = order[-tail_len:]
     cutoff = out[order[-tail_len - 1]]
+    tail_idx = order[-tail_len:]
+    tail_idx = tail_idx[out[tail_idx] > cutoff]  # values tied with the cutoff are not the tail (as in ArviZ)
     tail = out[tail_idx]
+    if tail.size < 5:  # the largest fifth ties the cutoff but for a few: flat unless those few stand out
+        flat = tail.size == 0 or tail.max() - cutoff < 1e-3
+        return out - logsumexp(out), 0.0 if flat else math.inf
     if tail.max() - tail.min() < np.finfo(float).tiny:
         return out - logsumexp(out), 0.0  # equal weights in the tail: nothing heavy to smooth
     k, sigma = gpd_fit(np.exp(tail) - np.exp(cutoff))
     if not math.isfinite(k):
         return out - logsumexp(out), math.inf
+    tail_len = tail.size
     p = (np.arange(1, tail_len + 1) - 0.5) / tail_len
     smoothed = np.log(np.exp(cutoff) + _gpd_quantile(p, k, sigma))
     out[tail_idx] = np.minimum(smoothed, tail.max())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import inference
-from inference.psis import gpd_fit
+from inference.psis import gpd_fit, psis_khat
 
 
 def _arviz_psis(log_w):
@@ -122,7 +122,26 @@ def test_reading_warns_when_the_iw_bound_is_far_above_the_elbo():
     words = _reading(0.3, 0.7, 2000, elbo=-10.0, iw=-6.5)
     assert words.startswith("good") and "3.5 nats above the ELBO" in words and "misses part of it" in words
     assert "nats above" not in _reading(0.3, 0.7, 2000, elbo=-10.0, iw=-9.8)
-    assert _reading(math.inf, 0.7, 5, elbo=-10.0, iw=-9.8).startswith("unreliable: too few finite")
+    assert _reading(math.inf, 0.7, 5, elbo=-10.0, iw=-9.8, num_draws=2000).startswith("unreliable: too few finite")
+    assert _reading(math.inf, 0.7, 20, elbo=-10.0, iw=-9.8) == (
+        "unknown: 20 importance weights are too few for a k-hat (PSIS fits the largest fifth and needs at least "
+        "25); pass num_samples=2000 (the default)")
+    assert _reading(0.4954, 0.7, 2000, elbo=-10.0, iw=-9.8).startswith("good (k-hat 0.495 < 0.5;")
+
+
+def test_weights_rounded_to_a_few_values_get_arviz_khat_and_a_near_exact_guide_reads_good():
+    """A near-exact guide's log weights span 1e-4; rounded in float32 to a few values, a quarter of the
+    Pareto tail tied the cutoff, the fit gave NaN and diagnose said "too few finite importance weights ...
+    check the model's log-density".  Values tied with the cutoff are not the tail (as in ArviZ): the
+    k-hats below are ArviZ's psislw on the same weights (arviz 0.23)."""
+    for mean, spread, arviz_khat in ((-50.0, 1e-5, -0.395374496), (-300.0, 1e-4, -0.347446332)):
+        rng = np.random.default_rng(0)
+        log_w = (np.float32(mean) + np.float32(spread) * rng.normal(size=2000).astype(np.float32)).astype(np.float64)
+        assert len(np.unique(log_w)) < 30  # rounded to a few values
+        assert psis_khat(log_w) == pytest.approx(arviz_khat, abs=1e-6)
+    model, guide, params = _normal_guide_params(0.0, 10.0)  # the guide is the posterior: equal weights up to rounding
+    report = inference.diagnose(model, guide, params, num_samples=2000)
+    assert report["reliable"] and report["reading"].startswith("good (k-hat")
 
 
 def test_draws_to_inference_data_feeds_arviz_summary_and_plots():
