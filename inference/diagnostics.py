@@ -52,7 +52,8 @@ def log_importance_weights(model, guide, params, *args, num_samples: int = 1000,
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
 
-    joint = _joint_log_density(model, guide, args, kwargs)
+    first = _checked_traces(model, guide, params, args, kwargs)
+    joint = _joint_log_density(model, guide, args, kwargs, first)
 
     def one(key):
         guide_lp, guide_trace = log_density(handlers.seed(guide, key), args, kwargs, params)
@@ -63,7 +64,29 @@ def log_importance_weights(model, guide, params, *args, num_samples: int = 1000,
     return np.asarray(jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=block))(keys), dtype=np.float64)
 
 
-def _joint_log_density(model, guide, args, kwargs):
+def _checked_traces(model, guide, params, args, kwargs):
+    """One eager run of the guide (which also sets up a fresh autoguide outside any jit) and of the model
+    replayed on it; refuses what importance weights of the whole model cannot mean: a subsampled plate
+    (each weight would see another subsample) and a latent site of the model the guide does not cover
+    (a guide of another model, or a data argument left out, which turns an observed site latent)."""
+    with handlers.block():
+        guide_trace = handlers.trace(handlers.seed(handlers.substitute(guide, data=params), 0)).get_trace(
+            *args, **kwargs)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 0), guide_trace)).get_trace(*args, **kwargs)
+    enumerated = set(getattr(guide, "enumerated_sites", ()))
+    for name, site in model_trace.items():
+        if site["type"] == "plate" and site["args"][1] is not None and site["args"][1] < site["args"][0]:
+            raise ValueError(f"diagnose weighs draws by the whole model, but plate {name!r} subsamples "
+                             f"{site['args'][1]} of {site['args'][0]}: each weight would see another subsample. "
+                             "Pass the model without subsample_size (all the data) to diagnose")
+        if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace and name not in enumerated:
+            raise ValueError(f"the model's latent site {name!r} is not in the guide: diagnose needs the model and "
+                             "the arguments the guide was trained with (a data argument left out makes an "
+                             "observed site latent)")
+    return model_trace
+
+
+def _joint_log_density(model, guide, args, kwargs, first):
     """``(key, guide_trace, params) -> log p(x, z)`` at the guide's draw ``z``.  A guide that sums out
     discrete sites marked for enumeration (``AutoFlow(...).enumerated_sites``) is weighed against the
     model with those sites summed out too (funsor, as NumPyro's NUTS does): replaying the model would
@@ -78,8 +101,6 @@ def _joint_log_density(model, guide, args, kwargs):
     from numpyro.contrib.funsor import log_density as summed_log_density
     from numpyro.infer.util import _guess_max_plate_nesting
 
-    with handlers.block():
-        first = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
     summed = enum(config_enumerate(model), -_guess_max_plate_nesting(first) - 1)
 
     def enumerated(key, guide_trace, params):
@@ -148,6 +169,12 @@ def diagnose(model, guide, params, *args, num_samples: int = 2000, seed: int = 0
     warm start such as ``AutoFlow``, whether its paths found several modes and whether training left
     it below its warm start's ELBO), ``is_ess``,
     ``is_ess_fraction``, ``num_samples``, ``num_nonfinite``.
+
+    The weights are of the whole model: a subsampled plate is refused (pass the model without
+    ``subsample_size``), as is a latent site of the model the guide does not cover (another model's
+    guide, or a data argument left out).  A guide whose discrete sites are summed out by enumeration
+    is weighed against the model with them summed out (funsor).  A guide never called before is set
+    up by one eager run here.
     """
     log_w = log_importance_weights(model, guide, params, *args, num_samples=num_samples, seed=seed, **kwargs)
     finite = np.isfinite(log_w)

@@ -159,3 +159,32 @@ def test_draws_to_inference_data_feeds_arviz_summary_and_plots():
     assert summary.loc["b[2]", "sd"] == pytest.approx(draws["b"][..., 2].std(), abs=0.01)
     az.plot_forest(data, var_names=["a"])
     assert float(az.ess(draws["a"][:1])) == pytest.approx(500, rel=0.25)  # independent draws
+
+
+def test_diagnose_refuses_a_subsampled_plate_and_a_latent_site_the_guide_misses_and_sets_up_a_fresh_guide():
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+
+    def regression(x, y=None, batch=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("N", x.shape[0], subsample_size=batch) as idx:
+            numpyro.sample("y", dist.Normal(w * x[idx], 1.0), obs=None if y is None else y[idx])
+
+    x = jax.numpy.linspace(-1.0, 1.0, 40)
+    y = 0.5 * x + jax.numpy.asarray(np.random.default_rng(0).normal(size=40))
+    guide = inference.AutoFlow(regression, num_layers=1, hidden_dims=(4,))  # never trained: set up by diagnose
+    params = {}
+    with pytest.raises(ValueError, match=r"^diagnose weighs draws by the whole model, but plate 'N' subsamples 10 of "
+                                         r"40: each weight would see another subsample\. Pass the model without "
+                                         r"subsample_size \(all the data\) to diagnose$"):
+        inference.diagnose(regression, guide, params, x, y, batch=10, num_samples=50)
+    with pytest.raises(ValueError, match=r"^the model's latent site 'y' is not in the guide: diagnose needs the model "
+                                         r"and the arguments the guide was trained with \(a data argument left out "
+                                         r"makes an observed site latent\)$"):
+        inference.diagnose(regression, guide, params, x, num_samples=50)
+    svi = numpyro.infer.SVI(regression, guide, numpyro.optim.Adam(1e-3), numpyro.infer.Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.PRNGKey(0), x, y))
+    fresh = inference.AutoFlow(regression, num_layers=1, hidden_dims=(4,))  # its first call is diagnose's
+    report = inference.diagnose(regression, fresh, params, x, y, num_samples=200)
+    assert np.isfinite(report["elbo"]) and report["num_nonfinite"] == 0
