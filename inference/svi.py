@@ -283,13 +283,22 @@ class AmortizedFlowGuide:
     (Kingma et al. 2016).  ``num_layers=0`` gives the diagonal Gaussian encoder baseline.
 
     Call it as the guide with the model's data argument first: ``guide(x, ...)``; the latent
-    site ``site`` is sampled inside ``numpyro.plate(plate, len(x))`` (``subsample_size`` works
-    with a plate of the same name in the model).
+    site ``site`` is sampled inside ``numpyro.plate(plate, len(x))``.  For minibatch training, give
+    both the model and the guide the minibatch as ``x`` and the guide ``data_size=N`` (the rows of
+    the whole data set, the model's ``numpyro.plate(plate, N, subsample_size=len(x))``): the guide's
+    plate then scales ``log q`` by ``N / len(x)`` as the model's plate scales ``log p``.  Without it
+    the ELBO weighed the entropy ``len(x) / N`` times too little, and the posterior sd came out
+    ``sqrt(len(x) / N)`` times too small.
     """
 
     def __init__(self, site: str, latent_dim: int, data_dim: int, *, flow="iaf", num_layers: int = 2,
                  encoder_hidden: Sequence[int] = (32,), context_dim: int = 8, plate: str = "data",
-                 prefix: str = "amortized", seed: int = 0, **flow_options):
+                 prefix: str = "amortized", seed: int = 0, data_size: int | None = None, **flow_options):
+        if data_size is not None and (isinstance(data_size, bool) or not isinstance(data_size, (int, np.integer))
+                                      or data_size < 1):
+            raise ValueError(f"data_size must be a positive int (the rows of the whole data set) or None; "
+                             f"got {data_size!r}")
+        self.data_size = None if data_size is None else int(data_size)
         self.site, self.latent_dim, self.data_dim = site, int(latent_dim), int(data_dim)
         self.plate, self.prefix, self.context_dim = plate, prefix, int(context_dim) if num_layers else 0
         k_enc, k_flow = jax.random.split(jax.random.PRNGKey(seed))
@@ -323,5 +332,10 @@ class AmortizedFlowGuide:
         x = jnp.asarray(x)
         if x.ndim != 2 or x.shape[-1] != self.data_dim:
             raise ValueError(f"x must have shape (n, {self.data_dim}); got shape {x.shape}")
-        with numpyro.plate(self.plate, x.shape[0]):
+        if self.data_size is None:
+            with numpyro.plate(self.plate, x.shape[0]):
+                return numpyro.sample(self.site, self.distribution(x))
+        if x.shape[0] > self.data_size:
+            raise ValueError(f"x has {x.shape[0]} rows, more than data_size={self.data_size}")
+        with numpyro.plate(self.plate, self.data_size, subsample_size=x.shape[0]):
             return numpyro.sample(self.site, self.distribution(x))

@@ -207,6 +207,34 @@ def test_amortized_conditional_iaf_beats_diagonal_gaussian_encoder():
     assert elbos[2] > elbos[0] + 5.0, elbos
 
 
+def test_amortized_guide_trained_on_minibatches_scales_its_entropy_with_data_size():
+    """z_i ~ N(0, 1), x_i ~ N(z_i, 0.5^2): q(z_i | x_i) = N(0.8 x_i, 0.2) exactly.  Minibatches of 20 of
+    200 rows: without data_size the guide's plate did not scale log q by 10 as the model's scales log p,
+    and the encoder's sd came out 0.140 instead of sqrt(0.2) = 0.447."""
+    n, batch = 200, 20
+    x = np.random.default_rng(0).normal(0.0, np.sqrt(1.25), size=(n, 1)).astype(np.float32)
+
+    def model(xb):
+        with numpyro.plate("data", n, subsample_size=xb.shape[0]):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+            numpyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=xb)
+
+    guide = inference.AmortizedFlowGuide("z", 1, 1, num_layers=0, encoder_hidden=(8,), data_size=n)
+    svi = SVI(model, guide, optax.adam(3e-3), Trace_ELBO())
+    rows = np.random.default_rng(1).integers(0, n, size=(3000, batch))
+    state = svi.init(jax.random.PRNGKey(0), x[rows[0]])
+    step = jax.jit(lambda st, xb: svi.update(st, xb)[0])
+    for idx in rows:
+        state = step(state, x[idx])
+    mu, sigma, _ = handlers.substitute(guide.encode, data=svi.get_params(state))(x)
+    np.testing.assert_allclose(np.asarray(sigma), np.sqrt(0.2), rtol=0.08)
+    central = np.abs(x[:, 0]) < 1.5  # (an 8-unit network bends at the few outermost rows)
+    np.testing.assert_allclose(np.asarray(mu)[central], 0.8 * x[central], atol=0.1)
+    with pytest.raises(ValueError, match=r"^data_size must be a positive int \(the rows of the whole data set\) or "
+                                         r"None; got 0$"):
+        inference.AmortizedFlowGuide("z", 1, 1, data_size=0)
+
+
 def test_bad_input_for_guides():
     def discrete_model():
         numpyro.sample("k", dist.Bernoulli(0.3))
