@@ -28,6 +28,31 @@ _CHILDREN = ("transform", "base_loc", "base_log_scale", "context", "base_tail", 
 _OPTIONAL_BASES = {"base_tail": "student_t", "base_mixture": "mixture"}  # optional base child -> aux marker
 
 
+def _check_flattens(transform):
+    """A Flow jits its transform as a pytree: a NumPyro ``Transform`` subclass without ``tree_flatten``
+    (NumPyro's base class raises an empty ``NotImplementedError``) is refused here, by name."""
+    try:
+        jax.tree_util.tree_flatten(transform)
+    except NotImplementedError:
+        name = type(_first_unflattenable(transform)).__name__
+        raise TypeError(f"transform {name} cannot be flattened as a JAX pytree (NumPyro's Transform.tree_flatten "
+                        f"is not implemented for it), and a Flow passes its transform through jax.jit: derive "
+                        f"{name} from numpyro.distributions.transforms.ParameterFreeTransform if it has no "
+                        f"parameters, or give it tree_flatten/tree_unflatten; numpyro.distributions."
+                        f"TransformedDistribution takes it as it is") from None
+
+
+def _first_unflattenable(transform):
+    """The innermost part of a composed transform (``Chain.layers``, ``ComposeTransform.parts``) that does not
+    flatten, else ``transform`` itself."""
+    for part in list(getattr(transform, "layers", None) or getattr(transform, "parts", None) or []):
+        try:
+            jax.tree_util.tree_flatten(part)
+        except NotImplementedError:
+            return _first_unflattenable(part)
+    return transform
+
+
 class Flow(dist.TransformedDistribution):
     """Normalizing flow distribution with event shape ``event_shape`` (a vector ``(dim,)`` for most flows).
 
@@ -67,6 +92,7 @@ class Flow(dist.TransformedDistribution):
 
     def __init__(self, transform, event_shape, *, base_loc=None, base_log_scale=None, base_tail=None,
                  base_mixture=None, context_dim: int = 0, context=None, validate_args=None):
+        _check_flattens(transform)
         self.transform = transform
         self.flow_event_shape = tuple(int(s) for s in np.atleast_1d(event_shape))
         self.base_loc, self.base_log_scale = base_loc, base_log_scale

@@ -213,3 +213,35 @@ def test_fit_warns_when_the_rows_lie_on_a_lower_dimensional_set():
         warnings.simplefilter("always")
         inference.fit(flow, outlier, **quick)  # (its float32 loss overflows: a RuntimeWarning says so)
     assert not [w for w in caught if "lower-dimensional" in str(w.message)]
+
+
+def test_a_numpyro_transform_without_tree_flatten_is_refused_by_name_and_a_parameter_free_one_works():
+    import numpyro.distributions as dist
+    import numpyro.distributions.transforms as T
+    from numpyro.distributions import constraints
+
+    class Cube(T.Transform):  # written as NumPyro's docs show a transform: no tree_flatten
+        domain = codomain = constraints.real_vector
+
+        def __call__(self, x):
+            return x ** 3
+
+        def _inverse(self, y):
+            return jnp.cbrt(y)
+
+        def log_abs_det_jacobian(self, x, y, intermediates=None):
+            return jnp.sum(jnp.log(3 * x ** 2), -1)
+
+    class FreeCube(T.ParameterFreeTransform, Cube):
+        pass
+
+    message = (r"^transform Cube cannot be flattened as a JAX pytree \(NumPyro's Transform\.tree_flatten is not "
+               r"implemented for it\), and a Flow passes its transform through jax\.jit: derive Cube from "
+               r"numpyro\.distributions\.transforms\.ParameterFreeTransform if it has no parameters, or give it "
+               r"tree_flatten/tree_unflatten; numpyro\.distributions\.TransformedDistribution takes it as it is$")
+    for transform in (Cube(), L.Chain([L.LULinear.init(KEY, 2), Cube()])):
+        with pytest.raises(TypeError, match=message):
+            nf_ppl.Flow(transform, (2,))
+    y = jnp.array([[1.0, 2.0], [-0.5, 0.3]])
+    reference = dist.TransformedDistribution(dist.Normal(0.0, 1.0).expand([2]).to_event(1), FreeCube()).log_prob(y)
+    np.testing.assert_allclose(nf_ppl.Flow(FreeCube(), (2,)).log_prob(y), reference, rtol=1e-6)
