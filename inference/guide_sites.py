@@ -21,10 +21,13 @@ def flow_sample(name: str, flow, *, support=None, event_shape=None, param_name: 
     ``event_shape`` (if given) and pushed to ``support`` with ``biject_to(support)``, e.g.
     ``support=constraints.positive`` for a site with positive values.  ``stl=True`` gives
     sticking-the-landing gradients (:mod:`inference.pathwise`), as ``AutoFlow`` does by default.
+    A flow's draws are vectors: for a scalar site (``numpyro.sample("sigma", dist.HalfNormal(1.0))``)
+    pass ``event_shape=()``.
 
         def guide(x):
-            flow_sample("theta", nf_ppl.iaf(key, 3, hidden_dims=(8,)))
-            flow_sample("sigma", nf_ppl.maf(key, 1, hidden_dims=(4,)), support=constraints.positive)
+            flow_sample("theta", nf_ppl.iaf(key, 3, hidden_dims=(8,)))  # a site of shape (3,)
+            flow_sample("sigma", nf_ppl.maf(key, 1, hidden_dims=(4,)), support=constraints.positive,
+                        event_shape=())  # a scalar site
     """
     if not isinstance(flow, nf_ppl.Flow):
         raise TypeError(f"flow must be an nf_ppl.Flow; got {type(flow).__name__}")
