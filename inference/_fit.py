@@ -106,6 +106,11 @@ def _without_outlying_rows(rows, limit=20.0):
     return rows[keep]
 
 
+def _varies(mean, sd):
+    """Per column: not constant (its sd above 1e-12 of its mean's size; exactly 0 counts as constant)."""
+    return sd > 1e-12 * np.abs(mean)
+
+
 def _check_degenerate_columns(train_y):
     """Warn when the training rows lie on a lower-dimensional set: a constant column, or columns that are
     linear combinations of each other (a duplicated or rescaled column).  Such rows have no density: a
@@ -114,19 +119,19 @@ def _check_degenerate_columns(train_y):
     column reached -3.94 nats held out, against 4.14 with a third normal column: a number about the squeeze."""
     rows = np.asarray(train_y, dtype=np.float64).reshape(train_y.shape[0], -1)
     mean, sd = rows.mean(axis=0), rows.std(axis=0)
-    constant = np.flatnonzero(sd <= 1e-12 * np.abs(mean))
+    constant = np.flatnonzero(~_varies(mean, sd))
     fix = "drop it, or add noise of the data's resolution (nf_ppl.uniform_dequantize for integers)"
     if constant.size:
         shown = ", ".join(f"{i} (= {mean[i]:.6g})" for i in constant[:5]) + (" ..." if constant.size > 5 else "")
         warnings.warn(f"fit: {constant.size} column(s) of the training rows are constant: {shown}; such data "
                       f"have no density (a flow squeezes them into a spike, and its log-likelihood measures the "
                       f"squeeze, not the fit): {fix}", UserWarning, stacklevel=3)
-    varied = np.flatnonzero(sd > 1e-12 * np.abs(mean))
+    varied = np.flatnonzero(_varies(mean, sd))
     if not 2 <= varied.size <= MAX_DEPENDENCE_CHECK:
         return
     rows = _without_outlying_rows(rows[:, varied])  # one row of 1e20 makes every column "equal" to the others
     mean, sd = rows.mean(axis=0), rows.std(axis=0)
-    still = sd > 1e-12 * np.abs(mean)  # a column varied only by the rows left out is not a plane's
+    still = _varies(mean, sd)  # a column varied only by the rows left out is not a plane's
     varied, rows, mean, sd = varied[still], rows[:, still], mean[still], sd[still]
     if varied.size < 2 or rows.shape[0] <= varied.size:
         return

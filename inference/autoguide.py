@@ -69,7 +69,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
 import nf_ppl
-from nf_ppl._checks import check_finite_params, is_concrete
+from nf_ppl._checks import check_finite_params, is_concrete, is_int
 from nf_ppl.layers import Chain, ElementwiseAffine, LULinear, SubspaceFlow
 
 from ._io import builders, get_builder
@@ -618,7 +618,7 @@ class AutoFlow(AutoContinuous):
         ``{site: array of shape (len(quantiles),) + site shape}``.  A flow's marginals have no closed form,
         so these are Monte Carlo estimates (NumPyro's Gaussian guides compute theirs exactly; NumPyro's
         ``AutoGuide.quantiles`` raised a bare ``NotImplementedError`` here)."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
+        if not is_int(num_samples) or num_samples < 2:
             raise ValueError(f"num_samples must be an int >= 2; got {num_samples!r}")
         q = jnp.asarray(quantiles)
         if q.ndim > 1 or not bool(jnp.all((q >= 0) & (q <= 1))):

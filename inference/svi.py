@@ -17,7 +17,7 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, TraceEnum_ELBO
 from numpyro.infer.reparam import NeuTraReparam
 
 import nf_ppl
-from nf_ppl._checks import check_finite_params
+from nf_ppl._checks import check_finite_params, is_int
 from nf_ppl.nn import MLP
 
 from ._background import BackgroundCompiled
@@ -294,8 +294,7 @@ class AmortizedFlowGuide:
     def __init__(self, site: str, latent_dim: int, data_dim: int, *, flow="iaf", num_layers: int = 2,
                  encoder_hidden: Sequence[int] = (32,), context_dim: int = 8, plate: str = "data",
                  prefix: str = "amortized", seed: int = 0, data_size: int | None = None, **flow_options):
-        if data_size is not None and (isinstance(data_size, bool) or not isinstance(data_size, (int, np.integer))
-                                      or data_size < 1):
+        if data_size is not None and (not is_int(data_size) or data_size < 1):
             raise ValueError(f"data_size must be a positive int (the rows of the whole data set) or None; "
                              f"got {data_size!r}")
         self.data_size = None if data_size is None else int(data_size)
